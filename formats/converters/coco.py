@@ -1,0 +1,415 @@
+"""COCO-format detection files (Objects365 v1/v2, COCO 2017, LVIS v1, V3Det, custom) -> ODVG OD dataset.
+
+Follows MMDetection's conventions (``coco2odvg.py``, ``lvis2odvg.py``) where they are right: label ids
+``category_id - 1`` for Objects365, V3Det and LVIS, the 80-class order for COCO 2017, boxes dropped for
+``ignore``, no overlap with the image, ``area <= 0``, a side under 1 px and crowd, Objects365 v2 path
+prefixes stripped and its known-broken images skipped. Unlike it, every drop and reject is counted and
+written with its reason, unknown ids are rejects rather than crashes, and the label map keeps every
+category.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from formats import paths as P
+from formats import schema as S
+from formats.boxes import xywh_to_xyxy
+from formats.coco_read import F_AREA_MISSING, F_CROWD, F_IGNORE, MISSING, CocoColumns, read_coco
+from formats.dataset import DatasetWriter, Manifest, provenance
+from formats.json_stream import JSONStructureError
+
+log = logging.getLogger("ovlabel.convert")
+
+SOURCES = ("o365v1", "o365v2", "coco2017", "lvis_v1", "v3det", "custom")
+ID_MINUS_ONE = {"o365v1", "o365v2", "v3det", "lvis_v1"}
+KNOWN_BROKEN = {"o365v1": {6, 19, 23}, "o365v2": {908726, 320532, 320534}}
+COCO80_IDS = [i for i in range(1, 91) if i not in {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}]
+COCO_URL_PREFIX = "http://images.cocodataset.org/"
+O365V2_PREFIXES = ("images/v2/", "images/v1/")
+
+
+class ConversionError(ValueError):
+    """A structural problem in the input: nothing was written."""
+
+
+@dataclass
+class CocoConvertConfig:
+    """Settings of a COCO-format conversion; recorded in the manifest."""
+
+    source: str = "custom"
+    image_root: str | None = None
+    check_images: bool = False
+    fix_o365_names: bool = False
+    part_images: int = 100_000
+
+
+def o365_name_fixes() -> dict[int, tuple[str, str]]:
+    """The 13 wrong Objects365 v2 category names: id -> (wrong, right)."""
+    data = json.loads(resources.files("formats").joinpath("data/o365v2_name_fixes.json").read_text())
+    return {int(k): (v[0], v[1]) for k, v in data["fixes"].items()}
+
+
+def build_categories(raw: list, source: str, path: str, fix_names: bool = False) -> list[dict]:
+    """Validates the file's categories and assigns label ids by the source's convention (sorted by label)."""
+    cats, seen = [], set()
+    for i, c in enumerate(raw):
+        if not isinstance(c, dict) or not isinstance(c.get("id"), int) or isinstance(c.get("id"), bool):
+            raise ConversionError(f"{path}: categories[{i}]: needs an integer 'id'")
+        if not isinstance(c.get("name"), str) or not c["name"].strip():
+            raise ConversionError(f"{path}: categories[{i}] (id={c['id']}): needs a non-empty 'name'")
+        if c["id"] in seen:
+            raise ConversionError(f"{path}: categories[{i}]: duplicate category id {c['id']}")
+        seen.add(c["id"])
+        entry = {"id": c["id"], "name": c["name"]}
+        for k in ("synonyms", "def", "supercategory", "frequency"):
+            if k in c:
+                entry[k] = c[k]
+        cats.append(entry)
+    ids = sorted(seen)
+    if source in ID_MINUS_ONE:
+        if ids[0] < 1:
+            raise ConversionError(f"{path}: {source} category ids start at 1; found id {ids[0]}")
+        label_of = {i: i - 1 for i in ids}
+    elif source == "coco2017":
+        if ids != COCO80_IDS:
+            raise ConversionError(f"{path}: not the 80 COCO 2017 categories (found {len(ids)} ids); use --source custom")
+        label_of = {cid: k for k, cid in enumerate(ids)}
+    else:
+        label_of = {cid: k for k, cid in enumerate(ids)}
+    if fix_names:
+        fixes = o365_name_fixes()
+        for c in cats:
+            wrong_right = fixes.get(c["id"])
+            if wrong_right and c["name"] == wrong_right[0]:
+                c["name"] = wrong_right[1]
+    for c in cats:
+        c["label"] = label_of[c["id"]]
+    return sorted(cats, key=lambda c: c["label"])
+
+
+class _Rejects:
+    """Collects rejected and dropped records with their reasons, and counts them."""
+
+    def __init__(self, file: str):
+        self.file = file
+        self.rows: list[dict] = []
+        self.rejected: Counter = Counter()
+        self.dropped: Counter = Counter()
+
+    def add(self, array: str, indices, reason: str, details=None, ids=None, dropped: bool = False) -> None:
+        indices = np.asarray(indices).reshape(-1)
+        if len(indices) == 0:
+            return
+        (self.dropped if dropped else self.rejected)[reason] += len(indices)
+        for k, idx in enumerate(indices.tolist()):
+            detail = details[k] if isinstance(details, list) else details
+            rid = None if ids is None else ids[k]
+            record = f"{array}[{idx}]" + ("" if rid is None or rid == MISSING else f" id={rid}")
+            self.rows.append({"file": self.file, "record": record,
+                              "reason": ("dropped: " if dropped else "") + reason, "detail": detail})
+
+
+def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: CocoConvertConfig, *,
+                 overwrite: bool = False, progress: Callable[[int], None] | None = None) -> Manifest:
+    """Converts one COCO-format JSON into an ODVG OD dataset directory; returns its manifest."""
+    ann_path = Path(ann_path)
+    if cfg.source not in SOURCES:
+        raise ConversionError(f"unknown --source {cfg.source!r}; expected one of {', '.join(SOURCES)}")
+    if not ann_path.is_file():
+        raise ConversionError(f"{ann_path}: no such file")
+    if cfg.image_root is not None:
+        cfg.image_root = str(Path(cfg.image_root).resolve())
+    st = ann_path.stat()
+    resume_key = {"config": asdict(cfg), "input": [str(ann_path.resolve()), st.st_size, st.st_mtime_ns]}
+    existing = _finished(out_dir, resume_key)
+    if existing is not None and not overwrite:
+        log.info("%s: already converted from the same input and settings; nothing to do", out_dir)
+        return existing
+
+    try:
+        cols = read_coco(ann_path, progress=progress)
+    except JSONStructureError as e:
+        raise ConversionError(str(e)) from None
+    cats = build_categories(cols.categories, cfg.source, str(ann_path), cfg.fix_o365_names)
+    rej = _Rejects(str(ann_path))
+    problems = {(a, i): (r, d) for a, i, r, d in cols.problems}
+
+    keep_img, file_names = _check_images(cols, cfg, rej, problems)
+    n_kept = int(keep_img.sum())
+    kept_idx = np.flatnonzero(keep_img)
+    img_slot = np.full(len(cols.img_id), -1, dtype=np.int64)
+    img_slot[keep_img] = np.arange(int(keep_img.sum()))
+    ann_keep, ann_slot, ann_label_pos = _check_annotations(cols, cats, keep_img, img_slot, rej, problems)
+
+    manifest = Manifest(
+        kind="od", source=cfg.source, image_root=cfg.image_root,
+        categories=cats, config=asdict(cfg),
+        provenance=provenance([{"path": str(ann_path.resolve()), "size": st.st_size, "sha256": cols.sha256}]),
+    )
+    extra = _extra_fields(cols, cfg)
+    manifest.extra_columns = [f.name for f in extra]
+    writer = DatasetWriter(out_dir, manifest, overwrite=True, resume_key=resume_key)
+    boxes_per_image = _write_parts(writer, cols, cfg, cats, kept_idx, file_names, ann_keep, ann_slot, ann_label_pos, extra)
+    writer.write_rejects("part-00000.parquet", rej.rows)
+    counts = {
+        "images_in": int(len(cols.img_id)), "images": n_kept,
+        "boxes_in": int(len(cols.ann_id)), "boxes": int(ann_keep.sum()),
+        "images_without_boxes": int((boxes_per_image == 0).sum()),
+        "categories": len(cats),
+        "dropped": dict(sorted(rej.dropped.items())), "rejected": dict(sorted(rej.rejected.items())),
+    }
+    return writer.finish(counts)
+
+
+def _later_duplicates(ids: np.ndarray) -> np.ndarray:
+    """True for every occurrence of an id after its first (O(n) when ids are already increasing)."""
+    dup = np.zeros(len(ids), dtype=bool)
+    if len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])):
+        return dup
+    _, first = np.unique(ids, return_index=True)
+    dup[:] = True
+    dup[first] = False
+    return dup
+
+
+def _index_of(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Row of the first occurrence of each query in `keys`, -1 where absent (a direct table for dense ids)."""
+    out = np.full(len(queries), -1, dtype=np.int64)
+    valid = keys[keys != MISSING]
+    if len(valid) == 0:
+        return out
+    lo, hi = int(valid.min()), int(valid.max())
+    if hi - lo < 4 * len(keys) + 1024:
+        table = np.full(hi - lo + 1, -1, dtype=np.int64)
+        rows = np.flatnonzero(keys != MISSING)
+        table[keys[rows][::-1] - lo] = rows[::-1]  # reversed: the first occurrence wins
+        inside = (queries >= lo) & (queries <= hi)
+        out[inside] = table[queries[inside] - lo]
+        return out
+    uniq, first = np.unique(keys, return_index=True)
+    pos = np.minimum(np.searchsorted(uniq, queries), len(uniq) - 1)
+    hit = uniq[pos] == queries
+    out[hit] = first[pos[hit]]
+    return out
+
+
+def _finished(out_dir, resume_key) -> Manifest | None:
+    from formats.dataset import Dataset, DatasetError, _fingerprint
+
+    try:
+        ds = Dataset(out_dir)
+    except DatasetError:
+        return None
+    m = ds.manifest
+    if m.complete and m.config.get("_resume_key") == _fingerprint(resume_key):
+        return m
+    return None
+
+
+def _check_images(cols: CocoColumns, cfg: CocoConvertConfig, rej: _Rejects, problems: dict):
+    n = len(cols.img_id)
+    keep = np.ones(n, dtype=bool)
+
+    def reject(mask, reason, detail=None):
+        idx = np.flatnonzero(mask & keep)
+        if len(idx) == 0:
+            return
+        details = [problems.get(("images", int(cols.img_index[i])), (None, detail))[1] or detail for i in idx]
+        rej.add("images", cols.img_index[idx], reason, details, cols.img_id[idx].tolist())
+        keep[idx] = False
+
+    reject(cols.img_id == MISSING, "invalid id", "missing or not an integer")
+    reject(_later_duplicates(cols.img_id), "duplicate image id", "an earlier image has the same id; the first is kept")
+    names = _file_names(cols, cfg)
+    reject(pc.is_null(names).to_numpy(zero_copy_only=False), "missing file_name", "no 'file_name' (nor 'coco_url')")
+    suspicious = np.flatnonzero(pc.fill_null(pc.match_substring_regex(names, _SUSPICIOUS), False).to_numpy(zero_copy_only=False))
+    if len(suspicious):
+        fixed = names.to_pylist()
+        for i in suspicious.tolist():
+            try:
+                fixed[i] = P.check_relative(fixed[i])
+            except P.UnsafePathError as e:
+                if keep[i]:
+                    rej.add("images", [cols.img_index[i]], "unsafe file_name", str(e), [cols.img_id[i]])
+                    keep[i] = False
+        names = pa.array(fixed, pa.string())
+    bad_size = (cols.img_w == MISSING) | (cols.img_h == MISSING) | (cols.img_w <= 0) | (cols.img_h <= 0)
+    reject(bad_size, "invalid width/height", "width and height must be positive integers")
+    broken = KNOWN_BROKEN.get(cfg.source)
+    if broken:
+        reject(np.isin(cols.img_id, list(broken)), "known broken image",
+               f"{cfg.source} image skipped as MMDetection's coco2odvg.py skips it")
+    if cfg.check_images and cfg.image_root:
+        idx = np.flatnonzero(keep)
+        bad = _verify_image_files(cfg.image_root, names.take(pa.array(idx)).to_pylist(), cols.img_w[idx], cols.img_h[idx])
+        for reason in sorted({r for r, _ in bad.values()}):
+            local = [k for k, (r, _) in bad.items() if r == reason]
+            rows = idx[local]
+            rej.add("images", cols.img_index[rows], reason, [bad[k][1] for k in local], cols.img_id[rows].tolist())
+            keep[rows] = False
+    return keep, names
+
+
+_SUSPICIOUS = r"^[/\\]|\\|\.\.|^[A-Za-z]:|\x00|://"
+
+
+def _file_names(cols: CocoColumns, cfg: CocoConvertConfig) -> pa.Array:
+    """Image paths as the dataset stores them: LVIS's ``coco_url`` -> ``train2017/NAME``, O365v2 prefixes cut."""
+    names = cols.img_file
+    if names.null_count and cols.img_url.null_count < len(cols.img_url):
+        from_url = pc.replace_substring_regex(cols.img_url, pattern=r"^.*/([^/]+/[^/]+)$", replacement=r"\1")
+        names = pc.if_else(pc.is_null(names), from_url, names)
+    if cfg.source == "o365v2":
+        names = pc.replace_substring_regex(names, pattern=r"^images/v[12]/", replacement="")
+    return names
+
+
+def _check_annotations(cols: CocoColumns, cats: list[dict], keep_img, img_slot, rej: _Rejects, problems: dict):
+    n = len(cols.ann_id)
+    keep = np.ones(n, dtype=bool)
+
+    def reject(mask, reason, detail=None, dropped=False):
+        idx = np.flatnonzero(mask & keep)
+        if len(idx) == 0:
+            return
+        details = detail(idx) if callable(detail) else detail
+        if not dropped:
+            details = [problems.get(("annotations", int(cols.ann_index[i])), (None, None))[1]
+                       or (details[k] if isinstance(details, list) else details) for k, i in enumerate(idx)]
+        rej.add("annotations", cols.ann_index[idx], reason, details, cols.ann_id[idx].tolist(), dropped=dropped)
+        keep[idx] = False
+
+    reject(cols.ann_id == MISSING, "invalid id", "missing or not an integer")
+    reject(_later_duplicates(cols.ann_id), "duplicate annotation id", "an earlier annotation has the same id; the first is kept")
+    img_row = _index_of(cols.img_id, cols.ann_img)  # a duplicated image id resolves to its first occurrence
+    reject(cols.ann_img == MISSING, "invalid image_id", "missing or not an integer")
+    reject(img_row < 0, "unknown image id", "no image with this id in 'images'")
+    img_ok = np.zeros(n, dtype=bool)
+    img_ok[img_row >= 0] = keep_img[img_row[img_row >= 0]]
+    reject(~img_ok, "image rejected", "its image was rejected (see images rejects)")
+    cat_ids = np.array([c["id"] for c in cats], dtype=np.int64)
+    label_pos = _index_of(cat_ids, cols.ann_cat)
+    reject(cols.ann_cat == MISSING, "invalid category_id", "missing or not an integer")
+    reject(label_pos < 0, "unknown category id", lambda idx: [f"category_id={c} is not in 'categories'" for c in cols.ann_cat[idx]])
+    box = cols.ann_box
+    reject(~np.isfinite(box).all(axis=1), "invalid bbox", "bbox must be 4 finite numbers [x, y, w, h]")
+    # MMDetection's filters, in its order
+    x1, y1, w, h = (box[:, k] for k in range(4))
+    safe_row = np.maximum(img_row, 0)
+    iw = cols.img_w[safe_row].astype(np.float64)
+    ih = cols.img_h[safe_row].astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        reject((cols.ann_flags & F_IGNORE) > 0, "ignore", "annotation marked ignore", dropped=True)
+        inter_w = np.minimum(x1 + w, iw) - np.maximum(x1, 0.0)
+        inter_h = np.minimum(y1 + h, ih) - np.maximum(y1, 0.0)
+        reject((inter_w <= 0) | (inter_h <= 0), "no overlap with image", "box lies outside its image", dropped=True)
+        del inter_w, inter_h, iw, ih
+        area = np.where((cols.ann_flags & F_AREA_MISSING) > 0, w * h, cols.ann_area)
+        reject(area <= 0, "area <= 0", None, dropped=True)
+        reject((w < 1) | (h < 1), "width or height < 1", None, dropped=True)
+    reject((cols.ann_flags & F_CROWD) > 0, "iscrowd", "crowd region", dropped=True)
+    slot = np.where(keep, img_slot[np.maximum(img_row, 0)], -1)
+    return keep, slot, label_pos
+
+
+def _extra_fields(cols: CocoColumns, cfg: CocoConvertConfig) -> list[pa.Field]:
+    lvis_like = cfg.source == "lvis_v1" or (len(cols.img_neg) and cols.img_neg.null_count < len(cols.img_neg))
+    if not lvis_like:
+        return []
+    return [pa.field("neg_labels", pa.list_(pa.int32())), pa.field("not_exhaustive_labels", pa.list_(pa.int32()))]
+
+
+def _ids_to_labels(lists: pa.Array, cats: list[dict]) -> pa.Array:
+    """Maps lists of category ids to lists of label ids; ids not in the categories are left out."""
+    lut = {c["id"]: c["label"] for c in cats}
+    return pa.array([None if v is None else [lut[x] for x in v if x in lut] for v in lists.to_pylist()],
+                    type=pa.list_(pa.int32()))
+
+
+def _write_parts(writer: DatasetWriter, cols: CocoColumns, cfg: CocoConvertConfig, cats: list[dict],
+                 kept_idx: np.ndarray, names: pa.Array, ann_keep, ann_slot, label_pos, extra: list[pa.Field]) -> np.ndarray:
+    """Groups the kept boxes by image and writes the record parts; returns the box count of each image."""
+    n_kept = len(kept_idx)
+    boxes_idx = np.flatnonzero(ann_keep)
+    order = boxes_idx[np.argsort(ann_slot[boxes_idx], kind="stable")]
+    counts = np.bincount(ann_slot[boxes_idx], minlength=n_kept) if n_kept else np.zeros(0, np.int64)
+    offsets = np.zeros(n_kept + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    cat_names = pa.array([c["name"] for c in cats], pa.string())
+    cat_labels = np.array([c["label"] for c in cats], dtype=np.int32)
+    step = max(1, cfg.part_images)
+    n_parts = max(1, -(-n_kept // step))
+    prefix = f"{cfg.source}/"
+
+    def build(p: int) -> tuple[str, pa.Table]:
+        a, b = p * step, min(n_kept, (p + 1) * step)
+        rows = kept_idx[a:b]
+        sel = order[offsets[a]:offsets[b]]
+        image_id = pc.binary_join_element_wise(prefix, pc.cast(pa.array(cols.img_id[rows]), pa.string()), "")
+        lp = label_pos[sel]
+        regions = S.regions_from_columns(  # gold boxes are keyed by position (schema.region_keys)
+            offsets[a:b + 1] - offsets[a], xywh_to_xyxy(cols.ann_box[sel]),
+            label=cat_labels[lp], category=cat_names.take(pa.array(lp)), origin="gold",
+        )
+        data = {
+            "image_id": image_id,
+            "source": pa.repeat(pa.scalar(cfg.source), b - a),
+            "file_name": names.take(pa.array(rows)),
+            "width": pa.array(cols.img_w[rows].astype(np.int32)),
+            "height": pa.array(cols.img_h[rows].astype(np.int32)),
+            "caption": pa.nulls(b - a, pa.string()),
+            "regions": regions,
+        }
+        if extra:
+            data["neg_labels"] = _ids_to_labels(cols.img_neg.take(pa.array(rows)), cats)
+            data["not_exhaustive_labels"] = _ids_to_labels(cols.img_not_exh.take(pa.array(rows)), cats)
+        table = pa.Table.from_arrays(list(data.values()), schema=S.record_schema(extra))
+        return f"part-{p:05d}.parquet", table
+
+    with ThreadPoolExecutor(2) as pool:
+        futures = []
+        for p in range(n_parts):
+            name, table = build(p)
+            futures.append(pool.submit(writer.write_part, name, table))
+            if len(futures) > 2:
+                futures.pop(0).result()
+        for f in futures:
+            f.result()
+    return counts
+
+
+def _verify_image_files(root: str, names: list[str], widths: np.ndarray, heights: np.ndarray) -> dict[int, tuple[str, str]]:
+    """Checks each image exists under `root` and its header size matches; returns {index: (reason, detail)}."""
+    from PIL import Image
+
+    def check(i: int):
+        try:
+            full = P.resolve(root, names[i])
+        except P.UnsafePathError as e:
+            return i, ("unsafe file_name", str(e))
+        if not full.is_file():
+            return i, ("image file missing", str(full))
+        try:
+            with Image.open(full) as im:
+                w, h = im.size
+        except Exception as e:  # noqa: BLE001 - any decoder failure is a reject with its message
+            return i, ("unreadable image", f"{full}: {e}")
+        if (w, h) != (int(widths[i]), int(heights[i])):
+            return i, ("image size mismatch", f"{full}: header {w}x{h}, annotation {widths[i]}x{heights[i]}")
+        return i, None
+
+    with ThreadPoolExecutor(8) as pool:
+        return {i: r for i, r in pool.map(check, range(len(names))) if r is not None}
