@@ -178,6 +178,8 @@ def read_coco(path: str | os.PathLike, *, tmp_dir: str | os.PathLike | None = No
                 else:
                     out.other[key] = value
             out.sha256 = stream.sha256()
+            out.has_images = out.has_images or "images" in stream.keys
+            out.has_annotations = out.has_annotations or "annotations" in stream.keys
     except UnicodeDecodeError as e:
         raise JSONStructureError(f"{path}: not UTF-8 text: {e}") from None
     finally:
@@ -201,10 +203,7 @@ def _ints(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def _image_window(w: Window, problems: list) -> dict:
-    if w.objects is not None:
-        t = _objects_to_table(w, _IMAGE_COLUMNS, problems)
-    else:
-        t = w.table
+    t = _objects_to_table(w, _IMAGE_COLUMNS, problems) if w.objects is not None else w.table
     n = t.num_rows
     return {
         "id": _ints(t.column("id")),

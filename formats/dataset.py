@@ -13,12 +13,14 @@ import json
 import os
 import shutil
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from formats import schema as S
@@ -42,10 +44,15 @@ class DatasetError(RuntimeError):
     """A dataset directory is missing, incomplete, or does not match what was asked."""
 
 
+def _tmp_name(path: Path) -> Path:
+    """A temp name beside `path`, unique per process and thread (hidden, so globs skip it)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Writes `data` to `path` through a temp file in the same folder and a rename."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _tmp_name(path)
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -63,7 +70,7 @@ class atomic_path:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.tmp = _tmp_name(self.path)
 
     def __enter__(self) -> Path:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,6 +198,11 @@ class Dataset:
         for p in self.part_paths:
             yield pq.read_table(p, columns=columns)
 
+    @property
+    def has_scores(self) -> bool:
+        """True when any region is not gold (pseudo or reviewed regions carry scores)."""
+        return any(o != "gold" for p in self.manifest.parts for o in p.get("origins", {}))
+
     def read_rejects(self) -> pa.Table:
         paths = self.reject_paths
         if not paths:
@@ -200,6 +212,25 @@ class Dataset:
     def parquet_glob(self) -> str:
         """A glob over the record parts for duckdb."""
         return str(self.root / RECORDS / "*.parquet")
+
+
+def prior_run(root: str | os.PathLike, resume_key: dict, overwrite: bool) -> Manifest | None:
+    """Checks an output folder before work starts.
+
+    Returns the manifest of a complete dataset made from the same inputs and settings (nothing to do),
+    None when the folder is free (absent, empty, an unfinished run of the same key, or `overwrite`), and
+    raises DatasetError when it holds something else.
+    """
+    root = Path(root)
+    if overwrite or not root.exists() or not any(root.iterdir()):
+        return None
+    if not (root / MANIFEST).is_file():
+        raise DatasetError(f"{root} exists and is not an ovlabel dataset; choose an empty --out")
+    m = Dataset(root).manifest
+    if m.config.get("_resume_key") != _fingerprint(resume_key):
+        raise DatasetError(f"{root} holds a dataset made from other inputs or settings; "
+                           "pass --overwrite to start over, or choose another --out")
+    return m if m.complete else None
 
 
 class DatasetWriter:
@@ -218,6 +249,7 @@ class DatasetWriter:
         }
         self.manifest.config = {**manifest.config, "_resume_key": _fingerprint(self.resume_key)}
         self._done: dict[str, dict] = {}
+        self._lock = threading.Lock()
         self._open(overwrite)
 
     def _open(self, overwrite: bool) -> None:
@@ -262,10 +294,11 @@ class DatasetWriter:
         path = self.root / RECORDS / name
         with atomic_path(path) as tmp:
             write_parquet(table, tmp)
-        entry = {"name": name, "rows": table.num_rows, "boxes": _count_boxes(table), **meta}
-        self._done[name] = entry
-        self.manifest.parts = sorted(self._done.values(), key=lambda p: p["name"])
-        self._save()
+        entry = {"name": name, "rows": table.num_rows, **_region_counts(table), **meta}
+        with self._lock:
+            self._done[name] = entry
+            self.manifest.parts = sorted(self._done.values(), key=lambda p: p["name"])
+            self._save()
         return entry
 
     def write_rejects(self, name: str, rows: pa.Table | list[dict]) -> None:
@@ -278,9 +311,10 @@ class DatasetWriter:
             return
         with atomic_path(self.root / REJECTS / name) as tmp:
             pq.write_table(table.cast(REJECT_SCHEMA), tmp, compression="zstd")
-        if name not in self.manifest.reject_parts:
-            self.manifest.reject_parts.append(name)
-            self._save()
+        with self._lock:
+            if name not in self.manifest.reject_parts:
+                self.manifest.reject_parts.append(name)
+                self._save()
 
     def finish(self, counts: dict | None = None) -> Manifest:
         """Marks the dataset complete with its final counts."""
@@ -289,7 +323,8 @@ class DatasetWriter:
         self.manifest.counts.setdefault("images", sum(p["rows"] for p in self.manifest.parts))
         self.manifest.counts.setdefault("boxes", sum(p["boxes"] for p in self.manifest.parts))
         self.manifest.complete = True
-        self._save()
+        with self._lock:
+            self._save()
         return self.manifest
 
     def _save(self) -> None:
@@ -317,9 +352,12 @@ def write_parquet(table: pa.Table, path: str | os.PathLike) -> None:
     )
 
 
-def _count_boxes(table: pa.Table) -> int:
-    regions = table.column("regions")
-    return int(sum(len(c.flatten()) for c in regions.chunks))
+def _region_counts(table: pa.Table) -> dict:
+    """Boxes in a records table and how many of each origin."""
+    origins = pa.chunked_array([c.flatten().field("origin") for c in table.column("regions").chunks],
+                               type=pa.string())
+    counts = {d["values"]: d["counts"] for d in pc.value_counts(origins).to_pylist() if d["values"] is not None}
+    return {"boxes": len(origins), "origins": dict(sorted(counts.items()))}
 
 
 def _fingerprint(obj: Any) -> str:

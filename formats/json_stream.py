@@ -74,6 +74,7 @@ class JSONObjectStream:
         self._hasher = hashlib.sha256() if hash_sha256 else None
         self._pool = ThreadPoolExecutor(1) if hash_sha256 else None
         self._pending: list = []
+        self.keys: list[str] = []  # top-level keys in file order
 
     # -- buffer -------------------------------------------------------------------------------------------
     def _fill(self, need: int) -> None:
@@ -127,7 +128,7 @@ class JSONObjectStream:
 
     def _peek(self) -> bytes:
         self._skip_ws()
-        return self.buf[self.pos:self.pos + 1]
+        return bytes(self.buf[self.pos:min(self.pos + 1, self.end)])
 
     def _expect(self, ch: bytes, what: str) -> None:
         got = self._peek()
@@ -177,6 +178,7 @@ class JSONObjectStream:
             if not isinstance(key, str):
                 raise self._error("expected an object key")
             self._expect(b":", "':' after a key")
+            self.keys.append(key)
             if key in self.big and self._peek() == b"[":
                 self.pos += 1
                 yield from self._array(key)

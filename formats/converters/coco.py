@@ -28,7 +28,7 @@ from formats import paths as P
 from formats import schema as S
 from formats.boxes import xywh_to_xyxy
 from formats.coco_read import F_AREA_MISSING, F_CROWD, F_IGNORE, MISSING, CocoColumns, read_coco
-from formats.dataset import DatasetWriter, Manifest, provenance
+from formats.dataset import DatasetWriter, Manifest, prior_run, provenance
 from formats.json_stream import JSONStructureError
 
 log = logging.getLogger("ovlabel.convert")
@@ -123,7 +123,8 @@ class _Rejects:
 
 
 def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: CocoConvertConfig, *,
-                 overwrite: bool = False, progress: Callable[[int], None] | None = None) -> Manifest:
+                 overwrite: bool = False, progress: Callable[[int], None] | None = None,
+                 window_bytes: int = 128 << 20) -> Manifest:
     """Converts one COCO-format JSON into an ODVG OD dataset directory; returns its manifest."""
     ann_path = Path(ann_path)
     if cfg.source not in SOURCES:
@@ -134,13 +135,13 @@ def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: C
         cfg.image_root = str(Path(cfg.image_root).resolve())
     st = ann_path.stat()
     resume_key = {"config": asdict(cfg), "input": [str(ann_path.resolve()), st.st_size, st.st_mtime_ns]}
-    existing = _finished(out_dir, resume_key)
-    if existing is not None and not overwrite:
+    existing = prior_run(out_dir, resume_key, overwrite)
+    if existing is not None:
         log.info("%s: already converted from the same input and settings; nothing to do", out_dir)
         return existing
 
     try:
-        cols = read_coco(ann_path, progress=progress)
+        cols = read_coco(ann_path, progress=progress, window_bytes=window_bytes)
     except JSONStructureError as e:
         raise ConversionError(str(e)) from None
     cats = build_categories(cols.categories, cfg.source, str(ann_path), cfg.fix_o365_names)
@@ -204,19 +205,6 @@ def _index_of(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     hit = uniq[pos] == queries
     out[hit] = first[pos[hit]]
     return out
-
-
-def _finished(out_dir, resume_key) -> Manifest | None:
-    from formats.dataset import Dataset, DatasetError, _fingerprint
-
-    try:
-        ds = Dataset(out_dir)
-    except DatasetError:
-        return None
-    m = ds.manifest
-    if m.complete and m.config.get("_resume_key") == _fingerprint(resume_key):
-        return m
-    return None
 
 
 def _check_images(cols: CocoColumns, cfg: CocoConvertConfig, rej: _Rejects, problems: dict):
@@ -297,6 +285,8 @@ def _check_annotations(cols: CocoColumns, cats: list[dict], keep_img, img_slot, 
     img_row = _index_of(cols.img_id, cols.ann_img)  # a duplicated image id resolves to its first occurrence
     reject(cols.ann_img == MISSING, "invalid image_id", "missing or not an integer")
     reject(img_row < 0, "unknown image id", "no image with this id in 'images'")
+    if len(cols.img_id) == 0:  # nothing can be kept; every annotation is rejected above
+        return keep, np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
     img_ok = np.zeros(n, dtype=bool)
     img_ok[img_row >= 0] = keep_img[img_row[img_row >= 0]]
     reject(~img_ok, "image rejected", "its image was rejected (see images rejects)")

@@ -1,0 +1,76 @@
+"""A Hugging Face ``datasets`` dataset with declared features, loadable with ``datasets.load_dataset(DIR)``.
+
+Records are written as parquet shards under ``DIR/data/`` whose schema carries the ``datasets`` features
+(boxes, phrases, spans, scores), plus a dataset card. Images stay referenced (``file_name`` + image root).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from formats.dataset import Dataset, atomic_path, atomic_write_bytes
+
+
+def hf_features(schema: pa.Schema):
+    """`datasets.Features` for a record schema (core columns plus extras)."""
+    from datasets import Features, List, Value
+
+    region = {
+        "region_id": Value("string"), "bbox": List(Value("float64"), length=4), "label": Value("int32"),
+        "category": Value("string"), "phrase": Value("string"),
+        "tokens_positive": List(List(Value("int32"), length=2)),
+        "score": Value("float32"), "det_score": Value("float32"), "clip_score": Value("float32"),
+        "origin": Value("string"), "round": Value("int16"),
+    }
+    feats = {"image_id": Value("string"), "source": Value("string"), "file_name": Value("string"),
+             "width": Value("int32"), "height": Value("int32"), "caption": Value("string"), "regions": List(region)}
+    for f in schema:
+        if f.name not in feats:
+            from datasets.features.features import generate_from_arrow_type
+            feats[f.name] = generate_from_arrow_type(f.type)
+    return Features(feats)
+
+
+def export_hf(dataset_dir: str | os.PathLike, out: str | os.PathLike, push_to_hub: str | None = None,
+              private: bool = True) -> dict:
+    """Writes DIR/data/train-*.parquet with declared features and a README; optionally uploads to the Hub."""
+    ds = Dataset(dataset_dir).require_complete()
+    out = Path(out)
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    n = len(ds.part_paths)
+    features = None
+    rows = 0
+    for i, table in enumerate(ds.iter_tables()):
+        if features is None:
+            features = hf_features(table.schema)
+        table = table.select(list(features.keys())).cast(features.arrow_schema)
+        with atomic_path(out / "data" / f"train-{i:05d}-of-{n:05d}.parquet") as tmp:
+            pq.write_table(table, tmp, compression="zstd")
+        rows += table.num_rows
+    m = ds.manifest
+    card = f"""---
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: data/train-*.parquet
+---
+# {ds.root.name}
+
+ODVG records made by ovlabel ({m.kind.upper()} data from `{m.source}`): {rows} images,
+{sum(int(p['boxes']) for p in m.parts)} boxes. Boxes are absolute-pixel `[x1, y1, x2, y2]`; `tokens_positive`
+are `[start, end)` character spans into `caption`. Images are referenced by `file_name` relative to the
+image root `{m.image_root}`, not embedded.
+"""
+    atomic_write_bytes(out / "README.md", card.encode())
+    if push_to_hub:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(push_to_hub, repo_type="dataset", private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(out), repo_id=push_to_hub, repo_type="dataset")
+    return {"dir": out, "rows": rows, "shards": n, "pushed_to": push_to_hub}

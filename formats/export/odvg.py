@@ -1,0 +1,45 @@
+"""ODVG JSON lines + label map, as MMDetection's ``ODVGDataset`` (and Open-GroundingDino) read them.
+
+OD:  {"filename", "height", "width", "detection": {"instances": [{"bbox", "label", "category"}]}}
+VG:  {"filename", "height", "width", "grounding": {"caption", "regions": [{"bbox", "phrase", "tokens_positive"}]}}
+Pseudo regions add "score". Boxes are absolute xyxy pixels. Written by duckdb, streaming, in record order.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from formats.dataset import Dataset, atomic_path, atomic_write_json
+from formats.query import connect, register_records
+
+
+def default_label_map_path(out: str | os.PathLike) -> Path:
+    """``train.jsonl`` -> ``train.label_map.json`` beside it."""
+    out = Path(out)
+    stem = out.name[: -len(".jsonl")] if out.name.endswith(".jsonl") else out.stem
+    return out.with_name(f"{stem}.label_map.json")
+
+
+def export_odvg(dataset_dir: str | os.PathLike, out: str | os.PathLike, label_map: str | os.PathLike | None = None) -> dict:
+    """Writes the dataset as ODVG JSON lines (and, for OD data, the label map); returns what was written."""
+    ds = Dataset(dataset_dir).require_complete()
+    con = connect()
+    register_records(con, ds)
+    score = ", 'score': r.score" if ds.has_scores else ""
+    if ds.manifest.kind == "od":
+        inner = f"{{'bbox': r.bbox, 'label': r.label, 'category': r.category{score}}}"
+        body = f"{{'instances': list_transform(coalesce(regions, []), lambda r: {inner})}} AS detection"
+    else:
+        inner = f"{{'bbox': r.bbox, 'phrase': r.phrase, 'tokens_positive': r.tokens_positive{score}}}"
+        body = f"{{'caption': caption, 'regions': list_transform(coalesce(regions, []), lambda r: {inner})}} AS grounding"
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        con.execute(f"""COPY (SELECT file_name AS filename, height, width, {body} FROM records)
+                        TO '{tmp}' (FORMAT JSON)""")
+    result = {"records": out, "lines": sum(int(p["rows"]) for p in ds.manifest.parts)}
+    if ds.manifest.kind == "od":
+        lm = Path(label_map) if label_map else default_label_map_path(out)
+        atomic_write_json(lm, ds.manifest.label_map())
+        result["label_map"] = lm
+    return result

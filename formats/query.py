@@ -1,0 +1,118 @@
+"""duckdb over dataset directories: one place that opens records as a SQL view, plus `ovlabel stats`."""
+
+from __future__ import annotations
+
+import duckdb
+
+from formats.dataset import Dataset
+
+
+def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory duckdb connection."""
+    con = duckdb.connect()
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    return con
+
+
+def sql_list(paths) -> str:
+    """A duckdb list literal of file paths."""
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+
+
+def register_records(con: duckdb.DuckDBPyConnection, ds: Dataset, name: str = "records", *,
+                     with_order: bool = False) -> None:
+    """Creates view `name` over the dataset's records.
+
+    Rows come in stored order (duckdb preserves insertion order across the listed parts); `with_order`
+    adds `_ord`, the 0-based record position, for queries that reorder and need the position itself.
+    """
+    paths = ds.part_paths
+    if not paths:
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM (SELECT NULL::VARCHAR AS image_id, "
+                    "0::BIGINT AS _ord) WHERE false")
+        return
+    if not with_order:
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({sql_list(paths)})")
+        return
+    offsets, at = [], 0
+    for p, part in zip(paths, ds.manifest.parts):
+        offsets.append(f"('{str(p).replace(chr(39), chr(39) * 2)}', {at})")
+        at += int(part["rows"])
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _{name}_parts AS SELECT * FROM (VALUES {', '.join(offsets)}) t(filename, first)")
+    con.execute(
+        f"""CREATE OR REPLACE VIEW {name} AS
+        SELECT r.* EXCLUDE (filename, file_row_number), p.first + r.file_row_number AS _ord
+        FROM read_parquet({sql_list(paths)}, filename = true, file_row_number = true) r
+        JOIN _{name}_parts p USING (filename)"""
+    )
+
+
+def register_rejects(con: duckdb.DuckDBPyConnection, ds: Dataset, name: str = "rejects") -> None:
+    """Creates view `name` over the dataset's rejects (file, record, reason, detail)."""
+    paths = ds.reject_paths
+    if paths:
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({sql_list(paths)})")
+    else:
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT NULL::VARCHAR AS file, NULL::VARCHAR AS record, "
+                    "NULL::VARCHAR AS reason, NULL::VARCHAR AS detail WHERE false")
+
+
+def stats(dataset_dir: str, top: int = 20) -> dict:
+    """Summary of a dataset directory: images, boxes, boxes per image, top labels, box sizes, rejects."""
+    ds = Dataset(dataset_dir)
+    con = connect()
+    register_records(con, ds)
+    register_rejects(con, ds)
+    m = ds.manifest
+    base = con.execute("""
+        SELECT count(*) AS images,
+               coalesce(sum(len(coalesce(regions, []))), 0) AS boxes,
+               count(*) FILTER (WHERE len(coalesce(regions, [])) = 0) AS images_without_boxes,
+               count(caption) AS captions
+        FROM records""").fetchone()
+    per = con.execute("""
+        SELECT min(n), quantile_cont(n, 0.5), avg(n), quantile_cont(n, 0.99), max(n)
+        FROM (SELECT len(coalesce(regions, [])) AS n FROM records)""").fetchone()
+    con.execute("""CREATE TEMP TABLE boxes AS
+        SELECT r.label AS label, coalesce(r.category, r.phrase) AS name, r.origin AS origin,
+               (r.bbox[3] - r.bbox[1]) * (r.bbox[4] - r.bbox[2]) AS area,
+               (r.bbox[3] - r.bbox[1]) * (r.bbox[4] - r.bbox[2]) / (width * height) AS rel_area, r.score AS score
+        FROM (SELECT width, height, unnest(regions) AS r FROM records)""")
+    top_names = con.execute(f"SELECT name, count(*) AS n FROM boxes GROUP BY name ORDER BY n DESC, name LIMIT {int(top)}").fetchall()
+    sizes = con.execute("""
+        SELECT count(*) FILTER (WHERE area < 32*32), count(*) FILTER (WHERE area >= 32*32 AND area < 96*96),
+               count(*) FILTER (WHERE area >= 96*96),
+               quantile_cont(rel_area, [0.1, 0.5, 0.9])
+        FROM boxes""").fetchone()
+    origins = dict(con.execute("SELECT origin, count(*) FROM boxes GROUP BY origin ORDER BY origin").fetchall())
+    rejects = dict(con.execute("SELECT reason, count(*) FROM rejects GROUP BY reason ORDER BY count(*) DESC, reason").fetchall())
+    return {
+        "dataset": str(ds.root), "kind": m.kind, "source": m.source, "complete": m.complete,
+        "images": base[0], "boxes": int(base[1]), "images_without_boxes": base[2], "captions": base[3],
+        "categories": len(m.categories),
+        "boxes_per_image": dict(zip(["min", "median", "mean", "p99", "max"],
+                                    [None if v is None else round(float(v), 3) for v in per])),
+        "top": [{"name": n, "boxes": c} for n, c in top_names],
+        "box_sizes": {"small (<32^2 px)": sizes[0], "medium": sizes[1], "large (>=96^2 px)": sizes[2],
+                      "relative_area_p10_p50_p90": [round(x, 5) for x in (sizes[3] or [])]},
+        "origins": origins,
+        "rejects": rejects,
+        "drops_and_rejects_at_conversion": {k: m.counts[k] for k in ("dropped", "rejected") if k in m.counts},
+    }
+
+
+def format_stats(s: dict) -> str:
+    """Human-readable table of `stats()`."""
+    lines = [f"dataset  {s['dataset']}  ({s['kind']}, source {s['source']}{'' if s['complete'] else ', INCOMPLETE'})",
+             f"images   {s['images']:,}  (without boxes: {s['images_without_boxes']:,}; with captions: {s['captions']:,})",
+             f"boxes    {s['boxes']:,}  categories {s['categories']:,}",
+             "boxes/image  " + "  ".join(f"{k} {v}" for k, v in s["boxes_per_image"].items()),
+             "box sizes    " + "  ".join(f"{k} {v}" for k, v in s["box_sizes"].items()),
+             "origins      " + ("  ".join(f"{k} {v:,}" for k, v in s["origins"].items()) or "-"),
+             "top categories/phrases:"]
+    width = max([len(str(t["name"])) for t in s["top"]] + [4])
+    lines += [f"  {str(t['name']):<{width}}  {t['boxes']:,}" for t in s["top"]]
+    lines.append("rejects by reason:" if s["rejects"] else "rejects: none")
+    lines += [f"  {r}: {n:,}" for r, n in s["rejects"].items()]
+    return "\n".join(lines)

@@ -1,0 +1,234 @@
+"""`convert coco`: MMDetection's label conventions, drops counted, bad records rejected, structure errors stop."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from conftest import coco_doc
+
+from formats.converters.coco import (
+    COCO80_IDS,
+    CocoConvertConfig,
+    ConversionError,
+    build_categories,
+    convert_coco,
+)
+from formats.dataset import Dataset, DatasetError
+
+
+def convert(path, out, **kw):
+    window = kw.pop("window_bytes", 128 << 20)
+    return convert_coco(path, out, CocoConvertConfig(**kw), overwrite=True, window_bytes=window)
+
+
+def records(out):
+    return Dataset(out).read().to_pylist()
+
+
+def rejects(out):
+    return Dataset(out).read_rejects().to_pylist()
+
+
+def test_boxes_labels_and_order(write_json, tmp_path):
+    doc = coco_doc(n_images=3)
+    m = convert(write_json(doc), tmp_path / "ds", source="o365v1")
+    recs = records(tmp_path / "ds")
+    assert [r["image_id"] for r in recs] == ["o365v1/1", "o365v1/2", "o365v1/3"]
+    by_img = {}
+    for a in doc["annotations"]:
+        by_img.setdefault(a["image_id"], []).append(a)
+    for r in recs:
+        anns = by_img[int(r["image_id"].split("/")[1])]
+        assert [g["label"] for g in r["regions"]] == [a["category_id"] - 1 for a in anns]
+        for g, a in zip(r["regions"], anns):
+            x, y, w, h = a["bbox"]
+            assert g["bbox"] == pytest.approx([x, y, x + w, y + h])
+            assert g["origin"] == "gold" and g["score"] is None
+    assert m.counts["boxes"] == len(doc["annotations"]) and m.complete
+    assert m.label_map() == {"0": "person", "1": "car", "2": "Cabinet/shelf"}
+    assert m.provenance["inputs"][0]["sha256"] and len(m.provenance["inputs"][0]["sha256"]) == 64
+
+
+def test_coco2017_uses_the_80_class_order():
+    cats = [{"id": i, "name": f"c{i}"} for i in COCO80_IDS]
+    out = build_categories(cats, "coco2017", "x.json")
+    assert [c["label"] for c in out] == list(range(80))
+    assert {c["id"]: c["label"] for c in out}[13] == 11 and {c["id"]: c["label"] for c in out}[90] == 79
+    with pytest.raises(ConversionError, match="80 COCO 2017"):
+        build_categories(cats[:-1], "coco2017", "x.json")
+
+
+def test_custom_labels_are_dense_in_id_order_and_keep_every_category():
+    out = build_categories([{"id": 7, "name": "b"}, {"id": 3, "name": "a"}, {"id": 100, "name": "c"}], "custom", "x")
+    assert [(c["id"], c["label"]) for c in out] == [(3, 0), (7, 1), (100, 2)]
+
+
+def test_drops_are_counted_by_reason_and_written(write_json, tmp_path):
+    doc = coco_doc(n_images=1, boxes={1: [(1, [1, 1, 10, 10])]})
+    base = doc["annotations"][0]
+    doc["annotations"] += [
+        {**base, "id": 2, "iscrowd": 1},
+        {**base, "id": 3, "ignore": 1},
+        {**base, "id": 4, "bbox": [700, 10, 5, 5]},  # outside the 640 px wide image
+        {**base, "id": 5, "area": 0},
+        {**base, "id": 6, "bbox": [1, 1, 0.5, 10]},
+    ]
+    m = convert(write_json(doc), tmp_path / "ds", source="custom")
+    assert m.counts["boxes"] == 1
+    assert m.counts["dropped"] == {"iscrowd": 1, "ignore": 1, "no overlap with image": 1, "area <= 0": 1,
+                                   "width or height < 1": 1}
+    reasons = sorted(r["reason"] for r in rejects(tmp_path / "ds"))
+    assert reasons == sorted("dropped: " + k for k in m.counts["dropped"])
+
+
+def test_bad_records_are_rejected_and_the_rest_converts(write_json, tmp_path):
+    doc = coco_doc(n_images=4)
+    doc["images"].append({"id": 2, "file_name": "dup.jpg", "width": 1, "height": 1})  # duplicate id
+    doc["images"].append({"id": 9, "file_name": "../../etc/passwd", "width": 5, "height": 5})
+    doc["images"].append({"id": 10, "file_name": "/abs.jpg", "width": 5, "height": 5})
+    doc["images"].append({"id": 11, "file_name": "ok.jpg", "width": -5, "height": 5})
+    doc["images"].append({"id": 12, "width": 5, "height": 5})
+    a = doc["annotations"][0]
+    doc["annotations"] += [
+        {**a, "id": 100, "category_id": 999},
+        {**a, "id": 101, "image_id": 777},
+        {**a, "id": 102, "bbox": [1, 2, 3]},
+        {**a, "id": 103, "bbox": [1, 2, "x", 4]},
+        {**a, "id": 1},  # duplicate annotation id
+        {**a, "id": 104, "image_id": 9},
+    ]
+    m = convert(write_json(doc), tmp_path / "ds", source="custom")
+    assert m.counts["images"] == 4
+    assert m.counts["boxes"] == sum(range(1, 5))
+    rej = {(r["reason"], r["record"].split(" ")[0]) for r in rejects(tmp_path / "ds")}
+    expected = {
+        ("duplicate image id", "images[4]"), ("unsafe file_name", "images[5]"), ("unsafe file_name", "images[6]"),
+        ("invalid width/height", "images[7]"), ("missing file_name", "images[8]"),
+        ("unknown category id", f"annotations[{len(doc['annotations']) - 6}]"),
+        ("unknown image id", f"annotations[{len(doc['annotations']) - 5}]"),
+        ("invalid bbox", f"annotations[{len(doc['annotations']) - 4}]"),
+        ("invalid bbox", f"annotations[{len(doc['annotations']) - 3}]"),
+        ("duplicate annotation id", f"annotations[{len(doc['annotations']) - 2}]"),
+        ("image rejected", f"annotations[{len(doc['annotations']) - 1}]"),
+    }
+    assert rej == expected
+    details = {r["reason"]: r["detail"] for r in rejects(tmp_path / "ds")}
+    assert "999" in details["unknown category id"] and "escapes the image root" in details["unsafe file_name"] or \
+        "absolute" in details["unsafe file_name"]
+
+
+def test_nan_and_string_sizes(write_json, tmp_path):
+    doc = coco_doc(n_images=2)
+    doc["images"][0]["width"] = "640"  # MDETR-style string sizes are cast
+    doc["annotations"][0]["bbox"] = [float("nan"), 1, 2, 3]
+    m = convert(write_json(doc), tmp_path / "ds", source="custom")
+    assert m.counts["images"] == 2 and m.counts["boxes"] == 2
+    assert [r["reason"] for r in rejects(tmp_path / "ds")] == ["invalid bbox"]
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"images": []}, "no 'categories'"),
+    ({"annotations": [], "categories": [{"id": 1, "name": "a"}]}, "no 'images'"),
+    ({"images": [], "categories": [{"id": 1, "name": "a"}, {"id": 1, "name": "b"}]}, "duplicate category id 1"),
+    ({"images": [], "categories": [{"id": "x", "name": "a"}]}, "integer 'id'"),
+    ({"images": {}, "categories": [{"id": 1, "name": "a"}]}, "must be a list"),
+])
+def test_structural_problems_stop_before_anything_is_written(write_json, tmp_path, doc, message):
+    out = tmp_path / "ds"
+    with pytest.raises(ConversionError, match=message):
+        convert(write_json(doc), out, source="custom")
+    assert not out.exists()
+
+
+def test_truncated_file_is_a_clear_error(tmp_path):
+    p = tmp_path / "cut.json"
+    p.write_text(json.dumps(coco_doc(n_images=5))[:-40])
+    with pytest.raises(ConversionError, match=r"cut\.json: at byte \d+"):
+        convert(p, tmp_path / "ds", source="custom", window_bytes=64)
+
+
+def test_o365_specifics(write_json, tmp_path):
+    doc = coco_doc(n_images=3, cats=[(38, "Moniter/TV"), (53, "Bakset"), (1, "Person")],
+                   boxes={1: [(38, [1, 1, 5, 5])], 2: [], 3: [(53, [1, 1, 5, 5])]})
+    doc["images"][0]["file_name"] = "images/v2/patch0/a.jpg"
+    doc["images"][1]["file_name"] = "images/v1/patch1/b.jpg"
+    doc["images"].append({"id": 908726, "file_name": "images/v2/broken.jpg", "width": 5, "height": 5})
+    m = convert(write_json(doc), tmp_path / "ds", source="o365v2", fix_o365_names=True)
+    recs = records(tmp_path / "ds")
+    assert [r["file_name"] for r in recs] == ["patch0/a.jpg", "patch1/b.jpg", "img/0003.jpg"]
+    assert recs[1]["regions"] == []  # images without boxes are kept
+    assert m.label_map()["37"] == "Monitor/TV" and m.label_map()["52"] == "Basket"
+    assert m.counts["rejected"] == {"known broken image": 1}
+    m2 = convert(write_json(doc), tmp_path / "ds2", source="o365v2")
+    assert m2.label_map()["37"] == "Moniter/TV"
+
+
+def test_lvis_keeps_synonyms_and_negative_labels(write_json, tmp_path):
+    doc = {
+        "images": [{"id": 5, "coco_url": "http://images.cocodataset.org/val2017/000000000005.jpg", "width": 100,
+                    "height": 80, "neg_category_ids": [2, 55], "not_exhaustive_category_ids": [1]}],
+        "annotations": [{"id": 1, "image_id": 5, "category_id": 1, "bbox": [1, 2, 3, 4], "area": 12}],
+        "categories": [{"id": 1, "name": "aerosol_can", "synonyms": ["aerosol_can", "spray_can"], "def": "a can",
+                        "frequency": "c"}, {"id": 2, "name": "air_conditioner", "synonyms": ["air_conditioner"]}],
+    }
+    m = convert(write_json(doc), tmp_path / "ds", source="lvis_v1")
+    (r,) = records(tmp_path / "ds")
+    assert r["file_name"] == "val2017/000000000005.jpg"
+    assert r["neg_labels"] == [1] and r["not_exhaustive_labels"] == [0]  # id 55 is unknown: left out
+    assert m.categories[0]["synonyms"] == ["aerosol_can", "spray_can"] and m.categories[0]["def"] == "a can"
+    assert m.extra_columns == ["neg_labels", "not_exhaustive_labels"]
+
+
+def test_windows_do_not_change_the_result(write_json, tmp_path):
+    p = write_json(coco_doc(n_images=40))
+    convert(p, tmp_path / "a", source="custom")
+    convert(p, tmp_path / "b", source="custom", window_bytes=97)
+    assert records(tmp_path / "a") == records(tmp_path / "b")
+
+
+def test_parts_and_rerun(write_json, tmp_path):
+    p = write_json(coco_doc(n_images=10))
+    out = tmp_path / "ds"
+    convert_coco(p, out, CocoConvertConfig(source="custom", part_images=3))
+    parts = sorted((out / "records").glob("*.parquet"))
+    assert len(parts) == 4 and sum(pq.read_metadata(x).num_rows for x in parts) == 10
+    mtime = [x.stat().st_mtime_ns for x in parts]
+    convert_coco(p, out, CocoConvertConfig(source="custom", part_images=3))  # same input: nothing redone
+    assert [x.stat().st_mtime_ns for x in parts] == mtime
+    with pytest.raises(DatasetError, match="other inputs or settings"):
+        convert_coco(p, out, CocoConvertConfig(source="o365v1", part_images=3))
+    assert not list(out.rglob(".*tmp*"))
+
+
+def test_check_images(write_json, tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "images"
+    (root / "img").mkdir(parents=True)
+    Image.new("RGB", (640, 480)).save(root / "img/0001.jpg")
+    Image.new("RGB", (10, 10)).save(root / "img/0002.jpg")
+    m = convert(write_json(coco_doc(n_images=3)), tmp_path / "ds", source="custom", image_root=str(root),
+                check_images=True)
+    assert m.counts["images"] == 1
+    assert m.counts["rejected"]["image size mismatch"] == 1 and m.counts["rejected"]["image file missing"] == 1
+    assert m.image_root == str(root.resolve())
+
+
+def test_validate_rejects_bad_tables():
+    import pyarrow as pa
+
+    from formats import schema as S
+
+    regions = S.regions_from_columns(np.array([0, 1]), np.array([[5.0, 5, 1, 1]]))
+    t = pa.table({"image_id": ["a"], "source": ["s"], "file_name": ["f"], "width": pa.array([3], pa.int32()),
+                  "height": pa.array([3], pa.int32()), "caption": pa.nulls(1, pa.string()), "regions": regions})
+    with pytest.raises(S.SchemaError, match="x1<=x2"):
+        S.validate(S.conform(t))
+    spans = pa.array([[[0, 9]]], type=pa.list_(S.SPAN_TYPE))
+    regions = S.regions_from_columns(np.array([0, 1]), np.array([[0.0, 0, 1, 1]]), tokens_positive=spans, phrase=["x"])
+    t = t.set_column(6, "regions", regions).set_column(5, "caption", pa.array(["short"]))
+    with pytest.raises(S.SchemaError, match="outside its caption"):
+        S.validate(S.conform(t))

@@ -1,0 +1,110 @@
+"""Exports: ODVG lines exactly as MMDetection documents them, COCO via pycocotools, HF datasets, YOLO-World."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import coco_doc
+
+from formats.converters.coco import CocoConvertConfig, convert_coco
+from formats.export.coco import export_coco
+from formats.export.hf import export_hf
+from formats.export.odvg import export_odvg
+from formats.export.yolo_world import class_texts, export_yolo_world
+
+
+def lines(path):
+    return [json.loads(x) for x in open(path)]
+
+
+@pytest.fixture
+def coco_ds(write_json, tmp_path):
+    doc = {
+        "images": [{"id": 391895, "file_name": "000000391895.jpg", "height": 360, "width": 640},
+                   {"id": 7, "file_name": "empty.jpg", "height": 10, "width": 20}],
+        "annotations": [
+            {"id": 1, "image_id": 391895, "category_id": 4, "bbox": [359.17, 146.17, 112.45, 213.57], "area": 1.0},
+            {"id": 2, "image_id": 391895, "category_id": 1, "bbox": [339.88, 22.16, 153.88, 300.73], "area": 1.0},
+            {"id": 3, "image_id": 391895, "category_id": 1, "bbox": [1, 1, 5, 5], "area": 1.0, "iscrowd": 1},
+        ],
+        "categories": [{"id": i, "name": n} for i, n in
+                       [(1, "person"), (2, "bicycle"), (3, "car"), (4, "motorcycle")]],
+    }
+    out = tmp_path / "ds"
+    convert_coco(write_json(doc), out, CocoConvertConfig(source="custom", part_images=1))
+    return out
+
+
+def test_odvg_golden(coco_ds, tmp_path):
+    r = export_odvg(coco_ds, tmp_path / "train.jsonl")
+    got = lines(tmp_path / "train.jsonl")
+    assert got == [
+        {"filename": "000000391895.jpg", "height": 360, "width": 640, "detection": {"instances": [
+            {"bbox": [359.17, 146.17, 359.17 + 112.45, 146.17 + 213.57], "label": 3, "category": "motorcycle"},
+            {"bbox": [339.88, 22.16, 339.88 + 153.88, 22.16 + 300.73], "label": 0, "category": "person"}]}},
+        {"filename": "empty.jpg", "height": 10, "width": 20, "detection": {"instances": []}},
+    ]
+    assert json.load(open(tmp_path / "train.label_map.json")) == {"0": "person", "1": "bicycle", "2": "car",
+                                                                  "3": "motorcycle"}
+    assert r["lines"] == 2 and r["label_map"] == tmp_path / "train.label_map.json"
+
+
+def test_coco_export_loads_in_pycocotools_and_round_trips(coco_ds, tmp_path):
+    from pycocotools.coco import COCO
+
+    export_coco(coco_ds, tmp_path / "c.json")
+    c = COCO(str(tmp_path / "c.json"))
+    assert len(c.imgs) == 2 and len(c.anns) == 2
+    assert [c.cats[i]["name"] for i in sorted(c.cats)] == ["person", "bicycle", "car", "motorcycle"]
+    a = c.anns[1]
+    assert a["category_id"] == 4 and a["bbox"] == pytest.approx([359.17, 146.17, 112.45, 213.57])
+    assert c.imgs[1]["ovlabel_id"] == "custom/391895"
+    # convert -> export coco -> convert coco -> export odvg: the same records
+    convert_coco(tmp_path / "c.json", tmp_path / "again", CocoConvertConfig(source="custom"))
+    export_odvg(coco_ds, tmp_path / "a.jsonl")
+    export_odvg(tmp_path / "again", tmp_path / "b.jsonl")
+    a_lines, b_lines = lines(tmp_path / "a.jsonl"), lines(tmp_path / "b.jsonl")
+    assert len(a_lines) == len(b_lines)
+    for x, y in zip(a_lines, b_lines):
+        xi, yi = x.pop("detection")["instances"], y.pop("detection")["instances"]
+        assert x == y
+        assert [(i["label"], i["category"]) for i in xi] == [(i["label"], i["category"]) for i in yi]
+        for i, j in zip(xi, yi):
+            assert i["bbox"] == pytest.approx(j["bbox"], abs=1e-6)
+
+
+def test_round_trip_on_generated_o365(write_json, tmp_path):
+    doc = coco_doc(n_images=30)
+    convert_coco(write_json(doc), tmp_path / "a", CocoConvertConfig(source="o365v1", part_images=7))
+    export_coco(tmp_path / "a", tmp_path / "a.json")
+    convert_coco(tmp_path / "a.json", tmp_path / "b", CocoConvertConfig(source="custom"))
+    export_odvg(tmp_path / "a", tmp_path / "a.jsonl")
+    export_odvg(tmp_path / "b", tmp_path / "b.jsonl")
+    a, b = lines(tmp_path / "a.jsonl"), lines(tmp_path / "b.jsonl")
+    assert [x["filename"] for x in a] == [x["filename"] for x in b] == [i["file_name"] for i in doc["images"] if i["id"] not in (6, 19, 23)]
+    for x, y in zip(a, b):
+        assert len(x["detection"]["instances"]) == len(y["detection"]["instances"]) > 0
+        for i, j in zip(x["detection"]["instances"], y["detection"]["instances"]):
+            assert (i["label"], i["category"]) == (j["label"], j["category"])
+            assert i["bbox"] == pytest.approx(j["bbox"], abs=1e-6)
+
+
+def test_hf_export_declares_features_and_loads(coco_ds, tmp_path):
+    import datasets
+
+    export_hf(coco_ds, tmp_path / "hf")
+    d = datasets.load_dataset(str(tmp_path / "hf"), split="train")
+    assert d.num_rows == 2
+    assert d.features["regions"].feature["bbox"] == datasets.List(datasets.Value("float64"), length=4)
+    assert d[0]["regions"][0]["category"] == "motorcycle"
+    assert d[0]["regions"][0]["bbox"] == pytest.approx([359.17, 146.17, 471.62, 359.74])
+
+
+def test_yolo_world_class_texts(write_json, tmp_path):
+    assert class_texts({"name": "Cabinet/shelf"}) == ["cabinet", "shelf"]
+    assert class_texts({"name": "aerosol_can", "synonyms": ["aerosol_can", "spray_can"]}) == ["aerosol can", "spray can"]
+    doc = coco_doc(n_images=2)
+    convert_coco(write_json(doc), tmp_path / "ds", CocoConvertConfig(source="o365v1"))
+    r = export_yolo_world(tmp_path / "ds", tmp_path / "yw")
+    assert json.load(open(r["class_texts"])) == [["person"], ["car"], ["cabinet", "shelf"]]

@@ -1,0 +1,92 @@
+"""The streaming JSON reader: window cuts are proved by parsing, odd inputs fall back, errors name bytes."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from formats.coco_read import _DuckParser
+from formats.json_stream import JSONObjectStream, JSONStructureError, Window
+
+
+def collect(data: bytes, window: int = 64, big=("annotations",)):
+    """All elements of the big arrays (in order) and the small values, through a real duckdb parser."""
+    parser = _DuckParser()
+    items, small, windows = [], {}, []
+    try:
+        stream = JSONObjectStream(io.BytesIO(data), "t.json", big_arrays=set(big), fast_parse=parser,
+                                  window_bytes=window)
+        for it in stream:
+            if isinstance(it, Window):
+                windows.append(it)
+                if it.objects is not None:
+                    items += [o.get("id") if isinstance(o, dict) else o for o in it.objects]
+                else:
+                    items += it.table.column("id").to_pylist()
+            else:
+                small[it[0]] = it[1]
+        digest = stream.sha256()
+    finally:
+        parser.close()
+    return items, small, windows, digest
+
+
+def doc(anns, **more) -> dict:
+    return {"images": [], "annotations": anns, "categories": [{"id": 1, "name": "a"}], **more}
+
+
+@pytest.mark.parametrize("window", [16, 64, 300, 1 << 20])
+@pytest.mark.parametrize("sep", [(", ", ": "), (",", ":")])
+def test_every_element_once_in_order_whatever_the_window(window, sep):
+    anns = [{"id": i, "image_id": 1, "category_id": 1, "bbox": [i, 2, 3, 4]} for i in range(200)]
+    data = json.dumps(doc(anns), separators=sep).encode()
+    ids, small, windows, digest = collect(data, window)
+    assert ids == list(range(200))
+    assert small["categories"] == [{"id": 1, "name": "a"}]
+    import hashlib
+    assert digest == hashlib.sha256(data).hexdigest()
+
+
+def test_separators_inside_strings_and_nested_lists_are_not_cuts():
+    tricky = ['a}, {"id": 99}', "x}]y", "},{", "}]}"]
+    anns = [{"id": i, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "note": tricky[i % 4],
+             "segmentation": {"counts": "}, {", "size": [1, 2]}, "parts": [{"a": 1}, {"b": "}, {"}]}
+            for i in range(60)]
+    ids, _, _, _ = collect(json.dumps(doc(anns)).encode(), window=97)
+    assert ids == list(range(60))
+
+
+def test_pretty_printed_file_falls_back_and_keeps_everything():
+    anns = [{"id": i, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4]} for i in range(30)]
+    ids, _, windows, _ = collect(json.dumps(doc(anns), indent=2).encode(), window=200)
+    assert ids == list(range(30))
+
+
+def test_nan_is_kept_as_nan_for_the_converter_to_reject():
+    anns = [{"id": i, "image_id": 1, "category_id": 1, "bbox": [1, float("nan") if i == 3 else 2, 3, 4]}
+            for i in range(10)]
+    ids, _, windows, _ = collect(json.dumps(doc(anns)).encode(), window=1 << 20)
+    assert ids == list(range(10))
+    boxes = [b for w in windows for b in (w.table.column("bbox").to_pylist() if w.objects is None
+                                          else [o["bbox"] for o in w.objects])]
+    assert boxes[3][1] != boxes[3][1] and boxes[4] == [1, 2, 3, 4]  # NaN survives, neighbours intact
+
+
+@pytest.mark.parametrize("bad, message", [
+    (b'{"images": [], "annotations": [{"id": 1}, {"id": }]}', "malformed JSON"),
+    (b'{"images": [], "annotations": [{"id": 1}, {"id": 2}', "expected ',' or ']'"),
+    (b'[1, 2, 3]', "a JSON object at the top level"),
+    (b'{"images": [], "annotations": []} trailing', "trailing data"),
+    (b'', "found end of file"),
+])
+def test_structural_errors_name_the_file_and_byte(bad, message):
+    with pytest.raises(JSONStructureError) as e:
+        collect(bad, window=8)
+    assert "t.json" in str(e.value) and message in str(e.value) and "byte" in str(e.value)
+
+
+def test_empty_arrays_and_unknown_keys():
+    ids, small, windows, _ = collect(b'{"info": {"a": [1, {"b": 2}]}, "annotations": [], "licenses": []}')
+    assert ids == [] and small["info"] == {"a": [1, {"b": 2}]} and small["licenses"] == []

@@ -1,0 +1,77 @@
+"""Property-based tests over generated COCO files: whatever the input, every box is accounted for."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from formats.converters.coco import CocoConvertConfig, ConversionError, convert_coco
+from formats.dataset import Dataset
+
+numbers = st.one_of(st.floats(-50, 700, allow_nan=False), st.integers(-5, 700), st.just(float("nan")),
+                    st.just(float("inf")), st.text(max_size=2))
+bbox = st.one_of(st.lists(numbers, min_size=4, max_size=4), st.lists(st.floats(0, 100), max_size=5), st.none())
+
+
+@st.composite
+def coco_files(draw):
+    n_img = draw(st.integers(0, 6))
+    images = []
+    for i in range(n_img):
+        img = {"id": draw(st.integers(1, 8)), "file_name": draw(st.sampled_from(["a.jpg", "b/c.jpg", "../x.jpg", "/abs.jpg"])),
+               "width": draw(st.one_of(st.integers(-1, 800), st.just("640"))), "height": draw(st.integers(0, 600))}
+        if draw(st.booleans()) and i:
+            del img[draw(st.sampled_from(["file_name", "width"]))]
+        images.append(img)
+    anns = []
+    for _k in range(draw(st.integers(0, 25))):
+        ann = {"id": draw(st.integers(1, 30)), "image_id": draw(st.integers(0, 9)), "category_id": draw(st.integers(0, 4)),
+               "bbox": draw(bbox), "area": draw(st.one_of(st.floats(-1, 1e5, allow_nan=False), st.none())),
+               "iscrowd": draw(st.sampled_from([0, 0, 0, 1]))}
+        if draw(st.booleans()):
+            ann.pop("area")
+        anns.append(ann)
+    cats = [{"id": c, "name": f"cat{c}"} for c in (1, 2, 3)]
+    return {"images": images, "annotations": anns, "categories": cats}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(doc=coco_files(), window=st.sampled_from([64, 1 << 20]))
+def test_every_input_box_is_kept_dropped_or_rejected(tmp_path_factory, doc, window):
+    tmp = tmp_path_factory.mktemp("p")
+    path = tmp / "in.json"
+    path.write_text(json.dumps(doc))
+    out = tmp / "ds"
+    m = convert_coco(path, out, CocoConvertConfig(source="custom"), window_bytes=window)
+    ds = Dataset(out)
+    recs = ds.read().to_pylist()
+    rej = ds.read_rejects().to_pylist()
+    n_img_rej = sum(1 for r in rej if r["record"].startswith("images["))
+    n_ann_out = sum(1 for r in rej if r["record"].startswith("annotations["))
+    assert len(recs) + n_img_rej == len(doc["images"]) == m.counts["images_in"]
+    assert sum(len(r["regions"]) for r in recs) + n_ann_out == len(doc["annotations"])
+    assert sum(m.counts["dropped"].values()) + sum(m.counts["rejected"].values()) == len(rej)
+    for r in recs:  # what is kept is valid
+        assert r["width"] > 0 and r["height"] > 0 and not r["file_name"].startswith(("/", ".."))
+        for g in r["regions"]:
+            x1, y1, x2, y2 = g["bbox"]
+            assert all(math.isfinite(v) for v in g["bbox"]) and x2 - x1 >= 1 and y2 - y1 >= 1
+            assert g["label"] in (0, 1, 2) and g["category"] == f"cat{g['label'] + 1}"
+    ids = [r["image_id"] for r in recs]
+    assert len(ids) == len(set(ids))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(blob=st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_garbage_is_a_clear_error_never_a_crash(tmp_path_factory, blob):
+    tmp = tmp_path_factory.mktemp("g")
+    path = tmp / "in.json"
+    path.write_bytes(blob)
+    try:
+        convert_coco(path, tmp / "ds", CocoConvertConfig(source="custom"), window_bytes=32)
+    except ConversionError as e:
+        assert str(path) in str(e)
+        assert not (tmp / "ds").exists()

@@ -1,0 +1,174 @@
+"""The ``ovlabel`` command line. Data (paths, JSON) goes to stdout, logs and progress to stderr.
+
+Exit codes: 0 success, 1 a problem with the input or the data (the message says which file, record
+and why), 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger("ovlabel")
+
+
+class CLIError(Exception):
+    """An error worth one clear line on stderr and exit code 1."""
+
+
+def _progress_bytes(total: int, desc: str) -> tuple[Callable[[int], None], Callable[[], None]]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, file=sys.stderr, disable=None, leave=False)
+    return bar.update, bar.close
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+# -- convert ---------------------------------------------------------------------------------------------
+
+def cmd_convert_coco(a: argparse.Namespace) -> None:
+    from formats.converters.coco import CocoConvertConfig, convert_coco
+
+    cfg = CocoConvertConfig(source=a.source, image_root=a.image_root, check_images=a.check_images,
+                            fix_o365_names=a.fix_o365_names, part_images=a.part_images)
+    size = Path(a.annotations).stat().st_size if Path(a.annotations).is_file() else 0
+    update, close = _progress_bytes(size, f"reading {Path(a.annotations).name}")
+    try:
+        m = convert_coco(a.annotations, a.out, cfg, overwrite=a.overwrite, progress=update)
+    finally:
+        close()
+    c = m.counts
+    log.info("%s: %s images, %s boxes; dropped %s; rejected %s", a.out, f"{c['images']:,}", f"{c['boxes']:,}",
+             c.get("dropped") or "none", c.get("rejected") or "none")
+    _print_json({"dataset": str(Path(a.out).resolve()), **c})
+
+
+# -- export ----------------------------------------------------------------------------------------------
+
+def cmd_export_odvg(a: argparse.Namespace) -> None:
+    from formats.export.odvg import export_odvg
+
+    _print_json(export_odvg(a.dataset, a.out, a.label_map))
+
+
+def cmd_export_coco(a: argparse.Namespace) -> None:
+    from formats.export.coco import export_coco
+
+    _print_json(export_coco(a.dataset, a.out))
+
+
+def cmd_export_hf(a: argparse.Namespace) -> None:
+    from formats.export.hf import export_hf
+
+    _print_json(export_hf(a.dataset, a.out, push_to_hub=a.push_to_hub, private=not a.public))
+
+
+def cmd_export_yolo_world(a: argparse.Namespace) -> None:
+    from formats.export.yolo_world import export_yolo_world
+
+    _print_json(export_yolo_world(a.dataset, a.out))
+
+
+def cmd_stats(a: argparse.Namespace) -> None:
+    from formats.query import format_stats, stats
+
+    s = stats(a.dataset, top=a.top)
+    if a.json:
+        _print_json(s)
+    else:
+        print(format_stats(s))
+
+
+# -- parser ----------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    from formats.converters.coco import SOURCES
+
+    p = argparse.ArgumentParser(prog="ovlabel", description="Training data engine for open-vocabulary detection.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    conv = sub.add_parser("convert", help="convert a source into an ODVG dataset directory")
+    csub = conv.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    c = csub.add_parser("coco", help="COCO-format detection JSON (Objects365, COCO, LVIS, V3Det, custom)")
+    c.add_argument("annotations", help="the COCO-format JSON file")
+    c.add_argument("--source", required=True, choices=SOURCES, help="label-id convention and source fixes")
+    c.add_argument("--out", required=True, help="dataset directory to write")
+    c.add_argument("--image-root", help="folder the file names are relative to (recorded in the manifest)")
+    c.add_argument("--check-images", action="store_true", help="check every image exists and its size matches")
+    c.add_argument("--fix-o365-names", action="store_true", help="fix the 13 misspelled Objects365 v2 names")
+    c.add_argument("--part-images", type=int, default=100_000, help="images per parquet part (default 100000)")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
+    c.set_defaults(func=cmd_convert_coco)
+
+    exp = sub.add_parser("export", help="export a dataset directory for a trainer")
+    esub = exp.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    e = esub.add_parser("odvg", help="ODVG JSON lines + label map (MMDetection, Open-GroundingDino)")
+    e.add_argument("dataset")
+    e.add_argument("--out", required=True, help="the .jsonl file to write")
+    e.add_argument("--label-map", help="label map path (default: OUT with .label_map.json)")
+    e.set_defaults(func=cmd_export_odvg)
+    e = esub.add_parser("coco", help="COCO JSON (pycocotools; CC3M-Lite style for VG data)")
+    e.add_argument("dataset")
+    e.add_argument("--out", required=True, help="the .json file to write")
+    e.set_defaults(func=cmd_export_coco)
+    e = esub.add_parser("hf", help="Hugging Face datasets parquet with declared features")
+    e.add_argument("dataset")
+    e.add_argument("--out", required=True, help="folder to write")
+    e.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the folder to this Hub dataset repo")
+    e.add_argument("--public", action="store_true", help="create the Hub repo public (default private)")
+    e.set_defaults(func=cmd_export_hf)
+    e = esub.add_parser("yolo-world", help="YOLO-World class texts (and grounding COCO file for VG data)")
+    e.add_argument("dataset")
+    e.add_argument("--out", required=True, help="folder to write")
+    e.set_defaults(func=cmd_export_yolo_world)
+
+    s = sub.add_parser("stats", help="summary of a dataset directory (duckdb)")
+    s.add_argument("dataset")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--top", type=int, default=20, help="how many top categories/phrases (default 20)")
+    s.set_defaults(func=cmd_stats)
+
+    for register in _extensions():
+        register(sub)
+    return p
+
+
+def _extensions() -> list[Callable]:
+    """Subcommand groups that live with their workflows."""
+    return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    level = logging.DEBUG if a.verbose else logging.WARNING if a.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from formats.converters.coco import ConversionError
+    from formats.dataset import DatasetError
+    from formats.json_stream import JSONStructureError
+    from formats.paths import UnsafePathError
+    from formats.schema import SchemaError
+
+    try:
+        a.func(a)
+    except (CLIError, ConversionError, DatasetError, JSONStructureError, SchemaError, UnsafePathError,
+            FileNotFoundError) as e:
+        print(f"ovlabel: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ovlabel: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
