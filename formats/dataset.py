@@ -40,7 +40,7 @@ REJECT_SCHEMA = pa.schema(
 )
 
 
-class DatasetError(RuntimeError):
+class DatasetError(ValueError):
     """A dataset directory is missing, incomplete, or does not match what was asked."""
 
 

@@ -49,3 +49,21 @@ def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     if check and proc.returncode != 0:
         raise AssertionError(f"ovlabel {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stderr}")
     return proc
+
+
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Tiny random-weight detector and CLIP, saved and loaded back like real checkpoints."""
+    from detector.tiny import write_tiny_models
+
+    return write_tiny_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def sample_images():
+    from PIL import Image
+
+    return [Image.open(EXAMPLES / "sample" / "images" / n).convert("RGB") for n in ("coffee.jpg", "rocket.jpg")]

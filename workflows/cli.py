@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--part-images", type=int, default=100_000, help="images per parquet part (default 100000)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     c.set_defaults(func=cmd_convert_coco)
+    from workflows.cli_labeling import register_convert
+
+    register_convert(csub)
 
     exp = sub.add_parser("export", help="export a dataset directory for a trainer")
     esub = exp.add_subparsers(dest="format", required=True, metavar="FORMAT")
@@ -144,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extensions() -> list[Callable]:
     """Subcommand groups that live with their workflows."""
-    return []
+    from workflows import cli_labeling
+
+    return [cli_labeling.register]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,16 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     a = parser.parse_args(argv)
     level = logging.DEBUG if a.verbose else logging.WARNING if a.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    from formats.converters.coco import ConversionError
-    from formats.dataset import DatasetError
-    from formats.json_stream import JSONStructureError
-    from formats.paths import UnsafePathError
-    from formats.schema import SchemaError
-
     try:
         a.func(a)
-    except (CLIError, ConversionError, DatasetError, JSONStructureError, SchemaError, UnsafePathError,
-            FileNotFoundError) as e:
+    except (CLIError, OSError, ValueError) as e:  # our data errors are ValueErrors naming file, record, reason
+        if a.verbose:
+            raise
         print(f"ovlabel: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,0 +1,124 @@
+"""Tiny random-weight models for tests and offline smoke runs, saved like real checkpoints.
+
+``write_tiny_models(DIR)`` writes ``DIR/detector`` (MM-Grounding-DINO architecture) and ``DIR/clip`` (CLIP)
+with their processors through ``save_pretrained``; everything else loads them with ``from_pretrained(DIR)``,
+the same code path as a hub id. The outputs are random: they exercise shapes, batching and plumbing.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+# Grounding DINO's modeling code treats these BERT ids as special: [CLS] 101, [SEP] 102, "." 1012, "?" 1029.
+_SPECIAL = {0: "[PAD]", 100: "[UNK]", 101: "[CLS]", 102: "[SEP]", 103: "[MASK]", 1012: ".", 1029: "?"}
+_WORDS = """a an the of in on at with and to for from by is are man woman men women person people boy girl child
+dog cat bird horse cow sheep car bus truck train motorcycle bicycle bike boat plane airplane rocket tower
+cup mug plate spoon fork knife bowl bottle glass table chair sofa bed tv laptop phone camera tripod box
+helmet flag shirt coat hat shoe bag umbrella tree grass sky cloud water road street building house garage
+wall door window shelf shelves floor red blue green black white orange yellow brown gray small big large
+old young two three sitting standing walking riding looking holding next front space suit model shuttle
+american launch pad dusk coffee saucer wooden tabby eyes close up parked seen second same through pink""".split()
+
+
+def _bert_vocab() -> list[str]:
+    size = 1100
+    vocab = [f"[unused{i}]" for i in range(size)]
+    for i, tok in _SPECIAL.items():
+        vocab[i] = tok
+    free = [i for i in range(size) if i not in _SPECIAL]
+    pieces = list(dict.fromkeys(_WORDS + list(string.ascii_lowercase) + list(string.digits) +
+                                [f"##{c}" for c in string.ascii_lowercase + string.digits] +
+                                [c for c in string.punctuation if c not in ".?"]))
+    for i, tok in zip(free, pieces):
+        vocab[i] = tok
+    return vocab
+
+
+def bert_tokenizer():
+    """A small BertTokenizerFast whose special tokens carry BERT's ids."""
+    from transformers import BertTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(_bert_vocab())}
+    return BertTokenizerFast(vocab=vocab, do_lower_case=True)
+
+
+def clip_tokenizer(tmp: Path):
+    """A character-level CLIPTokenizer (CLIP's BPE class with a tiny vocab and no merges)."""
+    from transformers import CLIPTokenizer
+
+    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
+    vocab = {}
+    for c in chars:
+        vocab.setdefault(c, len(vocab))
+    for c in chars:
+        vocab.setdefault(c + "</w>", len(vocab))
+    for t in ("<|startoftext|>", "<|endoftext|>"):
+        vocab[t] = len(vocab)
+    (tmp / "vocab.json").write_text(json.dumps(vocab))
+    (tmp / "merges.txt").write_text("#version: 0.2\n")
+    return CLIPTokenizer(str(tmp / "vocab.json"), str(tmp / "merges.txt"))
+
+
+def tiny_detector(seed: int = 0, image_size: int = 128):
+    """A tiny MM-Grounding-DINO model and its processor."""
+    import torch
+    from transformers import (
+        BertConfig,
+        GroundingDinoImageProcessorPil,
+        GroundingDinoProcessor,
+        MMGroundingDinoConfig,
+        MMGroundingDinoForObjectDetection,
+        SwinConfig,
+    )
+
+    torch.manual_seed(seed)
+    tok = bert_tokenizer()
+    text = BertConfig(vocab_size=len(tok.get_vocab()), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=512)
+    backbone = SwinConfig(embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4, image_size=image_size,
+                          out_features=["stage2", "stage3", "stage4"])
+    cfg = MMGroundingDinoConfig(backbone_config=backbone, text_config=text, d_model=32, encoder_layers=1,
+                                decoder_layers=2, encoder_ffn_dim=64, decoder_ffn_dim=64, encoder_attention_heads=2,
+                                decoder_attention_heads=2, num_queries=20, num_feature_levels=4, max_text_len=256,
+                                encoder_n_points=2, decoder_n_points=2)
+    model = MMGroundingDinoForObjectDetection(cfg).eval()
+    ip = GroundingDinoImageProcessorPil(size={"shortest_edge": image_size, "longest_edge": image_size * 4 // 3})
+    return model, GroundingDinoProcessor(image_processor=ip, tokenizer=tok)
+
+
+def tiny_clip(tmp: Path, seed: int = 0):
+    """A tiny CLIP model and its processor."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor
+
+    torch.manual_seed(seed)
+    tok = clip_tokenizer(tmp)
+    n = len(tok.get_vocab())
+    cfg = CLIPConfig(
+        text_config={"vocab_size": n, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "max_position_embeddings": 77, "projection_dim": 16,
+                     "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8, "projection_dim": 16},
+        projection_dim=16,
+    )
+    model = CLIPModel(cfg).eval()
+    ip = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return model, CLIPProcessor(image_processor=ip, tokenizer=tok)
+
+
+def write_tiny_models(out: str | Path, seed: int = 0) -> dict[str, Path]:
+    """Saves a tiny detector and CLIP under OUT/detector and OUT/clip; returns their paths."""
+    out = Path(out)
+    paths = {"detector": out / "detector", "clip": out / "clip"}
+    for p in paths.values():
+        p.mkdir(parents=True, exist_ok=True)
+    model, proc = tiny_detector(seed)
+    model.save_pretrained(paths["detector"])
+    proc.save_pretrained(paths["detector"])
+    clip, cproc = tiny_clip(paths["clip"], seed)
+    clip.save_pretrained(paths["clip"])
+    cproc.save_pretrained(paths["clip"])
+    return paths

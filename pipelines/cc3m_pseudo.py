@@ -1,0 +1,33 @@
+"""Ray job entry: pseudo-label a CC3M-style caption dataset (or img2dataset output).
+
+Embedded (starts a local Ray):
+    python pipelines/cc3m_pseudo.py --input examples/cc3m_sample --out /data/cc3m_pseudo
+On a cluster (joins it through RAY_ADDRESS; take data paths as absolute):
+    ray job submit --working-dir . -- python pipelines/cc3m_pseudo.py --input /data/cc3m --out /data/cc3m_pseudo
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the working dir holds the packages
+
+from workflows.cli_labeling import add_pseudo_args, cmd_pseudo  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_pseudo_args(p)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        cmd_pseudo(a)
+    except (OSError, ValueError) as e:
+        print(f"cc3m_pseudo: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

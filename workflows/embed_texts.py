@@ -1,0 +1,44 @@
+"""`ovlabel embed-texts`: the N x D CLIP text-embedding array YOLO-World's prompt tuning takes.
+
+One row per class in label-map order; a class with synonyms gets the normalised mean of their embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from formats.dataset import Dataset, atomic_path
+from formats.export.yolo_world import class_texts
+
+
+def load_class_texts(source: str | Path) -> list[list[str]]:
+    """Class names (with synonyms) from a dataset directory's label map or a class-texts JSON file."""
+    p = Path(source)
+    if p.is_dir():
+        return [class_texts(c) for c in Dataset(p).manifest.categories]
+    data = json.loads(p.read_text())
+    if not isinstance(data, list) or not all(isinstance(x, list) and x and all(isinstance(s, str) for s in x) for x in data):
+        raise ValueError(f"{p}: expected a JSON list of lists of names, e.g. [[\"cat\"], [\"tv\", \"monitor\"]]")
+    return data
+
+
+def embed_texts(source: str | Path, model: str, out: str | Path) -> dict:
+    """Writes the (classes, dim) float32 array to `out` (.npy); returns its shape."""
+    from detector.clip_scorer import RegionScorer
+
+    classes = load_class_texts(source)
+    scorer = RegionScorer(model)
+    flat = [t for names in classes for t in names]
+    emb = scorer.embed_texts(flat)
+    rows, at = [], 0
+    for names in classes:
+        v = emb[at:at + len(names)].mean(0)
+        rows.append(v / max(np.linalg.norm(v), 1e-12))
+        at += len(names)
+    arr = np.stack(rows).astype(np.float32)
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        np.save(f, arr)
+    return {"file": str(out), "shape": list(arr.shape), "classes": len(classes)}

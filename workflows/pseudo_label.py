@@ -1,0 +1,247 @@
+"""CC3M-style pseudo-labeling on Ray Data: phrases -> grounding detector -> CLIP re-scoring -> filters.
+
+The input (a caption dataset directory, or img2dataset output, converted on the fly) is split into
+deterministic units (a slice of an input part). Ray Data streams the units through the stages; the driver
+collects each unit's rows and writes, atomically and in this order, its rejects, its raw candidates
+(``candidates/part-U.parquet``: every box with every score, for ``ovlabel refilter``) and its pseudo
+records (``records/part-U.parquet``), then records the unit in the manifest. A rerun skips finished units;
+a kill at any moment loses at most the units in flight and never duplicates one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from detector.models import DEFAULT_CLIP, DEFAULT_DETECTOR
+from formats import schema as S
+from formats.converters.img2dataset import is_img2dataset_dir, shard_records, shards
+from formats.dataset import (
+    Dataset,
+    DatasetError,
+    DatasetWriter,
+    Manifest,
+    atomic_path,
+    prior_run,
+    provenance,
+    write_parquet,
+)
+from labeling.fuse import FilterConfig
+from labeling.phrases import PhraseConfig
+from labeling.stages import add_phrases, load_units, select_regions
+
+log = logging.getLogger("ovlabel.pseudo")
+CANDIDATES = "candidates"
+
+
+@dataclass
+class PseudoConfig:
+    """Everything that decides the output; recorded in the manifest (changing it needs --overwrite)."""
+
+    detector: str = DEFAULT_DETECTOR
+    clip: str = DEFAULT_CLIP
+    box_threshold: float = 0.1  # detector candidates kept (recall first); the filters decide later
+    clip_margin: float = 0.1
+    round: int | None = None
+    phrases: dict = field(default_factory=lambda: PhraseConfig().to_dict())
+    filter: dict = field(default_factory=lambda: FilterConfig().to_dict())
+    images_per_part: int = 1000
+
+
+@dataclass
+class RunOptions:
+    """How to run (not recorded in the resume key): devices, batching, parallelism."""
+
+    device: str | None = None
+    precision: str = "auto"
+    batch_size: int = 4
+    model_actors: int = 1
+    gpus_per_actor: float | None = None  # default: 1 when the cluster has GPUs, else 0
+    num_cpus: int | None = None
+    source: str = "cc3m"
+    max_units: int | None = None  # stop after this many units (tests simulate a crash)
+
+
+@dataclass
+class InputPlan:
+    """What to pseudo-label: units, and the facts the output manifest needs."""
+
+    units: list[dict]
+    source: str
+    image_root: str
+    fingerprint: list
+    inputs: list[dict]
+    rejects: dict[str, list[dict]]  # unit -> rejects known before any work (failed downloads)
+
+
+def plan_input(input_path: str | Path, images_per_part: int, source: str = "cc3m") -> InputPlan:
+    """Deterministic work units (consecutive slices of each input part or img2dataset shard)."""
+    p = Path(input_path).resolve()
+    units, rejects, fingerprint = [], {}, []
+    if is_img2dataset_dir(p):
+        for shard in shards(p):
+            table, failed = shard_records(shard, source)
+            fingerprint.append((shard.name, table.num_rows, len(failed)))
+            first = len(units)
+            _slices(units, shard.stem, shard, table.num_rows, images_per_part, "img2dataset", str(p), source)
+            if failed and len(units) > first:
+                rejects[units[first]["unit"]] = failed
+        return InputPlan(units, source, str(p), fingerprint, [{"path": str(p), "img2dataset": True}], rejects)
+    ds = Dataset(p).require_complete()
+    for part in ds.manifest.parts:
+        fingerprint.append((part["name"], part["rows"]))
+        _slices(units, part["name"].removesuffix(".parquet"), ds.root / "records" / part["name"], int(part["rows"]),
+                images_per_part, "records", ds.manifest.image_root or str(ds.root), ds.manifest.source)
+    return InputPlan(units, ds.manifest.source, ds.manifest.image_root or str(ds.root), fingerprint,
+                     [{"path": str(p), "dataset": True}], rejects)
+
+
+def _slices(units: list, stem: str, path: Path, rows: int, step: int, kind: str, root: str, source: str) -> None:
+    for k, start in enumerate(range(0, rows, step)):
+        units.append({"unit": f"{stem}-{k:05d}", "path": str(path), "start": start, "stop": min(rows, start + step),
+                      "kind": kind, "image_root": root, "source": source})
+
+
+def run_pseudo(input_path: str | Path, out_dir: str | Path, cfg: PseudoConfig, opts: RunOptions | None = None, *,
+               overwrite: bool = False) -> dict:
+    """Pseudo-labels a caption dataset into OUT; returns a summary (images in/kept, boxes, throughput)."""
+    import ray
+
+    from workflows.ray_runtime import cluster_gpus, init_ray
+
+    opts = opts or RunOptions()
+    out = Path(out_dir)
+    plan = plan_input(input_path, cfg.images_per_part, opts.source)
+    resume_key = {"config": asdict(cfg), "input": plan.fingerprint, "input_path": plan.inputs[0]["path"]}
+    done = prior_run(out, resume_key, overwrite)
+    if done is not None:
+        log.info("%s: already complete for this input and config", out)
+        return {"dataset": str(out), **done.counts, "skipped": True}
+    manifest = Manifest(kind="vg", source=plan.source, image_root=plan.image_root, config=asdict(cfg),
+                        provenance=provenance(plan.inputs, models={"detector": cfg.detector, "clip": cfg.clip}))
+    writer = DatasetWriter(out, manifest, overwrite=overwrite, resume_key=resume_key)
+    (out / CANDIDATES).mkdir(exist_ok=True)
+    units = plan.units
+    pending = [u for u in units if not writer.is_done(f"part-{u['unit']}.parquet")]
+    if opts.max_units is not None:
+        pending = pending[: opts.max_units]
+    log.info("%d units (%d images each at most), %d to do", len(units), cfg.images_per_part, len(pending))
+    t0 = time.time()
+    if pending:
+        init_ray(opts.num_cpus)
+        _run_units(pending, cfg, opts, writer, plan.rejects, gpus=cluster_gpus())
+    if opts.max_units is None or len(writer.manifest.parts) == len(units):
+        summary = _summary(writer, units, time.time() - t0)
+        writer.finish(summary)
+    else:
+        summary = _summary(writer, units, time.time() - t0)
+    if ray.is_initialized() and not _joined():
+        ray.shutdown()
+    return {"dataset": str(out), **summary}
+
+
+def _joined() -> bool:
+    import os
+
+    return bool(os.environ.get("RAY_ADDRESS"))
+
+
+def _run_units(units: list[dict], cfg: PseudoConfig, opts: RunOptions, writer: DatasetWriter,
+               known_rejects: dict[str, list[dict]], gpus: float) -> None:
+    import ray
+
+    from labeling.stages import ModelStage
+
+    gpus_per_actor = opts.gpus_per_actor if opts.gpus_per_actor is not None else (1.0 if gpus else 0.0)
+    settings = {"detector": cfg.detector, "clip": cfg.clip, "device": opts.device, "precision": opts.precision,
+                "batch_size": opts.batch_size, "box_threshold": cfg.box_threshold, "clip_margin": cfg.clip_margin,
+                "round": cfg.round}
+    expected = {u["unit"]: u["stop"] - u["start"] for u in units}
+    ds = ray.data.from_items(units, override_num_blocks=len(units))
+    # One block per unit all the way (batch_size=None), so the model sees the same sub-batches on every run;
+    # distinct resources keep the CPU stages as their own tasks instead of fused into the model actor.
+    ds = ds.map_batches(load_units, batch_size=1, batch_format="pyarrow", num_cpus=0.25)
+    ds = ds.map_batches(add_phrases, batch_size=None, batch_format="pyarrow", fn_kwargs={"phrase_cfg": cfg.phrases},
+                        num_cpus=0.5)
+    ds = ds.map_batches(ModelStage, fn_constructor_kwargs={"settings": settings}, batch_size=None,
+                        batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=opts.model_actors),
+                        num_gpus=gpus_per_actor, num_cpus=1)
+    filt = FilterConfig(**cfg.filter)
+    pending: dict[str, list[pa.Table]] = {}
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        for unit in set(batch.column("unit").to_pylist()):
+            part = batch.filter(pa.compute.equal(batch.column("unit"), unit))
+            pending.setdefault(unit, []).append(part)
+            if sum(t.num_rows for t in pending[unit]) == expected[unit]:
+                _write_unit(writer, unit, pa.concat_tables(pending.pop(unit)), filt, known_rejects.get(unit, []))
+    if pending:
+        raise RuntimeError(f"units left incomplete: {sorted(pending)}")
+
+
+def _write_unit(writer: DatasetWriter, unit: str, rows: pa.Table, filt: FilterConfig, known_rejects: list[dict]) -> None:
+    rows = rows.sort_by("row")
+    name = f"part-{unit}.parquet"
+    errors = rows.filter(pa.compute.is_valid(rows.column("error")))
+    writer.write_rejects(name, known_rejects + [
+        {"file": r["file_name"], "record": r["image_id"], "reason": "unreadable image", "detail": r["error"]}
+        for r in errors.select(["file_name", "image_id", "error"]).to_pylist()])
+    cands = rows.drop_columns(["unit", "row", "error"])
+    with atomic_path(writer.root / CANDIDATES / name) as tmp:
+        write_parquet(cands, tmp)
+    records = []
+    for r in rows.filter(pa.compute.is_null(rows.column("error"))).to_pylist():
+        regions, keep = select_regions(r["candidates"], r["width"], r["height"], r["image_score"], filt)
+        if keep:
+            records.append({k: r[k] for k in ("image_id", "source", "file_name", "width", "height", "caption")}
+                           | {"regions": regions})
+    table = pa.Table.from_pylist(records, schema=S.CORE_SCHEMA)
+    writer.write_part(name, table, images_in=rows.num_rows + len(known_rejects), rejected=errors.num_rows + len(known_rejects),
+                      candidates=int(sum(len(c or []) for c in rows.column("candidates").to_pylist())))
+
+
+def _summary(writer: DatasetWriter, units: list[dict], seconds: float) -> dict:
+    parts = writer.manifest.parts
+    images_in = sum(int(p.get("images_in", 0)) for p in parts)
+    return {"units": len(units), "units_done": len(parts), "images_in": images_in,
+            "images": sum(int(p["rows"]) for p in parts), "boxes": sum(int(p["boxes"]) for p in parts),
+            "candidates": sum(int(p.get("candidates", 0)) for p in parts),
+            "rejected": sum(int(p.get("rejected", 0)) for p in parts),
+            "seconds": round(seconds, 1)}
+
+
+def refilter(pseudo_dir: str | Path, out_dir: str | Path, filt: FilterConfig, *, overwrite: bool = False) -> dict:
+    """Re-applies filters to a pseudo dataset's stored candidates (no models, no GPU) into a new dataset."""
+    src = Dataset(pseudo_dir).require_complete()
+    cand_dir = src.root / CANDIDATES
+    if not cand_dir.is_dir():
+        raise DatasetError(f"{src.root}: no {CANDIDATES}/ folder; not a pseudo-label output")
+    cfg = dict(src.manifest.config)
+    cfg.pop("_resume_key", None)
+    cfg["filter"] = filt.to_dict()
+    manifest = Manifest(kind="vg", source=src.manifest.source, image_root=src.manifest.image_root, config=cfg,
+                        provenance=provenance([{"path": str(src.root.resolve()), "dataset": True}], refiltered_from=str(src.root)))
+    resume_key = {"config": cfg, "input": str(src.root.resolve())}
+    writer = DatasetWriter(out_dir, manifest, overwrite=overwrite, resume_key=resume_key)
+    (writer.root / CANDIDATES).mkdir(exist_ok=True)
+    for part in src.manifest.parts:
+        name = part["name"]
+        cands = pq.read_table(cand_dir / name)
+        with atomic_path(writer.root / CANDIDATES / name) as tmp:
+            write_parquet(cands, tmp)
+        records = []
+        for r in cands.to_pylist():
+            regions, keep = select_regions(r["candidates"], r["width"], r["height"], r["image_score"], filt)
+            if keep:
+                records.append({k: r[k] for k in ("image_id", "source", "file_name", "width", "height", "caption")}
+                               | {"regions": regions})
+        writer.write_part(name, pa.Table.from_pylist(records, schema=S.CORE_SCHEMA), images_in=part.get("images_in"),
+                          candidates=part.get("candidates"))
+    parts = writer.manifest.parts
+    return {"dataset": str(writer.root), **writer.finish({
+        "images_in": sum(int(p.get("images_in") or 0) for p in parts), "images": sum(int(p["rows"]) for p in parts),
+        "boxes": sum(int(p["boxes"]) for p in parts)}).counts}

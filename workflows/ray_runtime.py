@@ -1,0 +1,37 @@
+"""Starting or joining Ray the same way on a laptop and on a cluster."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger("ovlabel.ray")
+
+
+def init_ray(num_cpus: int | None = None, object_store_mb: int | None = None) -> None:
+    """Joins the cluster named by RAY_ADDRESS (as inside `ray job submit`), else starts a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if os.environ.get("RAY_ADDRESS"):
+        log.info("joining the Ray cluster at %s", os.environ["RAY_ADDRESS"])
+        ray.init(log_to_driver=True)
+        return
+    mb = object_store_mb or int(os.environ.get("OVLABEL_OBJECT_STORE_MB", "512"))
+    ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=mb << 20, log_to_driver=True,
+             configure_logging=True, logging_level=logging.WARNING)
+
+
+def cluster_gpus() -> float:
+    """GPUs the Ray cluster has (0 on CPU machines)."""
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0))
+
+
+def cluster_cpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 1))
