@@ -21,15 +21,11 @@ test: install
 	$(BIN)/python -m pytest tests
 
 DEMO := demo_out
+DETECTOR ?=
+CLIP ?=
 
 demo: install
-	$(BIN)/ovlabel convert coco examples/sample/gold.json --source custom --image-root examples/sample/images \
-		--check-images --out $(DEMO)/gold --overwrite
-	$(BIN)/ovlabel export odvg $(DEMO)/gold --out $(DEMO)/gold.jsonl
-	$(BIN)/ovlabel export coco $(DEMO)/gold --out $(DEMO)/gold_coco.json
-	$(BIN)/ovlabel export yolo-world $(DEMO)/gold --out $(DEMO)/yolo_world
-	$(BIN)/ovlabel export hf $(DEMO)/gold --out $(DEMO)/hf
-	$(BIN)/ovlabel stats $(DEMO)/gold
+	$(BIN)/python examples/demo.py --out $(DEMO) $(if $(DETECTOR),--detector $(DETECTOR)) $(if $(CLIP),--clip $(CLIP))
 
 bench: install
 	$(BIN)/python benchmarks/convert_o365.py --json $(DEMO)/bench_convert_o365.json

@@ -1,0 +1,57 @@
+"""The cluster route: `ray start --head` on 127.0.0.1, then `ray job submit --working-dir . -- python pipelines/...`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import EXAMPLES, ROOT
+
+from formats.dataset import Dataset
+
+pytestmark = pytest.mark.slow
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("RAY_ADDRESS", None)
+    gcs, dash = free_port(), free_port()
+    subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=2",
+                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--object-store-memory=300000000",
+                    "--include-dashboard=true", "--disable-usage-stats"], env=env, check=True, capture_output=True,
+                   timeout=180)
+    try:
+        yield env, f"http://127.0.0.1:{dash}"
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_job_submit_runs_the_pipeline_on_the_cluster(ray_head, tiny_models, tmp_path):
+    env, address = ray_head
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"filter": {"fused_threshold": 0.0, "image_threshold": -1.0}, "box_threshold": 0.0}))
+    out = tmp_path / "pseudo"
+    proc = subprocess.run(
+        [RAY, "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
+         sys.executable, "pipelines/cc3m_pseudo.py", "--input", str(EXAMPLES / "cc3m_sample"), "--out", str(out),
+         "--detector", str(tiny_models["detector"]), "--clip", str(tiny_models["clip"]), "--config", str(cfg),
+         "--images-per-part", "4"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "joining the Ray cluster" in proc.stdout + proc.stderr
+    ds = Dataset(out).require_complete()
+    assert ds.manifest.counts["images_in"] == 8 and ds.manifest.counts["images"] == 7
