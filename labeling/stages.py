@@ -74,6 +74,7 @@ class ModelSettings:
     box_threshold: float = 0.1
     clip_margin: float = 0.1
     round: int | None = None
+    torch_threads: int | None = None  # the actor's CPU share; None leaves torch's default
 
 
 class ModelStage:
@@ -84,6 +85,10 @@ class ModelStage:
         from detector.grounding import GroundingDetector
 
         self.s = ModelSettings(**settings)
+        if self.s.torch_threads:
+            import torch
+
+            torch.set_num_threads(self.s.torch_threads)
         self.detector = GroundingDetector(self.s.detector, device=self.s.device, precision=self.s.precision,
                                           batch_size=self.s.batch_size, box_threshold=self.s.box_threshold)
         self.scorer = RegionScorer(self.s.clip, device=self.s.device, precision=self.s.precision,
@@ -104,6 +109,13 @@ class ModelStage:
                 images[i] = decode_image(read_image_bytes(r["image_root"], r["file_name"]), r["image_id"])
             except (ImageError, ValueError) as e:
                 errors[i] = str(e)
+        cand, score = self.score_decoded(rows, images)
+        return (batch.drop_columns(["image_root"]).append_column("error", pa.array(errors, pa.string()))
+                .append_column("candidates", pa.array(cand, CANDIDATES_TYPE))
+                .append_column("image_score", pa.array(score, pa.float32())))
+
+    def score_decoded(self, rows: list[dict], images: list) -> tuple[list, np.ndarray]:
+        """Candidates and image scores for rows whose images are decoded (None: skipped)."""
         live = [i for i, im in enumerate(images) if im is not None]
         texts = [[p["phrase"] for p in (rows[i]["phrases"] or [])] for i in live]
         dets = self.detector.detect([images[i] for i in live], texts) if live else []
@@ -128,9 +140,7 @@ class ModelStage:
             at += len(det)
             score[i] = img_scores[k]
             cand[i] = _regions(rows[i], det, c, self.s.round)
-        return (batch.drop_columns(["image_root"]).append_column("error", pa.array(errors, pa.string()))
-                .append_column("candidates", pa.array(cand, CANDIDATES_TYPE))
-                .append_column("image_score", pa.array(score, pa.float32())))
+        return cand, score
 
 
 def _regions(row: dict, det, clip: np.ndarray, round_: int | None) -> list[dict]:

@@ -160,7 +160,7 @@ def _run_units(units: list[dict], cfg: PseudoConfig, opts: RunOptions, writer: D
     gpus_per_actor = opts.gpus_per_actor if opts.gpus_per_actor is not None else (1.0 if gpus else 0.0)
     settings = {"detector": cfg.detector, "clip": cfg.clip, "device": opts.device, "precision": opts.precision,
                 "batch_size": opts.batch_size, "box_threshold": cfg.box_threshold, "clip_margin": cfg.clip_margin,
-                "round": cfg.round}
+                "round": cfg.round, "torch_threads": 1}  # the actor reserves 1 CPU
     expected = {u["unit"]: u["stop"] - u["start"] for u in units}
     ds = ray.data.from_items(units, override_num_blocks=len(units))
     # One block per unit all the way (batch_size=None), so the model sees the same sub-batches on every run;
@@ -193,15 +193,19 @@ def _write_unit(writer: DatasetWriter, unit: str, rows: pa.Table, filt: FilterCo
     cands = rows.drop_columns(["unit", "row", "error"])
     with atomic_path(writer.root / CANDIDATES / name) as tmp:
         write_parquet(cands, tmp)
-    records = []
-    for r in rows.filter(pa.compute.is_null(rows.column("error"))).to_pylist():
-        regions, keep = select_regions(r["candidates"], r["width"], r["height"], r["image_score"], filt)
-        if keep:
-            records.append({k: r[k] for k in ("image_id", "source", "file_name", "width", "height", "caption")}
-                           | {"regions": regions})
-    table = pa.Table.from_pylist(records, schema=S.CORE_SCHEMA)
+    table = records_from_candidates(rows.filter(pa.compute.is_null(rows.column("error"))), filt)
     writer.write_part(name, table, images_in=rows.num_rows + len(known_rejects), rejected=errors.num_rows + len(known_rejects),
                       candidates=int(sum(len(c or []) for c in rows.column("candidates").to_pylist())))
+
+
+def records_from_candidates(cands: pa.Table, filt: FilterConfig) -> pa.Table:
+    """Pseudo records (kept images, kept regions) from candidate rows under a filter config."""
+    records = []
+    for r in cands.to_pylist():
+        regions, keep = select_regions(r["candidates"], r["width"], r["height"], r["image_score"], filt)
+        if keep:
+            records.append({k: r[k] for k in S.CORE_COLUMNS if k != "regions"} | {"regions": regions})
+    return pa.Table.from_pylist(records, schema=S.CORE_SCHEMA)
 
 
 def _summary(writer: DatasetWriter, units: list[dict], seconds: float) -> dict:
@@ -233,13 +237,7 @@ def refilter(pseudo_dir: str | Path, out_dir: str | Path, filt: FilterConfig, *,
         cands = pq.read_table(cand_dir / name)
         with atomic_path(writer.root / CANDIDATES / name) as tmp:
             write_parquet(cands, tmp)
-        records = []
-        for r in cands.to_pylist():
-            regions, keep = select_regions(r["candidates"], r["width"], r["height"], r["image_score"], filt)
-            if keep:
-                records.append({k: r[k] for k in ("image_id", "source", "file_name", "width", "height", "caption")}
-                               | {"regions": regions})
-        writer.write_part(name, pa.Table.from_pylist(records, schema=S.CORE_SCHEMA), images_in=part.get("images_in"),
+        writer.write_part(name, records_from_candidates(cands, filt), images_in=part.get("images_in"),
                           candidates=part.get("candidates"))
     parts = writer.manifest.parts
     return {"dataset": str(writer.root), **writer.finish({
