@@ -278,12 +278,6 @@ class DatasetWriter:
         self.manifest.parts = [p for p in self._done.values()]
         self._save()
 
-    @property
-    def already_complete(self) -> bool:
-        """True when a previous run finished this exact dataset."""
-        old = self.root / MANIFEST
-        return bool(self._done) and json.loads(old.read_text()).get("complete", False)
-
     def is_done(self, name: str) -> bool:
         return name in self._done
 

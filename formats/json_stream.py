@@ -46,7 +46,6 @@ class Window:
     byte_offset: int  # file offset of the first element
     table: Any = None  # whatever the fast parser returned
     objects: list | None = None  # python objects, element by element
-    object_errors: list | None = None  # (index, reason) for elements that could not be decoded
 
     @property
     def count(self) -> int:

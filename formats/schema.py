@@ -8,8 +8,6 @@ A record is one image. Its boxes are `regions`, a list of structs. Boxes are abs
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -214,8 +212,3 @@ def _first_true(mask) -> int:
 def _record_name(table: pa.Table, idx: int) -> str:
     image_id = table.column("image_id")[idx].as_py()
     return f"#{idx} (image_id={image_id!r})"
-
-
-def is_finite_number(x) -> bool:
-    """True for an int or float that is neither NaN nor infinite (bool excluded)."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

@@ -232,3 +232,16 @@ def test_validate_rejects_bad_tables():
     t = t.set_column(6, "regions", regions).set_column(5, "caption", pa.array(["short"]))
     with pytest.raises(S.SchemaError, match="outside its caption"):
         S.validate(S.conform(t))
+
+
+def test_region_keys_are_explicit_ids_or_positions(write_json, tmp_path):
+    import pyarrow as pa
+
+    from formats import schema as S
+
+    convert(write_json(coco_doc(n_images=3)), tmp_path / "ds", source="custom")
+    t = Dataset(tmp_path / "ds").read()
+    keys = S.region_keys(t.column("image_id"), t.column("regions")).to_pylist()
+    assert keys == ["custom/1#0", "custom/2#0", "custom/2#1", "custom/3#0", "custom/3#1", "custom/3#2"]
+    regions = S.regions_from_columns(np.array([0, 2]), np.zeros((2, 4)), region_id=pa.array(["p#r1c0", None]))
+    assert S.region_keys(pa.array(["p"]), regions).to_pylist() == ["p#r1c0", "p#1"]

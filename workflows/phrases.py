@@ -13,12 +13,16 @@ import pyarrow.parquet as pq
 
 from formats.dataset import Dataset, DatasetWriter, Manifest, prior_run, provenance
 from labeling.phrases import PhraseConfig
-from labeling.stages import PHRASES_TYPE, add_phrases
+from labeling.stages import add_phrases
 
 
 def _read_part(units: pa.Table) -> pa.Table:
-    return pa.concat_tables([pq.read_table(u["path"]).append_column("_part", pa.repeat(pa.scalar(u["name"]), pq.read_metadata(u["path"]).num_rows))
-                             for u in units.to_pylist()])
+    """The records of each listed part, tagged with the part's name."""
+    tables = []
+    for u in units.to_pylist():
+        t = pq.read_table(u["path"])
+        tables.append(t.append_column("_part", pa.repeat(pa.scalar(u["name"]), t.num_rows)))
+    return pa.concat_tables(tables)
 
 
 def run_phrases(dataset: str | Path, out: str | Path, cfg: PhraseConfig, *, overwrite: bool = False) -> dict:
@@ -33,7 +37,6 @@ def run_phrases(dataset: str | Path, out: str | Path, cfg: PhraseConfig, *, over
     done = prior_run(out, key, overwrite)
     if done is not None:
         return {"dataset": str(out), **done.counts}
-    extra = [pa.field(c, pa.string()) for c in src.manifest.extra_columns]
     m = src.manifest
     manifest = Manifest(kind=m.kind, source=m.source, image_root=m.image_root, categories=m.categories,
                         extra_columns=[*m.extra_columns, "phrases"], config={"phrases": cfg.to_dict()},
@@ -54,9 +57,6 @@ def run_phrases(dataset: str | Path, out: str | Path, cfg: PhraseConfig, *, over
                 if sum(t.num_rows for t in pending[name]) == expected[name]:
                     table = pa.concat_tables(pending.pop(name)).drop_columns(["_part"])
                     writer.write_part(name, table, validate=False)
-    del extra
     n = sum(int(p["rows"]) for p in writer.manifest.parts)
     return {"dataset": str(out), **writer.finish({"images": n, "boxes": sum(int(p["boxes"]) for p in writer.manifest.parts)}).counts}
 
-
-__all__ = ["run_phrases", "PHRASES_TYPE"]
