@@ -273,7 +273,7 @@ class DatasetWriter:
             shutil.rmtree(self.root)
         (self.root / RECORDS).mkdir(parents=True, exist_ok=True)
         (self.root / REJECTS).mkdir(parents=True, exist_ok=True)
-        for stale in list((self.root / RECORDS).glob(".*.tmp-*")) + list((self.root / REJECTS).glob(".*.tmp-*")):
+        for stale in self.root.rglob(".*.tmp-*"):  # left by a crash anywhere in the dataset (records, candidates...)
             stale.unlink(missing_ok=True)
         self.manifest.parts = [p for p in self._done.values()]
         self._save()

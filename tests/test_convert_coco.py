@@ -245,3 +245,25 @@ def test_region_keys_are_explicit_ids_or_positions(write_json, tmp_path):
     assert keys == ["custom/1#0", "custom/2#0", "custom/2#1", "custom/3#0", "custom/3#1", "custom/3#2"]
     regions = S.regions_from_columns(np.array([0, 2]), np.zeros((2, 4)), region_id=pa.array(["p#r1c0", None]))
     assert S.region_keys(pa.array(["p"]), regions).to_pylist() == ["p#r1c0", "p#1"]
+
+
+def test_a_resumed_writer_sweeps_temp_files_left_by_a_crash(tmp_path):
+    import pyarrow as pa
+
+    from formats import schema as S
+    from formats.dataset import DatasetWriter, Manifest
+
+    out = tmp_path / "ds"
+    key = {"inputs": ["x"]}
+    w = DatasetWriter(out, Manifest(kind="vg", source="t"), resume_key=key)
+    table = pa.table({"image_id": ["t/1"], "source": ["t"], "file_name": ["a.jpg"], "width": pa.array([2], pa.int32()),
+                      "height": pa.array([2], pa.int32()), "caption": ["a cat"], "regions": S.empty_regions(1)})
+    w.write_part("part-0.parquet", S.conform(table))
+    (out / "candidates").mkdir()
+    stale = [out / "records" / ".part-1.parquet.tmp-1-2", out / "candidates" / ".part-1.parquet.tmp-1-2"]
+    for f in stale:
+        f.write_bytes(b"half a file")
+    (out / "candidates" / "part-0.parquet").write_bytes(b"a finished file")
+    w2 = DatasetWriter(out, Manifest(kind="vg", source="t"), resume_key=key)
+    assert w2.is_done("part-0.parquet") and not any(f.exists() for f in stale)
+    assert (out / "candidates" / "part-0.parquet").exists()
