@@ -87,8 +87,8 @@ class PhraseExtractor:
     def phrases(self, doc) -> list[dict]:
         """Phrases of one parsed caption, deduplicated, in order of first mention."""
         spans: list[tuple[int, int]] = []
-        for start, end in self._chunks(doc):
-            span = self._clean(doc, start, end)
+        for chunk in doc.noun_chunks:
+            span = self._clean(chunk)
             if span is not None:
                 spans.append(span)
         if self.cfg.referring_expressions:
@@ -102,18 +102,9 @@ class PhraseExtractor:
                 entry["tokens_positive"].append([s, e])
         return list(out.values())
 
-    def _chunks(self, doc) -> list[tuple[int, int]]:
-        """Token ranges of the noun chunks, from the language's iterator directly (``doc.noun_chunks``
-        first re-checks the parse over every token and builds Span objects: 13% of the stage's time)."""
-        it = doc.vocab.get_noun_chunks
-        if it is None:
-            return [(c.start, c.end) for c in doc.noun_chunks]
-        return [(s, e) for s, e, _ in it(doc)]
-
-    def _clean(self, doc, start: int, end: int) -> tuple[int, int] | None:
-        toks = [doc[i] for i in range(start, end)]
-        # the English iterator ends each chunk at its head noun
-        root = toks[-1] if doc.vocab.get_noun_chunks is not None else doc[start:end].root
+    def _clean(self, chunk) -> tuple[int, int] | None:
+        toks = list(chunk)
+        root = chunk.root
         if self.cfg.drop_pronouns and (root.pos_ == "PRON" or root.lower_ in PRONOUN_WORDS):
             return None
         if self.cfg.strip_determiners:
@@ -126,7 +117,7 @@ class PhraseExtractor:
         if self.cfg.drop_abstract and _is_abstract(root.lower_, self.abstract):
             return None
         start, end = toks[0].idx, toks[-1].idx + len(toks[-1].text)
-        text = doc.text[start:end]
+        text = chunk.doc.text[start:end]
         if len(text) < self.cfg.min_chars or len(toks) > self.cfg.max_words:
             return None
         return start, end
