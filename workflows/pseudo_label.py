@@ -11,6 +11,7 @@ a kill at any moment loses at most the units in flight and never duplicates one.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -133,22 +134,17 @@ def run_pseudo(input_path: str | Path, out_dir: str | Path, cfg: PseudoConfig, o
     log.info("%d units (%d images each at most), %d to do", len(units), cfg.images_per_part, len(pending))
     t0 = time.time()
     if pending:
+        started_here = not ray.is_initialized()
         init_ray(opts.num_cpus)
-        _run_units(pending, cfg, opts, writer, plan.rejects, gpus=cluster_gpus())
-    if opts.max_units is None or len(writer.manifest.parts) == len(units):
-        summary = _summary(writer, units, time.time() - t0)
+        try:
+            _run_units(pending, cfg, opts, writer, plan.rejects, gpus=cluster_gpus())
+        finally:
+            if started_here:
+                ray.shutdown()  # a Ray the caller started, or a cluster we joined, is left as it was
+    summary = _summary(writer, units, time.time() - t0)
+    if len(writer.manifest.parts) == len(units):
         writer.finish(summary)
-    else:
-        summary = _summary(writer, units, time.time() - t0)
-    if ray.is_initialized() and not _joined():
-        ray.shutdown()
     return {"dataset": str(out), **summary}
-
-
-def _joined() -> bool:
-    import os
-
-    return bool(os.environ.get("RAY_ADDRESS"))
 
 
 def _run_units(units: list[dict], cfg: PseudoConfig, opts: RunOptions, writer: DatasetWriter,
@@ -234,9 +230,9 @@ def refilter(pseudo_dir: str | Path, out_dir: str | Path, filt: FilterConfig, *,
     (writer.root / CANDIDATES).mkdir(exist_ok=True)
     for part in src.manifest.parts:
         name = part["name"]
-        cands = pq.read_table(cand_dir / name)
         with atomic_path(writer.root / CANDIDATES / name) as tmp:
-            write_parquet(cands, tmp)
+            shutil.copyfile(cand_dir / name, tmp)
+        cands = pq.read_table(cand_dir / name)
         writer.write_part(name, records_from_candidates(cands, filt), images_in=part.get("images_in"),
                           candidates=part.get("candidates"))
     parts = writer.manifest.parts
