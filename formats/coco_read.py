@@ -88,13 +88,13 @@ class _DuckParser:
     nothing is copied and offsets hold), written to one reused temp file, parsed, and restored.
     """
 
-    def __init__(self, tmp_dir: str | os.PathLike | None = None):
+    def __init__(self, tmp_dir: str | os.PathLike | None = None, specs: dict[str, dict[str, str]] | None = None):
         self.con = duckdb.connect()
         fd, self.tmp = tempfile.mkstemp(prefix=".ovlabel-window-", suffix=".ndjson", dir=tmp_dir or _fast_tmp_dir())
         os.close(fd)
         self.count = 0
         self.specs = {key: "{" + ", ".join(f"'{k}': '{v}'" for k, v in cols.items()) + "}"
-                      for key, cols in (("images", _IMAGE_COLUMNS), ("annotations", _ANN_COLUMNS))}
+                      for key, cols in (specs or {"images": _IMAGE_COLUMNS, "annotations": _ANN_COLUMNS}).items()}
 
     def __call__(self, key: str, window: memoryview) -> pa.Table:
         arr = np.frombuffer(window, dtype=np.uint8)
@@ -193,6 +193,55 @@ def read_coco(path: str | os.PathLike, *, tmp_dir: str | os.PathLike | None = No
     return out
 
 
+@dataclass
+class JSONTables:
+    """The big arrays of a COCO-like JSON file as Arrow tables (plus ``_index``: position in the array)."""
+
+    path: str
+    tables: dict[str, pa.Table]
+    other: dict  # small top-level values (categories, info, ...)
+    problems: list  # (array, index, reason, detail) found on the slow path
+    sha256: str | None
+
+
+def read_tables(path: str | os.PathLike, specs: dict[str, dict[str, str]], *,
+                progress: Callable[[int], None] | None = None, window_bytes: int = 128 << 20) -> JSONTables:
+    """Streams the arrays named in `specs` (key -> {column: duckdb type}) of a JSON object into Arrow tables."""
+    path = str(path)
+    parser = _DuckParser(specs=specs)
+    pieces: dict[str, list[pa.Table]] = {k: [] for k in specs}
+    other: dict = {}
+    problems: list = []
+    try:
+        with open(path, "rb") as f:
+            stream = JSONObjectStream(f, path, big_arrays=set(specs), fast_parse=parser,
+                                      window_bytes=window_bytes, progress=progress)
+            for item in stream:
+                if isinstance(item, Window):
+                    t = _objects_to_table(item, specs[item.key], problems) if item.objects is not None else item.table
+                    index = pa.array(np.arange(item.start_index, item.start_index + t.num_rows, dtype=np.int64))
+                    pieces[item.key].append(t.append_column("_index", index))
+                    continue
+                key, value = item
+                if key in specs and not isinstance(value, list):
+                    raise JSONStructureError(f"{path}: '{key}' must be a list, found {type(value).__name__}")
+                if key not in specs:
+                    other[key] = value
+            sha = stream.sha256()
+            found = stream.keys
+    except UnicodeDecodeError as e:
+        raise JSONStructureError(f"{path}: not UTF-8 text: {e}") from None
+    finally:
+        parser.close()
+    tables = {}
+    for key, cols in specs.items():
+        if key not in found:
+            raise JSONStructureError(f"{path}: no '{key}' list")
+        schema = pa.schema([(c, arrow_type(t)) for c, t in cols.items()] + [("_index", pa.int64())])
+        tables[key] = pa.concat_tables([t.cast(schema) for t in pieces[key]]) if pieces[key] else schema.empty_table()
+    return JSONTables(path, tables, other, problems, sha)
+
+
 # -- windows -> columns ---------------------------------------------------------------------------------
 
 def _ints(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -266,9 +315,14 @@ def _objects_to_table(w: Window, columns: dict, problems: list) -> pa.Table:
         for k, typ in columns.items():
             v = obj.get(k)
             rows[k].append(_coerce(v, typ, array, idx, k, obj, problems))
-    types = {"BIGINT": pa.int64(), "VARCHAR": pa.string(), "DOUBLE": pa.float64(),
-             "BIGINT[]": pa.list_(pa.int64()), "DOUBLE[]": pa.list_(pa.float64())}
-    return pa.table({k: pa.array(v, type=types[columns[k]]) for k, v in rows.items()})
+    return pa.table({k: pa.array(v, type=arrow_type(columns[k])) for k, v in rows.items()})
+
+
+def arrow_type(duck_type: str) -> pa.DataType:
+    """The Arrow type duckdb gives a column spec (``BIGINT[][]`` -> list<list<int64>>)."""
+    if duck_type.endswith("[]"):
+        return pa.list_(arrow_type(duck_type[:-2]))
+    return {"BIGINT": pa.int64(), "VARCHAR": pa.string(), "DOUBLE": pa.float64()}[duck_type]
 
 
 def _coerce(v, typ: str, array: str, idx: int, key: str, obj: dict, problems: list):
@@ -304,12 +358,20 @@ def _coerce(v, typ: str, array: str, idx: int, key: str, obj: dict, problems: li
             return [float(x) for x in v]
         problems.append((array, idx, "invalid bbox", f"{where} bbox={v!r} is not 4 finite numbers".strip()))
         return None
-    if typ == "BIGINT[]":
-        if isinstance(v, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+    if typ.startswith("BIGINT[]"):
+        depth = typ.count("[]")
+        if _int_lists(v, depth):
             return v
-        problems.append((array, idx, f"invalid {key}", f"{where} {key} is not a list of integers".strip()))
+        problems.append((array, idx, f"invalid {key}", f"{where} {key} is not a {depth}-deep list of integers".strip()))
         return None
     raise AssertionError(typ)
+
+
+def _int_lists(v, depth: int) -> bool:
+    """True for integers nested in lists `depth` deep (``[[0, 4], [9, 12]]`` is depth 2)."""
+    if depth == 0:
+        return isinstance(v, int) and not isinstance(v, bool)
+    return isinstance(v, list) and all(_int_lists(x, depth - 1) for x in v)
 
 
 def _concat(windows: list[dict], key: str, empty):

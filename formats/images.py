@@ -80,6 +80,17 @@ def read_image_bytes(image_root: str | os.PathLike | None, file_name: str) -> by
         raise ImageError(f"cannot read {file_name}: {e}") from None
 
 
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) from an image file's header, without decoding the pixels."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception as e:  # noqa: BLE001 - any decoder failure is a reason to report
+        raise ImageError(f"{path}: cannot read the image header: {type(e).__name__}: {e}") from None
+
+
 def decode_image(data: bytes, name: str = "image"):
     """Decodes to an RGB PIL image, refusing files larger than MAX_PIXELS or that do not decode."""
     from PIL import Image

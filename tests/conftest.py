@@ -67,3 +67,27 @@ def sample_images():
     from PIL import Image
 
     return [Image.open(EXAMPLES / "sample" / "images" / n).convert("RGB") for n in ("coffee.jpg", "rocket.jpg")]
+
+
+@pytest.fixture(scope="session")
+def image_server(tmp_path_factory):
+    """A local http.server on 127.0.0.1 serving the sample photos, plus `corrupt.jpg` (bytes that do not decode)."""
+    import functools
+    import http.server
+    import shutil
+    import threading
+
+    root = tmp_path_factory.mktemp("www")
+    for p in (EXAMPLES / "sample" / "images").glob("*.jpg"):
+        shutil.copy(p, root / p.name)
+    (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 10)
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+class _QuietHandler(__import__("http.server").server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass

@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--part-images", type=int, default=100_000, help="images per parquet part (default 100000)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     c.set_defaults(func=cmd_convert_coco)
-    from workflows.cli_labeling import register_convert
+    from workflows.cli_ingest import register_convert
 
     register_convert(csub)
 
@@ -147,9 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extensions() -> list[Callable]:
     """Subcommand groups that live with their workflows."""
-    from workflows import cli_labeling
+    from workflows import cli_ingest, cli_labeling
 
-    return [cli_labeling.register]
+    return [cli_ingest.register, cli_labeling.register]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,11 +1,10 @@
-"""`ovlabel` commands for pseudo-labeling: models tiny, phrases, pseudo, refilter, embed-texts, convert cc3m."""
+"""`ovlabel` commands for pseudo-labeling: models tiny, phrases, pseudo, refilter, embed-texts."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
 log = logging.getLogger("ovlabel")
@@ -103,13 +102,6 @@ def cmd_embed_texts(a: argparse.Namespace) -> None:
     _print(embed_texts(a.source, a.model, a.out))
 
 
-def cmd_convert_cc3m(a: argparse.Namespace) -> None:
-    from formats.converters.img2dataset import Img2DatasetConvertConfig, convert_img2dataset
-
-    m = convert_img2dataset(a.raw_dir, a.out, Img2DatasetConvertConfig(source=a.source), overwrite=a.overwrite)
-    _print({"dataset": str(Path(a.out).resolve()), **m.counts, "config": asdict(Img2DatasetConvertConfig(a.source))})
-
-
 def register(sub) -> None:
     """Adds the labeling commands to the `ovlabel` parser."""
     from detector.models import DEFAULT_CLIP
@@ -149,12 +141,3 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_models_tiny)
 
-
-def register_convert(csub) -> None:
-    """`ovlabel convert cc3m` (any img2dataset output)."""
-    p = csub.add_parser("cc3m", help="img2dataset output (CC3M or any URL list) -> caption dataset")
-    p.add_argument("raw_dir", help="the img2dataset output folder")
-    p.add_argument("--out", required=True)
-    p.add_argument("--source", default="cc3m")
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=cmd_convert_cc3m)

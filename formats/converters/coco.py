@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -24,10 +23,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from formats import paths as P
 from formats import schema as S
 from formats.boxes import xywh_to_xyxy
 from formats.coco_read import F_AREA_MISSING, F_CROWD, F_IGNORE, MISSING, CocoColumns, read_coco
+from formats.converters.common import Rejects, index_of, later_duplicates, safe_file_names, verify_image_files
 from formats.dataset import DatasetWriter, Manifest, prior_run, provenance
 from formats.json_stream import JSONStructureError
 
@@ -100,28 +99,6 @@ def build_categories(raw: list, source: str, path: str, fix_names: bool = False)
     return sorted(cats, key=lambda c: c["label"])
 
 
-class _Rejects:
-    """Collects rejected and dropped records with their reasons, and counts them."""
-
-    def __init__(self, file: str):
-        self.file = file
-        self.rows: list[dict] = []
-        self.rejected: Counter = Counter()
-        self.dropped: Counter = Counter()
-
-    def add(self, array: str, indices, reason: str, details=None, ids=None, dropped: bool = False) -> None:
-        indices = np.asarray(indices).reshape(-1)
-        if len(indices) == 0:
-            return
-        (self.dropped if dropped else self.rejected)[reason] += len(indices)
-        for k, idx in enumerate(indices.tolist()):
-            detail = details[k] if isinstance(details, list) else details
-            rid = None if ids is None else ids[k]
-            record = f"{array}[{idx}]" + ("" if rid is None or rid == MISSING else f" id={rid}")
-            self.rows.append({"file": self.file, "record": record,
-                              "reason": ("dropped: " if dropped else "") + reason, "detail": detail})
-
-
 def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: CocoConvertConfig, *,
                  overwrite: bool = False, progress: Callable[[int], None] | None = None,
                  window_bytes: int = 128 << 20) -> Manifest:
@@ -145,7 +122,7 @@ def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: C
     except JSONStructureError as e:
         raise ConversionError(str(e)) from None
     cats = build_categories(cols.categories, cfg.source, str(ann_path), cfg.fix_o365_names)
-    rej = _Rejects(str(ann_path))
+    rej = Rejects(str(ann_path))
     problems = {(a, i): (r, d) for a, i, r, d in cols.problems}
 
     keep_img, file_names = _check_images(cols, cfg, rej, problems)
@@ -175,39 +152,7 @@ def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: C
     return writer.finish(counts)
 
 
-def _later_duplicates(ids: np.ndarray) -> np.ndarray:
-    """True for every occurrence of an id after its first (O(n) when ids are already increasing)."""
-    dup = np.zeros(len(ids), dtype=bool)
-    if len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])):
-        return dup
-    _, first = np.unique(ids, return_index=True)
-    dup[:] = True
-    dup[first] = False
-    return dup
-
-
-def _index_of(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """Row of the first occurrence of each query in `keys`, -1 where absent (a direct table for dense ids)."""
-    out = np.full(len(queries), -1, dtype=np.int64)
-    valid = keys[keys != MISSING]
-    if len(valid) == 0:
-        return out
-    lo, hi = int(valid.min()), int(valid.max())
-    if hi - lo < 4 * len(keys) + 1024:
-        table = np.full(hi - lo + 1, -1, dtype=np.int64)
-        rows = np.flatnonzero(keys != MISSING)
-        table[keys[rows][::-1] - lo] = rows[::-1]  # reversed: the first occurrence wins
-        inside = (queries >= lo) & (queries <= hi)
-        out[inside] = table[queries[inside] - lo]
-        return out
-    uniq, first = np.unique(keys, return_index=True)
-    pos = np.minimum(np.searchsorted(uniq, queries), len(uniq) - 1)
-    hit = uniq[pos] == queries
-    out[hit] = first[pos[hit]]
-    return out
-
-
-def _check_images(cols: CocoColumns, cfg: CocoConvertConfig, rej: _Rejects, problems: dict):
+def _check_images(cols: CocoColumns, cfg: CocoConvertConfig, rej: Rejects, problems: dict):
     n = len(cols.img_id)
     keep = np.ones(n, dtype=bool)
 
@@ -220,20 +165,14 @@ def _check_images(cols: CocoColumns, cfg: CocoConvertConfig, rej: _Rejects, prob
         keep[idx] = False
 
     reject(cols.img_id == MISSING, "invalid id", "missing or not an integer")
-    reject(_later_duplicates(cols.img_id), "duplicate image id", "an earlier image has the same id; the first is kept")
+    reject(later_duplicates(cols.img_id), "duplicate image id", "an earlier image has the same id; the first is kept")
     names = _file_names(cols, cfg)
     reject(pc.is_null(names).to_numpy(zero_copy_only=False), "missing file_name", "no 'file_name' (nor 'coco_url')")
-    suspicious = np.flatnonzero(pc.fill_null(pc.match_substring_regex(names, _SUSPICIOUS), False).to_numpy(zero_copy_only=False))
-    if len(suspicious):
-        fixed = names.to_pylist()
-        for i in suspicious.tolist():
-            try:
-                fixed[i] = P.check_relative(fixed[i])
-            except P.UnsafePathError as e:
-                if keep[i]:
-                    rej.add("images", [cols.img_index[i]], "unsafe file_name", str(e), [cols.img_id[i]])
-                    keep[i] = False
-        names = pa.array(fixed, pa.string())
+    names, unsafe = safe_file_names(names)
+    for i, why in unsafe.items():
+        if keep[i]:
+            rej.add("images", [cols.img_index[i]], "unsafe file_name", why, [cols.img_id[i]])
+            keep[i] = False
     bad_size = (cols.img_w == MISSING) | (cols.img_h == MISSING) | (cols.img_w <= 0) | (cols.img_h <= 0)
     reject(bad_size, "invalid width/height", "width and height must be positive integers")
     broken = KNOWN_BROKEN.get(cfg.source)
@@ -242,16 +181,13 @@ def _check_images(cols: CocoColumns, cfg: CocoConvertConfig, rej: _Rejects, prob
                f"{cfg.source} image skipped as MMDetection's coco2odvg.py skips it")
     if cfg.check_images and cfg.image_root:
         idx = np.flatnonzero(keep)
-        bad = _verify_image_files(cfg.image_root, names.take(pa.array(idx)).to_pylist(), cols.img_w[idx], cols.img_h[idx])
+        bad = verify_image_files(cfg.image_root, names.take(pa.array(idx)).to_pylist(), cols.img_w[idx], cols.img_h[idx])
         for reason in sorted({r for r, _ in bad.values()}):
             local = [k for k, (r, _) in bad.items() if r == reason]
             rows = idx[local]
             rej.add("images", cols.img_index[rows], reason, [bad[k][1] for k in local], cols.img_id[rows].tolist())
             keep[rows] = False
     return keep, names
-
-
-_SUSPICIOUS = r"^[/\\]|\\|\.\.|^[A-Za-z]:|\x00|://"
 
 
 def _file_names(cols: CocoColumns, cfg: CocoConvertConfig) -> pa.Array:
@@ -265,7 +201,7 @@ def _file_names(cols: CocoColumns, cfg: CocoConvertConfig) -> pa.Array:
     return names
 
 
-def _check_annotations(cols: CocoColumns, cats: list[dict], keep_img, img_slot, rej: _Rejects, problems: dict):
+def _check_annotations(cols: CocoColumns, cats: list[dict], keep_img, img_slot, rej: Rejects, problems: dict):
     n = len(cols.ann_id)
     keep = np.ones(n, dtype=bool)
 
@@ -281,8 +217,8 @@ def _check_annotations(cols: CocoColumns, cats: list[dict], keep_img, img_slot, 
         keep[idx] = False
 
     reject(cols.ann_id == MISSING, "invalid id", "missing or not an integer")
-    reject(_later_duplicates(cols.ann_id), "duplicate annotation id", "an earlier annotation has the same id; the first is kept")
-    img_row = _index_of(cols.img_id, cols.ann_img)  # a duplicated image id resolves to its first occurrence
+    reject(later_duplicates(cols.ann_id), "duplicate annotation id", "an earlier annotation has the same id; the first is kept")
+    img_row = index_of(cols.img_id, cols.ann_img)  # a duplicated image id resolves to its first occurrence
     reject(cols.ann_img == MISSING, "invalid image_id", "missing or not an integer")
     reject(img_row < 0, "unknown image id", "no image with this id in 'images'")
     if len(cols.img_id) == 0:  # nothing can be kept; every annotation is rejected above
@@ -291,7 +227,7 @@ def _check_annotations(cols: CocoColumns, cats: list[dict], keep_img, img_slot, 
     img_ok[img_row >= 0] = keep_img[img_row[img_row >= 0]]
     reject(~img_ok, "image rejected", "its image was rejected (see images rejects)")
     cat_ids = np.array([c["id"] for c in cats], dtype=np.int64)
-    label_pos = _index_of(cat_ids, cols.ann_cat)
+    label_pos = index_of(cat_ids, cols.ann_cat)
     reject(cols.ann_cat == MISSING, "invalid category_id", "missing or not an integer")
     reject(label_pos < 0, "unknown category id", lambda idx: [f"category_id={c} is not in 'categories'" for c in cols.ann_cat[idx]])
     box = cols.ann_box
@@ -379,27 +315,3 @@ def _write_parts(writer: DatasetWriter, cols: CocoColumns, cfg: CocoConvertConfi
         for f in futures:
             f.result()
     return counts
-
-
-def _verify_image_files(root: str, names: list[str], widths: np.ndarray, heights: np.ndarray) -> dict[int, tuple[str, str]]:
-    """Checks each image exists under `root` and its header size matches; returns {index: (reason, detail)}."""
-    from PIL import Image
-
-    def check(i: int):
-        try:
-            full = P.resolve(root, names[i])
-        except P.UnsafePathError as e:
-            return i, ("unsafe file_name", str(e))
-        if not full.is_file():
-            return i, ("image file missing", str(full))
-        try:
-            with Image.open(full) as im:
-                w, h = im.size
-        except Exception as e:  # noqa: BLE001 - any decoder failure is a reject with its message
-            return i, ("unreadable image", f"{full}: {e}")
-        if (w, h) != (int(widths[i]), int(heights[i])):
-            return i, ("image size mismatch", f"{full}: header {w}x{h}, annotation {widths[i]}x{heights[i]}")
-        return i, None
-
-    with ThreadPoolExecutor(8) as pool:
-        return {i: r for i, r in pool.map(check, range(len(names))) if r is not None}

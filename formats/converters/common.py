@@ -1,0 +1,119 @@
+"""Pieces every converter shares: reject bookkeeping, id lookups, safe image paths, image header checks."""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from formats import paths as P
+from formats.coco_read import MISSING
+
+
+class Rejects:
+    """Collects rejected and dropped records with their reasons, and counts them."""
+
+    def __init__(self, file: str):
+        self.file = file
+        self.rows: list[dict] = []
+        self.rejected: Counter = Counter()
+        self.dropped: Counter = Counter()
+
+    def add(self, array: str, indices, reason: str, details=None, ids=None, dropped: bool = False) -> None:
+        indices = np.asarray(indices).reshape(-1)
+        if len(indices) == 0:
+            return
+        (self.dropped if dropped else self.rejected)[reason] += len(indices)
+        for k, idx in enumerate(indices.tolist()):
+            detail = details[k] if isinstance(details, list) else details
+            rid = None if ids is None else ids[k]
+            record = f"{array}[{idx}]" + ("" if rid is None or rid == MISSING else f" id={rid}")
+            self.rows.append({"file": self.file, "record": record,
+                              "reason": ("dropped: " if dropped else "") + reason, "detail": detail})
+
+    def add_records(self, records: list[str], reason: str, details=None, dropped: bool = False) -> None:
+        """Like `add`, for records named by the caller (``ImageID=...``)."""
+        if not records:
+            return
+        (self.dropped if dropped else self.rejected)[reason] += len(records)
+        for k, record in enumerate(records):
+            detail = details[k] if isinstance(details, list) else details
+            self.rows.append({"file": self.file, "record": record,
+                              "reason": ("dropped: " if dropped else "") + reason, "detail": detail})
+
+
+def later_duplicates(ids: np.ndarray) -> np.ndarray:
+    """True for every occurrence of an id after its first (O(n) when ids are already increasing)."""
+    dup = np.zeros(len(ids), dtype=bool)
+    if len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])):
+        return dup
+    _, first = np.unique(ids, return_index=True)
+    dup[:] = True
+    dup[first] = False
+    return dup
+
+
+def index_of(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Row of the first occurrence of each query in `keys`, -1 where absent (a direct table for dense ids)."""
+    out = np.full(len(queries), -1, dtype=np.int64)
+    valid = keys[keys != MISSING]
+    if len(valid) == 0:
+        return out
+    lo, hi = int(valid.min()), int(valid.max())
+    if hi - lo < 4 * len(keys) + 1024:
+        table = np.full(hi - lo + 1, -1, dtype=np.int64)
+        rows = np.flatnonzero(keys != MISSING)
+        table[keys[rows][::-1] - lo] = rows[::-1]  # reversed: the first occurrence wins
+        inside = (queries >= lo) & (queries <= hi)
+        out[inside] = table[queries[inside] - lo]
+        return out
+    uniq, first = np.unique(keys, return_index=True)
+    pos = np.minimum(np.searchsorted(uniq, queries), len(uniq) - 1)
+    hit = uniq[pos] == queries
+    out[hit] = first[pos[hit]]
+    return out
+
+
+_SUSPICIOUS = r"^[/\\]|\\|\.\.|^[A-Za-z]:|\x00|://"
+
+
+def safe_file_names(names: pa.Array) -> tuple[pa.Array, dict[int, str]]:
+    """Normalises relative image paths; returns them and {index: why} for paths that escape the image root."""
+    suspicious = np.flatnonzero(pc.fill_null(pc.match_substring_regex(names, _SUSPICIOUS), False).to_numpy(zero_copy_only=False))
+    unsafe: dict[int, str] = {}
+    if len(suspicious) == 0:
+        return names, unsafe
+    fixed = names.to_pylist()
+    for i in suspicious.tolist():
+        try:
+            fixed[i] = P.check_relative(fixed[i])
+        except P.UnsafePathError as e:
+            unsafe[i] = str(e)
+    return pa.array(fixed, pa.string()), unsafe
+
+
+def verify_image_files(root: str, names: list[str], widths: np.ndarray, heights: np.ndarray) -> dict[int, tuple[str, str]]:
+    """Checks each image exists under `root` and its header size matches; returns {index: (reason, detail)}."""
+    from PIL import Image
+
+    def check(i: int):
+        try:
+            full = P.resolve(root, names[i])
+        except P.UnsafePathError as e:
+            return i, ("unsafe file_name", str(e))
+        if not full.is_file():
+            return i, ("image file missing", str(full))
+        try:
+            with Image.open(full) as im:
+                w, h = im.size
+        except Exception as e:  # noqa: BLE001 - any decoder failure is a reject with its message
+            return i, ("unreadable image", f"{full}: {e}")
+        if (w, h) != (int(widths[i]), int(heights[i])):
+            return i, ("image size mismatch", f"{full}: header {w}x{h}, annotation {widths[i]}x{heights[i]}")
+        return i, None
+
+    with ThreadPoolExecutor(8) as pool:
+        return {i: r for i, r in pool.map(check, range(len(names))) if r is not None}

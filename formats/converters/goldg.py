@@ -1,0 +1,299 @@
+"""MDETR grounding annotations (GoldG: Flickr30k Entities, mixed GQA/VG/COCO, RefCOCO*) -> ODVG VG dataset.
+
+MDETR files are COCO-like: each *image* entry is one caption of a photo, each annotation a box with the
+character spans (``tokens_positive``) of the words it grounds. Every annotation becomes one region with
+its own spans, sorted; the phrase is the words at those spans joined by spaces (what MMDetection's
+``goldg2odvg.py`` calls the phrase). Unlike that script, two mentions with the same words keep their
+own spans instead of the first mention's, boxes are clipped on all four sides, and every dropped box or
+caption is counted and written to rejects with its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from formats import schema as S
+from formats.coco_read import read_tables
+from formats.converters.coco import ConversionError
+from formats.converters.common import Rejects, index_of, later_duplicates, safe_file_names
+from formats.dataset import DatasetWriter, Manifest, prior_run, provenance
+from formats.json_stream import JSONStructureError
+
+log = logging.getLogger("ovlabel.goldg")
+
+IMAGE_COLUMNS = {
+    "id": "BIGINT",
+    "file_name": "VARCHAR",
+    "height": "BIGINT",
+    "width": "BIGINT",
+    "caption": "VARCHAR",
+    "dataset_name": "VARCHAR",
+    "data_source": "VARCHAR",
+    "sentence_id": "BIGINT",
+    "original_img_id": "BIGINT",
+    "original_id": "BIGINT",
+    "tokens_positive_eval": "BIGINT[][][]",
+}
+ANN_COLUMNS = {
+    "id": "BIGINT",
+    "image_id": "BIGINT",
+    "bbox": "DOUBLE[]",
+    "area": "DOUBLE",
+    "iscrowd": "BIGINT",
+    "tokens_positive": "BIGINT[][]",
+}
+EXTRA_FIELDS = [
+    pa.field("dataset_name", pa.string()),
+    pa.field("data_source", pa.string()),
+    pa.field("sentence_id", pa.int64()),
+    pa.field("original_img_id", pa.int64()),
+    pa.field("original_id", pa.int64()),
+    pa.field("tokens_positive_eval", pa.list_(pa.list_(S.SPAN_TYPE))),
+]
+DATA_SOURCES = ("coco", "vg", "flickr")
+
+
+@dataclass
+class GoldGConvertConfig:
+    """Settings of an MDETR conversion; recorded in the manifest."""
+
+    source: str = "goldg"
+    image_root: str | None = None
+    data_source: str | None = None  # keep only captions of this data_source ("coco" = extract_coco_from_mixed.py)
+    part_images: int = 100_000
+
+
+def convert_goldg(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: GoldGConvertConfig, *,
+                  overwrite: bool = False, progress: Callable[[int], None] | None = None,
+                  window_bytes: int = 128 << 20) -> Manifest:
+    """Converts one MDETR annotation JSON into an ODVG VG dataset directory; returns its manifest."""
+    ann_path = Path(ann_path)
+    if not ann_path.is_file():
+        raise ConversionError(f"{ann_path}: no such file")
+    if cfg.data_source is not None and cfg.data_source not in DATA_SOURCES:
+        raise ConversionError(f"unknown --data-source {cfg.data_source!r}; expected one of {', '.join(DATA_SOURCES)}")
+    if cfg.image_root is not None:
+        cfg.image_root = str(Path(cfg.image_root).resolve())
+    st = ann_path.stat()
+    resume_key = {"config": asdict(cfg), "input": [str(ann_path.resolve()), st.st_size, st.st_mtime_ns]}
+    existing = prior_run(out_dir, resume_key, overwrite)
+    if existing is not None:
+        log.info("%s: already converted from the same input and settings; nothing to do", out_dir)
+        return existing
+    try:
+        doc = read_tables(ann_path, {"images": IMAGE_COLUMNS, "annotations": ANN_COLUMNS},
+                          progress=progress, window_bytes=window_bytes)
+    except JSONStructureError as e:
+        raise ConversionError(str(e)) from None
+    rej = Rejects(str(ann_path))
+    problems = {(a, i): (r, d) for a, i, r, d in doc.problems}
+    imgs, anns = doc.tables["images"], doc.tables["annotations"]
+
+    keep_img, names = _check_images(imgs, cfg, rej, problems)
+    img_id = _ints(imgs, "id")
+    slot = index_of(img_id, _ints(anns, "image_id"))
+    regions = _check_boxes(imgs, anns, slot, keep_img, rej, problems)
+    has_box = np.zeros(len(img_id), dtype=bool)
+    has_box[np.unique(regions["slot"])] = True
+    no_box = keep_img & ~has_box
+    rej.add("images", imgs.column("_index").to_numpy()[no_box], "no valid boxes",
+            "every box of this caption was dropped or rejected", img_id[no_box].tolist(), dropped=True)
+    keep_img &= has_box
+
+    manifest = Manifest(kind="vg", source=cfg.source, image_root=cfg.image_root, config=asdict(cfg),
+                        extra_columns=[f.name for f in EXTRA_FIELDS],
+                        provenance=provenance([{"path": str(ann_path.resolve()), "size": st.st_size,
+                                                "sha256": doc.sha256}]))
+    writer = DatasetWriter(out_dir, manifest, overwrite=True, resume_key=resume_key)
+    _write_parts(writer, imgs, names, keep_img, regions, cfg)
+    writer.write_rejects("part-00000.parquet", rej.rows)
+    return writer.finish({
+        "images_in": imgs.num_rows, "images": int(keep_img.sum()),
+        "boxes_in": anns.num_rows, "boxes": int(len(regions["slot"])),
+        "dropped": dict(sorted(rej.dropped.items())), "rejected": dict(sorted(rej.rejected.items())),
+    })
+
+
+S_MISSING = np.iinfo(np.int64).min
+
+
+def _ints(t: pa.Table, name: str) -> np.ndarray:
+    col = t.column(name).combine_chunks()
+    return np.asarray(col.fill_null(S_MISSING).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _check_images(imgs: pa.Table, cfg: GoldGConvertConfig, rej: Rejects, problems: dict):
+    n = imgs.num_rows
+    keep = np.ones(n, dtype=bool)
+    index = imgs.column("_index").to_numpy()
+    ids = _ints(imgs, "id")
+
+    def reject(mask, reason, detail=None, dropped=False):
+        idx = np.flatnonzero(mask & keep)
+        if len(idx):
+            details = [problems.get(("images", int(index[i])), (None, detail))[1] or detail for i in idx]
+            rej.add("images", index[idx], reason, details, ids[idx].tolist(), dropped=dropped)
+            keep[idx] = False
+
+    if cfg.data_source is not None:
+        src = pc.fill_null(pc.equal(imgs.column("data_source"), cfg.data_source), False).to_numpy(zero_copy_only=False)
+        reject(~np.asarray(src, dtype=bool), f"data_source is not {cfg.data_source}", None, dropped=True)
+    reject(ids == S_MISSING, "invalid id", "missing or not an integer")
+    reject(later_duplicates(ids), "duplicate image id", "an earlier caption has the same id; the first is kept")
+    reject(pc.is_null(imgs.column("caption")).to_numpy(zero_copy_only=False), "missing caption")
+    names = imgs.column("file_name").combine_chunks()
+    reject(pc.is_null(names).to_numpy(zero_copy_only=False), "missing file_name")
+    names, unsafe = safe_file_names(names)
+    for i, why in unsafe.items():
+        reject(np.arange(n) == i, "unsafe file_name", why)
+    w, h = _ints(imgs, "width"), _ints(imgs, "height")
+    reject((w == S_MISSING) | (h == S_MISSING) | (w <= 0) | (h <= 0), "invalid width/height",
+           "width and height must be positive integers")
+    return keep, names
+
+
+def _check_boxes(imgs: pa.Table, anns: pa.Table, slot: np.ndarray, keep_img: np.ndarray, rej: Rejects,
+                 problems: dict) -> dict:
+    """Validates every annotation; returns the kept boxes (clipped xyxy), their image slot and sorted spans."""
+    n = anns.num_rows
+    keep = np.ones(n, dtype=bool)
+    index = anns.column("_index").to_numpy()
+    ids = _ints(anns, "id")
+
+    def reject(mask, reason, detail=None, dropped=False):
+        idx = np.flatnonzero(mask & keep)
+        if len(idx):
+            details = detail if isinstance(detail, list) else [
+                problems.get(("annotations", int(index[i])), (None, detail))[1] or detail for i in idx]
+            rej.add("annotations", index[idx], reason, details, ids[idx].tolist(), dropped=dropped)
+            keep[idx] = False
+
+    reject(slot < 0, "unknown image_id", "no caption with this id")
+    keep_slot = np.where(slot >= 0, slot, 0)
+    reject(~keep_img[keep_slot], "image rejected", "its caption was rejected or dropped", dropped=True)
+    box = _boxes(anns.column("bbox").combine_chunks())
+    reject(~np.isfinite(box).all(axis=1), "invalid bbox", "bbox is not 4 finite numbers")
+    crowd = _ints(anns, "iscrowd")
+    reject((crowd != S_MISSING) & (crowd != 0), "crowd", None, dropped=True)
+    area = anns.column("area").combine_chunks().to_numpy(zero_copy_only=False).astype(np.float64)
+    reject(np.nan_to_num(area, nan=1.0) <= 0, "area <= 0", None, dropped=True)
+    with np.errstate(invalid="ignore"):
+        reject((box[:, 2] < 1) | (box[:, 3] < 1), "side < 1 px", None, dropped=True)
+    W = _ints(imgs, "width").astype(np.float64)[keep_slot]
+    H = _ints(imgs, "height").astype(np.float64)[keep_slot]
+    with np.errstate(invalid="ignore"):
+        x1, y1 = np.clip(box[:, 0], 0, W), np.clip(box[:, 1], 0, H)
+        x2, y2 = np.clip(box[:, 0] + box[:, 2], 0, W), np.clip(box[:, 1] + box[:, 3], 0, H)
+        reject((x2 - x1) * (y2 - y1) <= 0, "outside the image", None, dropped=True)
+
+    spans = anns.column("tokens_positive").combine_chunks()
+    n_spans = pc.list_value_length(spans).fill_null(0).to_numpy(zero_copy_only=False)
+    reject(n_spans == 0, "no tokens_positive", "the box grounds no words")
+    pairs_list = spans.flatten()
+    pair_len = pc.list_value_length(pairs_list).fill_null(0).to_numpy(zero_copy_only=False)
+    owner = np.repeat(np.arange(n), n_spans)
+    bad_pair = np.zeros(n, dtype=bool)
+    bad_pair[owner[pair_len != 2]] = True
+    reject(bad_pair, "invalid tokens_positive", "every span must be [start, end]")
+    ok_pairs = pair_len == 2
+    flat = pairs_list.filter(pa.array(ok_pairs)).flatten().to_numpy(zero_copy_only=False).reshape(-1, 2)
+    owner = owner[ok_pairs]
+    cap_len = pc.utf8_length(imgs.column("caption").combine_chunks()).fill_null(-1).to_numpy(zero_copy_only=False)
+    outside = (flat[:, 0] < 0) | (flat[:, 1] <= flat[:, 0]) | (flat[:, 1] > cap_len[keep_slot[owner]])
+    bad = np.zeros(n, dtype=bool)
+    bad[owner[outside]] = True
+    reject(bad, "span outside the caption", _span_details(np.flatnonzero(bad & keep), owner, flat, cap_len[keep_slot]))
+    order = np.lexsort((flat[:, 0], owner))  # spans of one box, by start
+    flat, owner = flat[order], owner[order]
+    same = owner[1:] == owner[:-1]
+    overlap = np.zeros(n, dtype=bool)
+    overlap[owner[1:][same & (flat[1:, 0] < flat[:-1, 1])]] = True
+    reject(overlap, "overlapping spans", "two spans of this box share characters")
+
+    kept = np.flatnonzero(keep)
+    take = keep[owner]
+    flat, owner = flat[take], owner[take]
+    order = kept[np.argsort(slot[kept], kind="stable")]  # boxes grouped by caption, in file order
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    pair_order = np.lexsort((flat[:, 0], rank[owner]))
+    flat, owner = flat[pair_order], owner[pair_order]
+    counts = np.bincount(rank[owner], minlength=len(order))
+    span_offsets = np.zeros(len(order) + 1, dtype=np.int32)
+    np.cumsum(counts, out=span_offsets[1:])
+    return {"slot": slot[order], "bbox": np.stack([x1, y1, x2, y2], axis=1)[order],
+            "spans": flat.astype(np.int32), "span_offsets": span_offsets}
+
+
+def _span_details(bad_idx, owner, flat, cap_len) -> list[str]:
+    out = []
+    for i in bad_idx.tolist():
+        mine = flat[owner == i]
+        out.append(f"spans {mine.tolist()} for a caption of {int(cap_len[i])} characters")
+    return out
+
+
+def _boxes(bbox: pa.ListArray) -> np.ndarray:
+    n = len(bbox)
+    box = np.full((n, 4), np.nan)
+    lengths = pc.list_value_length(bbox).fill_null(0).to_numpy(zero_copy_only=False)
+    ok = lengths == 4
+    if ok.any():
+        box[ok] = bbox.filter(pa.array(ok)).flatten().fill_null(np.nan).to_numpy(zero_copy_only=False).reshape(-1, 4)
+    return box
+
+
+def _phrases(captions: list[str], spans: np.ndarray, span_offsets: np.ndarray, slots: np.ndarray) -> list[str]:
+    """The grounded words of each box: the text at its spans, joined by single spaces."""
+    out = []
+    sp = spans.tolist()
+    for k in range(len(slots)):
+        cap = captions[slots[k]]
+        out.append(" ".join(cap[s:e] for s, e in sp[span_offsets[k]:span_offsets[k + 1]]))
+    return out
+
+
+def _write_parts(writer: DatasetWriter, imgs: pa.Table, names: pa.Array, keep_img: np.ndarray, regions: dict,
+                 cfg: GoldGConvertConfig) -> None:
+    kept_idx = np.flatnonzero(keep_img)
+    new_slot = np.full(len(keep_img), -1, dtype=np.int64)
+    new_slot[kept_idx] = np.arange(len(kept_idx))
+    box_slot = new_slot[regions["slot"]]
+    counts = np.bincount(box_slot, minlength=len(kept_idx))
+    offsets = np.zeros(len(kept_idx) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    captions = imgs.column("caption").to_pylist()
+    step = max(1, cfg.part_images)
+    so = regions["span_offsets"]
+    for p in range(max(1, -(-len(kept_idx) // step))):
+        a, b = p * step, min(len(kept_idx), (p + 1) * step)
+        rows = pa.array(kept_idx[a:b])
+        ba, bb = int(offsets[a]), int(offsets[b])
+        spans = pa.ListArray.from_arrays(
+            pa.array(so[ba:bb + 1] - so[ba]),
+            pa.FixedSizeListArray.from_arrays(pa.array(regions["spans"][so[ba]:so[bb]].reshape(-1)), 2))
+        phrase = _phrases(captions, regions["spans"][so[ba]:so[bb]], so[ba:bb + 1] - so[ba], regions["slot"][ba:bb])
+        regs = S.regions_from_columns(offsets[a:b + 1] - ba, regions["bbox"][ba:bb], phrase=pa.array(phrase, pa.string()),
+                                      tokens_positive=spans, origin="gold")
+        ids = pc.cast(imgs.column("id").take(rows), pa.string())
+        data = {
+            "image_id": pc.binary_join_element_wise(f"{cfg.source}/", ids, ""),
+            "source": pa.repeat(pa.scalar(cfg.source), b - a),
+            "file_name": names.take(rows),
+            "width": imgs.column("width").take(rows),
+            "height": imgs.column("height").take(rows),
+            "caption": imgs.column("caption").take(rows),
+            "regions": regs,
+        }
+        for f in EXTRA_FIELDS:
+            data[f.name] = imgs.column(f.name).take(rows)
+        table = S.conform(pa.table(data), EXTRA_FIELDS)
+        writer.write_part(f"part-{p:05d}.parquet", table)

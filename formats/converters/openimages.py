@@ -1,0 +1,219 @@
+"""Open Images v6 box CSVs -> ODVG OD dataset (duckdb over the CSVs).
+
+Inputs in ANN_DIR: ``*{split}-annotations-bbox.csv`` (ImageID, LabelName, XMin, XMax, YMin, YMax,
+IsGroupOf, ...; coordinates in 0..1) and ``class-descriptions-boxable.csv`` (LabelName, DisplayName; with
+or without a header). Labels follow the class-description order. Boxes are grouped by ImageID in SQL, so
+an unsorted CSV still gives one record per image (MMDetection's ``openimages2odvg.py`` writes one record
+per run of equal ImageIDs). Image sizes come from a sizes file (ImageID,width,height) or from the image
+headers, read in parallel without decoding the pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from formats import schema as S
+from formats.converters.coco import ConversionError
+from formats.converters.common import Rejects
+from formats.dataset import DatasetWriter, Manifest, input_entry, prior_run, provenance
+from formats.images import image_size
+
+log = logging.getLogger("ovlabel.openimages")
+
+GROUP_OF = ("keep", "drop")
+
+
+@dataclass
+class OpenImagesConvertConfig:
+    """Settings of an Open Images conversion; recorded in the manifest."""
+
+    source: str = "openimages_v6"
+    image_root: str | None = None
+    split: str = "train"
+    group_of: str = "keep"
+    sizes: str | None = None
+    part_images: int = 100_000
+
+
+def find_inputs(ann_dir: Path, split: str) -> tuple[Path, Path]:
+    """The box CSV of `split` and the class descriptions in `ann_dir`."""
+    boxes = sorted(ann_dir.glob(f"*{split}-annotations-bbox.csv"))
+    classes = sorted(ann_dir.glob("*class-descriptions-boxable.csv")) or sorted(ann_dir.glob("*class-descriptions.csv"))
+    if len(boxes) != 1:
+        raise ConversionError(f"{ann_dir}: expected one *{split}-annotations-bbox.csv, found {len(boxes)}")
+    if not classes:
+        raise ConversionError(f"{ann_dir}: no class-descriptions-boxable.csv")
+    return boxes[0], classes[0]
+
+
+def convert_openimages(ann_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: OpenImagesConvertConfig, *,
+                       overwrite: bool = False) -> Manifest:
+    """Converts Open Images box annotations of one split into an ODVG OD dataset directory."""
+    ann_dir = Path(ann_dir)
+    if cfg.group_of not in GROUP_OF:
+        raise ConversionError(f"--group-of must be one of {GROUP_OF}, not {cfg.group_of!r}")
+    if cfg.image_root is None and cfg.sizes is None:
+        raise ConversionError("give --image-root (sizes are read from the image headers) or --sizes")
+    cfg.image_root = str(Path(cfg.image_root).resolve()) if cfg.image_root else None
+    box_csv, class_csv = find_inputs(ann_dir, cfg.split)
+    files = [box_csv, class_csv] + ([Path(cfg.sizes)] if cfg.sizes else [])
+    inputs = [input_entry(f) for f in files]
+    resume_key = {"config": asdict(cfg), "inputs": [(i["path"], i["sha256"]) for i in inputs]}
+    done = prior_run(out_dir, resume_key, overwrite)
+    if done is not None:
+        return done
+
+    con = duckdb.connect()
+    cats = _categories(con, class_csv)
+    con.execute("CREATE TABLE classes AS SELECT * FROM (VALUES " + ", ".join(
+        f"({c['label']}, '{c['id']}')" for c in cats) + ") t(label, mid)")
+    rej = Rejects(str(box_csv))
+    _load_boxes(con, box_csv)
+    _reject_boxes(con, cfg, rej)
+    images = con.sql("SELECT image_id FROM good GROUP BY image_id ORDER BY image_id").to_arrow_table()
+    ids = images.column("image_id").to_pylist()
+    sizes = _sizes(con, ids, cfg, rej)
+    con.register("sizes_t", sizes)
+    t = con.sql("""
+        SELECT g.image_id, s.width, s.height,
+               list(g.label ORDER BY g.row) AS labels, list(g.mid ORDER BY g.row) AS mids,
+               list([g.xmin * s.width, g.ymin * s.height, g.xmax * s.width, g.ymax * s.height] ORDER BY g.row) AS boxes
+        FROM good g JOIN sizes_t s USING (image_id)
+        GROUP BY g.image_id, s.width, s.height ORDER BY g.image_id""").to_arrow_table()
+
+    manifest = Manifest(kind="od", source=cfg.source, image_root=cfg.image_root, categories=cats,
+                        config=asdict(cfg), provenance=provenance(inputs))
+    writer = DatasetWriter(out_dir, manifest, overwrite=True, resume_key=resume_key)
+    names = pa.array([c["name"] for c in cats], pa.string())
+    step = max(1, cfg.part_images)
+    for p in range(max(1, -(-t.num_rows // step))):
+        part = t.slice(p * step, step)
+        labels = part.column("labels").combine_chunks()
+        lab = labels.flatten().to_numpy(zero_copy_only=False).astype(np.int32)
+        boxes = part.column("boxes").combine_chunks().flatten().flatten().to_numpy(zero_copy_only=False)
+        offsets = labels.offsets.to_numpy() - labels.offsets.to_numpy()[0]
+        regions = S.regions_from_columns(offsets, boxes.reshape(-1, 4), label=lab,
+                                         category=names.take(pa.array(lab)), origin="gold")
+        n = part.num_rows
+        ids_p = part.column("image_id")
+        table = pa.table({
+            "image_id": pc.binary_join_element_wise(f"{cfg.source}/", ids_p, ""),
+            "source": pa.repeat(pa.scalar(cfg.source), n),
+            "file_name": pc.binary_join_element_wise(ids_p, ".jpg", ""),
+            "width": part.column("width"), "height": part.column("height"),
+            "caption": pa.nulls(n, pa.string()), "regions": regions,
+        })
+        writer.write_part(f"part-{p:05d}.parquet", S.conform(table, []))
+    writer.write_rejects("part-00000.parquet", rej.rows)
+    n_in = con.execute("SELECT count(*), count(DISTINCT image_id) FROM raw").fetchone()
+    return writer.finish({
+        "images_in": int(n_in[1]), "images": t.num_rows, "boxes_in": int(n_in[0]),
+        "boxes": int(sum(p["boxes"] for p in writer.manifest.parts)), "categories": len(cats),
+        "dropped": dict(sorted(rej.dropped.items())), "rejected": dict(sorted(rej.rejected.items())),
+    })
+
+
+def _categories(con: duckdb.DuckDBPyConnection, class_csv: Path) -> list[dict]:
+    first = class_csv.open(encoding="utf-8").readline()
+    header = first.lower().startswith("labelname")
+    try:
+        rows = con.execute(f"""SELECT * FROM read_csv('{class_csv}', header={str(header).lower()},
+                               columns={{'mid': 'VARCHAR', 'name': 'VARCHAR'}})""").fetchall()
+    except duckdb.Error as e:
+        raise ConversionError(f"{class_csv}: not a LabelName,DisplayName CSV: {e}") from None
+    seen: set[str] = set()
+    cats = []
+    for mid, name in rows:
+        if mid is None or name is None or mid in seen or "'" in mid:
+            raise ConversionError(f"{class_csv}: row {len(cats) + 1 + header}: invalid or repeated class {mid!r}")
+        seen.add(mid)
+        cats.append({"label": len(cats), "name": name, "id": mid})
+    return cats
+
+
+def _load_boxes(con: duckdb.DuckDBPyConnection, box_csv: Path) -> None:
+    try:
+        con.execute(f"""CREATE TABLE raw AS SELECT row_number() OVER () - 1 AS row, *
+                        FROM read_csv('{box_csv}', header=true, all_varchar=true)""")
+    except duckdb.Error as e:
+        raise ConversionError(f"{box_csv}: unreadable CSV: {e}") from None
+    cols = {r[0].lower(): r[0] for r in con.execute("DESCRIBE raw").fetchall()}
+    need = ["imageid", "labelname", "xmin", "xmax", "ymin", "ymax", "isgroupof"]
+    missing = [c for c in need if c not in cols]
+    if missing:
+        raise ConversionError(f"{box_csv}: not an Open Images box CSV (missing {', '.join(missing)})")
+    con.execute(f"""CREATE TABLE boxes AS SELECT row, "{cols['imageid']}" AS image_id, "{cols['labelname']}" AS mid,
+        TRY_CAST("{cols['xmin']}" AS DOUBLE) AS xmin, TRY_CAST("{cols['xmax']}" AS DOUBLE) AS xmax,
+        TRY_CAST("{cols['ymin']}" AS DOUBLE) AS ymin, TRY_CAST("{cols['ymax']}" AS DOUBLE) AS ymax,
+        TRY_CAST("{cols['isgroupof']}" AS INTEGER) = 1 AS group_of FROM raw""")
+
+
+def _reject_boxes(con: duckdb.DuckDBPyConnection, cfg: OpenImagesConvertConfig, rej: Rejects) -> None:
+    checks = [
+        ("invalid ImageID", "image_id IS NULL OR NOT regexp_full_match(image_id, '[0-9A-Za-z_-]+')", False),
+        ("unknown LabelName", "mid NOT IN (SELECT mid FROM classes) OR mid IS NULL", False),
+        ("invalid box", "NOT (xmin >= 0 AND ymin >= 0 AND xmax <= 1 AND ymax <= 1 AND xmin < xmax AND ymin < ymax)"
+                        " OR xmin IS NULL OR xmax IS NULL OR ymin IS NULL OR ymax IS NULL", False),
+    ]
+    if cfg.group_of == "drop":
+        checks.append(("group-of", "coalesce(group_of, false)", True))
+    bad_sql = []
+    for reason, cond, dropped in checks:
+        prior = " AND ".join(f"NOT coalesce(({c}), false)" for c in bad_sql) or "true"
+        rows = con.execute(f"SELECT row, image_id, mid FROM boxes WHERE coalesce(({cond}), false) AND {prior} ORDER BY row").fetchall()
+        if rows:
+            rej.add_records([f"line {r[0] + 2}" for r in rows], reason,
+                            [f"ImageID={r[1]} LabelName={r[2]}" for r in rows], dropped=dropped)
+        bad_sql.append(cond)
+    keep = " AND ".join(f"NOT coalesce(({c}), false)" for c in bad_sql)
+    con.execute(f"""CREATE TABLE good AS SELECT b.row, b.image_id, c.label, b.mid, b.xmin, b.ymin, b.xmax, b.ymax
+                    FROM boxes b JOIN classes c USING (mid) WHERE {keep}""")
+    gone = con.execute("""SELECT DISTINCT image_id FROM boxes WHERE image_id NOT IN (SELECT image_id FROM good)
+                          AND image_id IS NOT NULL ORDER BY image_id""").fetchall()
+    if gone:
+        rej.add_records([f"ImageID={g[0]}" for g in gone], "no box left", "every box of the image was dropped or rejected",
+                        dropped=True)
+
+
+def _sizes(con: duckdb.DuckDBPyConnection, ids: list[str], cfg: OpenImagesConvertConfig, rej: Rejects) -> pa.Table:
+    """width/height of each image: from the sizes file, else from the image headers (parallel)."""
+    if cfg.sizes:
+        try:
+            t = con.sql(f"""SELECT ImageID AS image_id, CAST(width AS INTEGER) AS width, CAST(height AS INTEGER) AS height
+                                FROM read_csv('{cfg.sizes}', header=true)""").to_arrow_table()
+        except duckdb.Error as e:
+            raise ConversionError(f"{cfg.sizes}: not an ImageID,width,height CSV: {e}") from None
+        lut = dict(zip(t.column("image_id").to_pylist(), zip(t.column("width").to_pylist(), t.column("height").to_pylist())))
+        found = {i: lut.get(i) for i in ids}
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def read(i: str):
+            try:
+                return i, image_size(Path(cfg.image_root) / f"{i}.jpg")
+            except (OSError, ValueError) as e:
+                return i, e
+
+        with ThreadPoolExecutor(16) as pool:
+            found = dict(pool.map(read, ids))
+    ok_ids, w, h, bad = [], [], [], []
+    for i in ids:
+        v = found.get(i)
+        if isinstance(v, tuple) and v[0] and v[1] and v[0] > 0 and v[1] > 0:
+            ok_ids.append(i)
+            w.append(v[0])
+            h.append(v[1])
+        else:
+            bad.append((i, "not in the sizes file" if v is None or isinstance(v, tuple) else str(v)))
+    if bad:
+        rej.add_records([f"ImageID={i}" for i, _ in bad], "no image size", [why for _, why in bad])
+    return pa.table({"image_id": pa.array(ok_ids, pa.string()), "width": pa.array(w, pa.int32()),
+                     "height": pa.array(h, pa.int32())})

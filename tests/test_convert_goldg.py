@@ -1,0 +1,137 @@
+"""`ovlabel convert goldg`: MDETR annotations -> VG records, grounded as MMDetection's goldg2odvg.py grounds them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli
+
+from formats.converters.goldg import GoldGConvertConfig, convert_goldg
+from formats.dataset import Dataset
+
+CAP0 = "A man in a red hat talks to a man in a blue coat ."
+CAP1 = "Two dogs run on the grass"
+
+
+def span(caption: str, words: str, nth: int = 0) -> list[int]:
+    at = -1
+    for _ in range(nth + 1):
+        at = caption.index(words, at + 1)
+    return [at, at + len(words)]
+
+
+def mdetr_doc(mixed: bool = False) -> dict:
+    """Flickr30k-Entities-shaped (or mixed-shaped) MDETR file with every case the converter must handle."""
+    images = [
+        {"file_name": "1000.jpg", "height": "200", "width": "300", "id": 0, "caption": CAP0, "dataset_name": "flickr",
+         "tokens_negative": [[0, 5]], "sentence_id": 0, "original_img_id": 1000,
+         "tokens_positive_eval": [[span(CAP0, "A man")], [span(CAP0, "red"), span(CAP0, "hat")]]},
+        {"file_name": "1000.jpg", "height": 200, "width": 300, "id": 1, "caption": CAP1, "dataset_name": "flickr",
+         "sentence_id": 1, "original_img_id": 1000},
+        {"file_name": "../../etc/passwd", "height": 200, "width": 300, "id": 2, "caption": CAP1, "original_img_id": 9},
+        {"file_name": "2000.jpg", "height": -5, "width": 300, "id": 3, "caption": CAP1, "original_img_id": 2000},
+    ]
+    if mixed:
+        for im, src in zip(images, ("coco", "vg", "coco", "vg")):
+            im["data_source"], im["original_id"] = src, 500 + im["id"]
+    a = [
+        # id, image, bbox, spans, extra
+        (1, 0, [10, 20, 50, 60], [span(CAP0, "A man")], {}),
+        (2, 0, [30, 25, 20, 10], [span(CAP0, "hat"), span(CAP0, "red")], {}),  # multi-span, unsorted
+        (3, 0, [200, 30, 40, 50], [span(CAP0, "a man", 0)], {}),  # same words as id 1 (case aside), own span
+        (4, 0, [250, 150, 100, 100], [span(CAP0, "blue coat")], {}),  # crosses the image edge: clipped
+        (5, 0, [400, 10, 20, 20], [span(CAP0, "blue coat")], {}),  # entirely outside: dropped
+        (6, 0, [10, 10, 20, 20], [span(CAP0, "red")], {"iscrowd": 1}),  # crowd: dropped
+        (7, 0, [10, 10, -4, 20], [span(CAP0, "red")], {"area": 80}),  # negative width: dropped
+        (8, 0, [10, 10, 20, 20], [[40, 99]], {}),  # span beyond the caption: rejected
+        (9, 0, [10, 10, 20, 20], [[2, 8], [5, 12]], {}),  # overlapping spans: rejected
+        (10, 1, [5, 5, 40, 40], [span(CAP1, "Two dogs")], {}),
+        (11, 1, [5, 5, 40, 40], [span(CAP1, "the grass")], {"area": 0}),  # area 0: dropped
+        (12, 2, [5, 5, 40, 40], [span(CAP1, "Two dogs")], {}),  # its caption is rejected
+        (13, 77, [5, 5, 40, 40], [span(CAP1, "Two dogs")], {}),  # unknown image
+    ]
+    anns = []
+    for aid, img, bbox, spans, extra in a:
+        ann = {"area": max(bbox[2], 0) * bbox[3], "iscrowd": 0, "image_id": img, "category_id": 1, "id": aid,
+               "bbox": bbox, "tokens_positive": spans}
+        ann.update(extra)
+        anns.append(ann)
+    return {"info": {}, "licenses": [], "images": images, "annotations": anns,
+            "categories": [{"supercategory": "object", "id": 1, "name": "object"}]}
+
+
+def records(out) -> list[dict]:
+    return Dataset(out).read().to_pylist()
+
+
+def test_regions_spans_phrases_and_drops(tmp_path):
+    p = tmp_path / "final_flickr_separateGT_train.json"
+    p.write_text(json.dumps(mdetr_doc()))
+    m = convert_goldg(p, tmp_path / "out", GoldGConvertConfig(source="flickr30k"))
+    recs = records(tmp_path / "out")
+    assert [r["image_id"] for r in recs] == ["flickr30k/0", "flickr30k/1"]
+    r0 = recs[0]
+    assert (r0["width"], r0["height"]) == (300, 200)  # string sizes cast
+    regs = r0["regions"]
+    assert [g["phrase"] for g in regs] == ["A man", "red hat", "a man", "blue coat"]
+    assert regs[1]["tokens_positive"] == [span(CAP0, "red"), span(CAP0, "hat")]  # sorted
+    assert regs[0]["tokens_positive"] == [span(CAP0, "A man")]
+    assert regs[2]["tokens_positive"] == [span(CAP0, "a man")]  # its own mention, not the first one's
+    assert regs[0]["bbox"] == [10, 20, 60, 80]
+    assert regs[3]["bbox"] == [250, 150, 300, 200]  # clipped to the image
+    for g in regs:  # every box is grounded to the words at its spans
+        assert g["phrase"] == " ".join(CAP0[s:e] for s, e in g["tokens_positive"])
+        assert g["origin"] == "gold"
+    assert r0["sentence_id"] == 0 and r0["original_img_id"] == 1000
+    assert r0["tokens_positive_eval"] == mdetr_doc()["images"][0]["tokens_positive_eval"]
+    assert m.counts["dropped"] == {"area <= 0": 1, "crowd": 1, "image rejected": 1, "outside the image": 1,
+                                   "side < 1 px": 1}
+    assert m.counts["rejected"] == {"invalid width/height": 1, "overlapping spans": 1, "span outside the caption": 1,
+                                    "unknown image_id": 1, "unsafe file_name": 1}
+    rej = Dataset(tmp_path / "out").read_rejects().to_pylist()
+    beyond = next(r for r in rej if r["reason"] == "span outside the caption")
+    assert beyond["record"] == "annotations[7] id=8" and "[[40, 99]]" in beyond["detail"]
+    assert all(r["file"] == str(p) for r in rej)
+
+
+def test_fast_and_slow_paths_agree(tmp_path):
+    doc = mdetr_doc()
+    compact, pretty = tmp_path / "c.json", tmp_path / "p.json"
+    compact.write_text(json.dumps(doc))  # "}, {": parsed window by window by duckdb
+    pretty.write_text(json.dumps(doc, indent=2))  # element by element
+    convert_goldg(compact, tmp_path / "c", GoldGConvertConfig(source="f"))
+    convert_goldg(pretty, tmp_path / "p", GoldGConvertConfig(source="f"))
+    assert records(tmp_path / "c") == records(tmp_path / "p")
+
+
+def test_data_source_coco_and_odvg_export(tmp_path):
+    p = tmp_path / "final_mixed_train.json"
+    p.write_text(json.dumps(mdetr_doc(mixed=True)))
+    out = tmp_path / "coco_only"
+    proc = run_cli("convert", "goldg", p, "--source", "mixed", "--data-source", "coco", "--out", out)
+    summary = json.loads(proc.stdout)
+    assert summary["images"] == 1 and summary["dropped"]["data_source is not coco"] == 2
+    (r,) = records(out)
+    assert r["data_source"] == "coco" and r["original_id"] == 500
+    run_cli("export", "odvg", out, "--out", tmp_path / "goldg.jsonl")
+    (line,) = [json.loads(x) for x in (tmp_path / "goldg.jsonl").read_text().splitlines()]
+    assert set(line) == {"filename", "height", "width", "grounding"}
+    cap = line["grounding"]["caption"]
+    for reg in line["grounding"]["regions"]:
+        assert len(reg["bbox"]) == 4 and all(isinstance(v, (int, float)) for v in reg["bbox"])
+        assert reg["phrase"] == " ".join(cap[s:e] for s, e in reg["tokens_positive"])
+
+
+@pytest.mark.parametrize("text, why", [
+    ('{"images": [{"id": 1, "file_name": "a.jpg", "height": 1, "width": 1, "caption": "x"}], "annotations": [',
+     "truncated"),
+    ('{"annotations": []}', "no 'images' list"),
+])
+def test_malformed_files_fail_clearly(tmp_path, text, why):
+    p = tmp_path / "bad.json"
+    p.write_text(text)
+    proc = run_cli("convert", "goldg", p, "--source", "x", "--out", tmp_path / "o", check=False)
+    assert proc.returncode == 1
+    assert str(p) in proc.stderr and proc.stdout == ""
+    assert not (tmp_path / "o" / "manifest.json").exists()
