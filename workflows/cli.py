@@ -88,16 +88,10 @@ def cmd_stats(a: argparse.Namespace) -> None:
 
 # -- parser ----------------------------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
+def register_convert_coco(csub) -> None:
+    """`convert coco`."""
     from formats.converters.coco import SOURCES
 
-    p = argparse.ArgumentParser(prog="ovlabel", description="Training data engine for open-vocabulary detection.")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
-    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    conv = sub.add_parser("convert", help="convert a source into an ODVG dataset directory")
-    csub = conv.add_subparsers(dest="format", required=True, metavar="FORMAT")
     c = csub.add_parser("coco", help="COCO-format detection JSON (Objects365, COCO, LVIS, V3Det, custom)")
     c.add_argument("annotations", help="the COCO-format JSON file")
     c.add_argument("--source", required=True, choices=SOURCES, help="label-id convention and source fixes")
@@ -108,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--part-images", type=int, default=100_000, help="images per parquet part (default 100000)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     c.set_defaults(func=cmd_convert_coco)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ovlabel", description="Training data engine for open-vocabulary detection.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    conv = sub.add_parser("convert", help="convert a source into an ODVG dataset directory")
+    csub = conv.add_subparsers(dest="format", required=True, metavar="FORMAT")
+    register_convert_coco(csub)
     from workflows.cli_ingest import register_convert
 
     register_convert(csub)

@@ -130,7 +130,7 @@ def add_download_args(p: argparse.ArgumentParser) -> None:
                                   "a `datasets` folder or a hub id (google-research-datasets/conceptual_captions)")
     p.add_argument("--out", required=True, help="raw folder for img2dataset's shards (resumes)")
     p.add_argument("--output-format", choices=("webdataset", "files"), default="webdataset")
-    p.add_argument("--image-size", type=int, default=1024, help="longest side kept (keep_ratio; default 1024)")
+    p.add_argument("--image-size", type=int, default=1024, help="keep_ratio: the shorter side is scaled down to this (default 1024)")
     p.add_argument("--resize-mode", choices=("keep_ratio", "no"), default="keep_ratio")
     p.add_argument("--processes", type=int, default=1)
     p.add_argument("--threads", type=int, default=16)

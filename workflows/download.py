@@ -7,9 +7,11 @@ and its incremental mode skips the shards it already finished.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -104,15 +106,30 @@ def download(kind: str, source: str | os.PathLike, out: str | os.PathLike, cfg: 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     from img2dataset import download as img2dataset_download
 
-    img2dataset_download(
-        url_list=str(staged), input_format="parquet", url_col="url", caption_col="caption",
-        save_additional_columns=keep or None, output_folder=str(out), output_format=cfg.output_format,
-        image_size=cfg.image_size, resize_mode=cfg.resize_mode, resize_only_if_bigger=True,
-        processes_count=cfg.processes, thread_count=cfg.threads, timeout=cfg.timeout, retries=cfg.retries,
-        number_sample_per_shard=cfg.shard_size, distributor=cfg.distributor, incremental_mode="incremental",
-        enable_wandb=False, compute_hash="sha256",
-    )
+    with _stdout_to_stderr():  # img2dataset (and its worker processes) print progress on stdout
+        img2dataset_download(
+            url_list=str(staged), input_format="parquet", url_col="url", caption_col="caption",
+            save_additional_columns=keep or None, output_folder=str(out), output_format=cfg.output_format,
+            image_size=cfg.image_size, resize_mode=cfg.resize_mode, resize_only_if_bigger=True,
+            processes_count=cfg.processes, thread_count=cfg.threads, timeout=cfg.timeout, retries=cfg.retries,
+            number_sample_per_shard=cfg.shard_size, distributor=cfg.distributor, incremental_mode="incremental",
+            enable_wandb=False, compute_hash="sha256",
+        )
     return summary(out) | {"config": asdict(cfg)}
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Sends file descriptor 1 to stderr for the duration (child processes included): stdout is for data."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def summary(raw_dir: str | os.PathLike) -> dict:
