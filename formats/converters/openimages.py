@@ -29,6 +29,7 @@ from formats.images import image_size
 log = logging.getLogger("ovlabel.openimages")
 
 GROUP_OF = ("keep", "drop")
+_VALID_ID = "regexp_full_match(image_id, '[0-9A-Za-z_-]+')"  # an ImageID is a file name: no path parts
 
 
 @dataclass
@@ -113,7 +114,7 @@ def convert_openimages(ann_dir: str | os.PathLike, out_dir: str | os.PathLike, c
         })
         writer.write_part(f"part-{p:05d}.parquet", S.conform(table, []))
     writer.write_rejects("part-00000.parquet", rej.rows)
-    n_in = con.execute("SELECT count(*), count(DISTINCT image_id) FROM raw").fetchone()
+    n_in = con.execute("SELECT count(*), count(DISTINCT image_id) FROM boxes").fetchone()
     return writer.finish({
         "images_in": int(n_in[1]), "images": t.num_rows, "boxes_in": int(n_in[0]),
         "boxes": int(sum(p["boxes"] for p in writer.manifest.parts)), "categories": len(cats),
@@ -158,7 +159,7 @@ def _load_boxes(con: duckdb.DuckDBPyConnection, box_csv: Path) -> None:
 
 def _reject_boxes(con: duckdb.DuckDBPyConnection, cfg: OpenImagesConvertConfig, rej: Rejects) -> None:
     checks = [
-        ("invalid ImageID", "image_id IS NULL OR NOT regexp_full_match(image_id, '[0-9A-Za-z_-]+')", False),
+        ("invalid ImageID", f"image_id IS NULL OR NOT ({_VALID_ID})", False),
         ("unknown LabelName", "mid NOT IN (SELECT mid FROM classes) OR mid IS NULL", False),
         ("invalid box", "NOT (xmin >= 0 AND ymin >= 0 AND xmax <= 1 AND ymax <= 1 AND xmin < xmax AND ymin < ymax)"
                         " OR xmin IS NULL OR xmax IS NULL OR ymin IS NULL OR ymax IS NULL", False),
@@ -176,8 +177,8 @@ def _reject_boxes(con: duckdb.DuckDBPyConnection, cfg: OpenImagesConvertConfig, 
     keep = " AND ".join(f"NOT coalesce(({c}), false)" for c in bad_sql)
     con.execute(f"""CREATE TABLE good AS SELECT b.row, b.image_id, c.label, b.mid, b.xmin, b.ymin, b.xmax, b.ymax
                     FROM boxes b JOIN classes c USING (mid) WHERE {keep}""")
-    gone = con.execute("""SELECT DISTINCT image_id FROM boxes WHERE image_id NOT IN (SELECT image_id FROM good)
-                          AND image_id IS NOT NULL ORDER BY image_id""").fetchall()
+    gone = con.execute(f"""SELECT DISTINCT image_id FROM boxes WHERE image_id NOT IN (SELECT image_id FROM good)
+                          AND image_id IS NOT NULL AND {_VALID_ID} ORDER BY image_id""").fetchall()
     if gone:
         rej.add_records([f"ImageID={g[0]}" for g in gone], "no box left", "every box of the image was dropped or rejected",
                         dropped=True)

@@ -1,0 +1,86 @@
+"""`ovlabel convert openimages`: unsorted CSVs, group-of handling, sizes from a file or from image headers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli
+from PIL import Image
+
+from formats.converters.openimages import OpenImagesConvertConfig, convert_openimages
+from formats.dataset import Dataset
+
+HEADER = "ImageID,Source,LabelName,Confidence,XMin,XMax,YMin,YMax,IsOccluded,IsTruncated,IsGroupOf,IsDepiction,IsInside"
+CLASSES = "/m/01g317,Person\n/m/0k4j,Car\n/m/01yrx,Cat\n"
+SIZES = {"000a1249af2bc5f0": (400, 300), "0b6f22bf3b586889": (200, 100), "1111111111111111": (50, 50)}
+ROWS = [  # deliberately not sorted by ImageID
+    ("0b6f22bf3b586889", "/m/0k4j", 0.1, 0.5, 0.2, 0.6, 0),
+    ("000a1249af2bc5f0", "/m/01g317", 0.0, 0.5, 0.0, 0.5, 0),
+    ("0b6f22bf3b586889", "/m/01yrx", 0.5, 0.9, 0.1, 0.9, 1),
+    ("1111111111111111", "/m/01yrx", 0.1, 0.9, 0.1, 0.9, 1),  # this image has group-of boxes only
+    ("000a1249af2bc5f0", "/m/0k4j", 0.25, 0.75, 0.5, 1.0, 0),
+    ("000a1249af2bc5f0", "/m/zzzz", 0.1, 0.2, 0.1, 0.2, 0),  # unknown class
+    ("0b6f22bf3b586889", "/m/0k4j", 0.6, 0.4, 0.1, 0.2, 0),  # XMin > XMax
+    ("../../etc", "/m/0k4j", 0.1, 0.2, 0.1, 0.2, 0),  # not an image id
+]
+
+
+def write_inputs(tmp_path, header_in_classes: bool = False):
+    ann = tmp_path / "ann"
+    ann.mkdir()
+    lines = [HEADER] + [f"{i},xclick,{m},1,{x1},{x2},{y1},{y2},0,0,{g},0,0" for i, m, x1, x2, y1, y2, g in ROWS]
+    (ann / "oidv6-train-annotations-bbox.csv").write_text("\n".join(lines) + "\n")
+    (ann / "class-descriptions-boxable.csv").write_text(("LabelName,DisplayName\n" if header_in_classes else "") + CLASSES)
+    images = tmp_path / "train"
+    images.mkdir()
+    for i, (w, h) in SIZES.items():
+        Image.new("RGB", (w, h), (120, 80, 40)).save(images / f"{i}.jpg")
+    sizes = tmp_path / "sizes.csv"
+    sizes.write_text("ImageID,width,height\n" + "".join(f"{i},{w},{h}\n" for i, (w, h) in SIZES.items()))
+    return ann, images, sizes
+
+
+def test_unsorted_csv_gives_one_record_per_image(tmp_path):
+    ann, images, _ = write_inputs(tmp_path)
+    out = tmp_path / "oi"
+    s = json.loads(run_cli("convert", "openimages", ann, "--image-root", images, "--out", out).stdout)
+    recs = Dataset(out).read().to_pylist()
+    assert [r["image_id"] for r in recs] == ["openimages_v6/000a1249af2bc5f0", "openimages_v6/0b6f22bf3b586889",
+                                             "openimages_v6/1111111111111111"]
+    a, b, c = recs
+    assert a["file_name"] == "000a1249af2bc5f0.jpg" and (a["width"], a["height"]) == (400, 300)
+    assert [(g["label"], g["category"]) for g in a["regions"]] == [(0, "Person"), (1, "Car")]  # CSV order kept
+    assert a["regions"][1]["bbox"] == pytest.approx([100, 150, 300, 300])
+    assert [g["category"] for g in b["regions"]] == ["Car", "Cat"]
+    assert len(c["regions"]) == 1  # group-of kept by default
+    assert Dataset(out).manifest.label_map() == {"0": "Person", "1": "Car", "2": "Cat"}
+    assert s["rejected"] == {"invalid ImageID": 1, "invalid box": 1, "unknown LabelName": 1}
+    rej = {r["reason"]: r for r in Dataset(out).read_rejects().to_pylist()}
+    assert rej["unknown LabelName"]["record"] == "line 7" and "/m/zzzz" in rej["unknown LabelName"]["detail"]
+
+
+def test_group_of_drop_and_sizes_file(tmp_path):
+    ann, images, sizes = write_inputs(tmp_path, header_in_classes=True)
+    m = convert_openimages(ann, tmp_path / "oi", OpenImagesConvertConfig(sizes=str(sizes), group_of="drop"))
+    recs = Dataset(tmp_path / "oi").read().to_pylist()
+    assert [r["image_id"].split("/")[1] for r in recs] == ["000a1249af2bc5f0", "0b6f22bf3b586889"]
+    assert [g["category"] for g in recs[1]["regions"]] == ["Car"]
+    assert m.counts["dropped"] == {"group-of": 2, "no box left": 1}  # the all-group-of image is not a negative
+
+
+def test_missing_images_are_rejected_not_fatal(tmp_path):
+    ann, images, _ = write_inputs(tmp_path)
+    (images / "1111111111111111.jpg").unlink()
+    m = convert_openimages(ann, tmp_path / "oi", OpenImagesConvertConfig(image_root=str(images)))
+    assert m.counts["images"] == 2 and m.counts["rejected"]["no image size"] == 1
+
+
+def test_wrong_csv_fails_clearly(tmp_path):
+    ann = tmp_path / "ann"
+    ann.mkdir()
+    (ann / "x-train-annotations-bbox.csv").write_text("a,b\n1,2\n")
+    (ann / "class-descriptions-boxable.csv").write_text(CLASSES)
+    (tmp_path / "sizes.csv").write_text("ImageID,width,height\n")
+    proc = run_cli("convert", "openimages", ann, "--sizes", tmp_path / "sizes.csv", "--out", tmp_path / "o", check=False)
+    assert proc.returncode == 1 and "not an Open Images box CSV" in proc.stderr
