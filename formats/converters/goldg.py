@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -73,7 +74,7 @@ class GoldGConvertConfig:
 
 def convert_goldg(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: GoldGConvertConfig, *,
                   overwrite: bool = False, progress: Callable[[int], None] | None = None,
-                  window_bytes: int = 128 << 20) -> Manifest:
+                  window_bytes: int = 32 << 20) -> Manifest:
     """Converts one MDETR annotation JSON into an ODVG VG dataset directory; returns its manifest."""
     ann_path = Path(ann_path)
     if not ann_path.is_file():
@@ -102,7 +103,7 @@ def convert_goldg(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
     slot = index_of(img_id, _ints(anns, "image_id"))
     regions = _check_boxes(imgs, anns, slot, keep_img, rej, problems)
     has_box = np.zeros(len(img_id), dtype=bool)
-    has_box[np.unique(regions["slot"])] = True
+    has_box[regions["slot"]] = True
     no_box = keep_img & ~has_box
     rej.add("images", imgs.column("_index").to_numpy()[no_box], "no valid boxes",
             "every box of this caption was dropped or rejected", img_id[no_box].tolist(), dropped=True)
@@ -211,8 +212,9 @@ def _check_boxes(imgs: pa.Table, anns: pa.Table, slot: np.ndarray, keep_img: np.
     bad = np.zeros(n, dtype=bool)
     bad[owner[outside]] = True
     reject(bad, "span outside the caption", _span_details(np.flatnonzero(bad & keep), owner, flat, cap_len[keep_slot]))
-    order = np.lexsort((flat[:, 0], owner))  # spans of one box, by start
-    flat, owner = flat[order], owner[order]
+    if not _grouped_and_sorted(owner, flat[:, 0]):
+        order = np.lexsort((flat[:, 0], owner))  # spans of one box, by start
+        flat, owner = flat[order], owner[order]
     same = owner[1:] == owner[:-1]
     overlap = np.zeros(n, dtype=bool)
     overlap[owner[1:][same & (flat[1:, 0] < flat[:-1, 1])]] = True
@@ -221,16 +223,26 @@ def _check_boxes(imgs: pa.Table, anns: pa.Table, slot: np.ndarray, keep_img: np.
     kept = np.flatnonzero(keep)
     take = keep[owner]
     flat, owner = flat[take], owner[take]
-    order = kept[np.argsort(slot[kept], kind="stable")]  # boxes grouped by caption, in file order
+    # boxes grouped by caption, in file order (MDETR files are already grouped: no sort)
+    order = kept if np.all(np.diff(slot[kept]) >= 0) else kept[np.argsort(slot[kept], kind="stable")]
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(len(order))
-    pair_order = np.lexsort((flat[:, 0], rank[owner]))
-    flat, owner = flat[pair_order], owner[pair_order]
+    if not _grouped_and_sorted(rank[owner], flat[:, 0]):
+        pair_order = np.lexsort((flat[:, 0], rank[owner]))
+        flat, owner = flat[pair_order], owner[pair_order]
     counts = np.bincount(rank[owner], minlength=len(order))
     span_offsets = np.zeros(len(order) + 1, dtype=np.int32)
     np.cumsum(counts, out=span_offsets[1:])
     return {"slot": slot[order], "bbox": np.stack([x1, y1, x2, y2], axis=1)[order],
             "spans": flat.astype(np.int32), "span_offsets": span_offsets}
+
+
+def _grouped_and_sorted(group: np.ndarray, key: np.ndarray) -> bool:
+    """True when `group` is non-decreasing and `key` increases inside each group (no sort needed)."""
+    if len(group) < 2:
+        return True
+    same = group[1:] == group[:-1]
+    return bool(np.all(group[1:] >= group[:-1]) and np.all(~same | (key[1:] >= key[:-1])))
 
 
 def _span_details(bad_idx, owner, flat, cap_len) -> list[str]:
@@ -246,19 +258,27 @@ def _boxes(bbox: pa.ListArray) -> np.ndarray:
     box = np.full((n, 4), np.nan)
     lengths = pc.list_value_length(bbox).fill_null(0).to_numpy(zero_copy_only=False)
     ok = lengths == 4
+    values = bbox.flatten()
+    if ok.all() and values.null_count == 0:  # the usual case: one reshape, no copy of the lists
+        return values.to_numpy(zero_copy_only=False).astype(np.float64, copy=False).reshape(n, 4)
     if ok.any():
         box[ok] = bbox.filter(pa.array(ok)).flatten().fill_null(np.nan).to_numpy(zero_copy_only=False).reshape(-1, 4)
     return box
 
 
-def _phrases(captions: list[str], spans: np.ndarray, span_offsets: np.ndarray, slots: np.ndarray) -> list[str]:
-    """The grounded words of each box: the text at its spans, joined by single spaces."""
-    out = []
-    sp = spans.tolist()
-    for k in range(len(slots)):
-        cap = captions[slots[k]]
-        out.append(" ".join(cap[s:e] for s, e in sp[span_offsets[k]:span_offsets[k + 1]]))
-    return out
+def _phrases(captions: pa.Array, spans: np.ndarray, span_offsets: np.ndarray, slots: np.ndarray) -> pa.Array:
+    """The grounded words of each box: the text at its (sorted) spans, joined by single spaces."""
+    import duckdb
+
+    box = np.repeat(np.arange(len(slots)), np.diff(span_offsets))
+    pairs = pa.table({"caption": captions.take(pa.array(slots[box])),
+                      "s": spans[:, 0].astype(np.int64), "e": spans[:, 1].astype(np.int64)})
+    con = duckdb.connect()
+    con.register("pairs", pairs)  # substring counts characters (code points), as Python's spans do
+    words = con.sql("SELECT substring(caption, s + 1, e - s) AS w FROM pairs").to_arrow_table().column("w")
+    con.close()
+    lists = pa.ListArray.from_arrays(pa.array(span_offsets.astype(np.int32)), words.combine_chunks())
+    return pc.binary_join(lists, " ")
 
 
 def _write_parts(writer: DatasetWriter, imgs: pa.Table, names: pa.Array, keep_img: np.ndarray, regions: dict,
@@ -270,9 +290,10 @@ def _write_parts(writer: DatasetWriter, imgs: pa.Table, names: pa.Array, keep_im
     counts = np.bincount(box_slot, minlength=len(kept_idx))
     offsets = np.zeros(len(kept_idx) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    captions = imgs.column("caption").to_pylist()
     step = max(1, cfg.part_images)
     so = regions["span_offsets"]
+    phrases = _phrases(imgs.column("caption").combine_chunks(), regions["spans"], so, regions["slot"])
+    pool, futures = ThreadPoolExecutor(2), []  # parquet encoding releases the GIL: write while building
     for p in range(max(1, -(-len(kept_idx) // step))):
         a, b = p * step, min(len(kept_idx), (p + 1) * step)
         rows = pa.array(kept_idx[a:b])
@@ -280,8 +301,7 @@ def _write_parts(writer: DatasetWriter, imgs: pa.Table, names: pa.Array, keep_im
         spans = pa.ListArray.from_arrays(
             pa.array(so[ba:bb + 1] - so[ba]),
             pa.FixedSizeListArray.from_arrays(pa.array(regions["spans"][so[ba]:so[bb]].reshape(-1)), 2))
-        phrase = _phrases(captions, regions["spans"][so[ba]:so[bb]], so[ba:bb + 1] - so[ba], regions["slot"][ba:bb])
-        regs = S.regions_from_columns(offsets[a:b + 1] - ba, regions["bbox"][ba:bb], phrase=pa.array(phrase, pa.string()),
+        regs = S.regions_from_columns(offsets[a:b + 1] - ba, regions["bbox"][ba:bb], phrase=phrases.slice(ba, bb - ba),
                                       tokens_positive=spans, origin="gold")
         ids = pc.cast(imgs.column("id").take(rows), pa.string())
         data = {
@@ -296,4 +316,9 @@ def _write_parts(writer: DatasetWriter, imgs: pa.Table, names: pa.Array, keep_im
         for f in EXTRA_FIELDS:
             data[f.name] = imgs.column(f.name).take(rows)
         table = S.conform(pa.table(data), EXTRA_FIELDS)
-        writer.write_part(f"part-{p:05d}.parquet", table)
+        futures.append(pool.submit(writer.write_part, f"part-{p:05d}.parquet", table))
+        if len(futures) > 2:
+            futures.pop(0).result()
+    for f in futures:
+        f.result()
+    pool.shutdown()
