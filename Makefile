@@ -8,7 +8,7 @@ export FIFTYONE_DATABASE_VALIDATION := false
 export NO_ALBUMENTATIONS_UPDATE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install test demo bench bench-pseudo lint clean
+.PHONY: install test demo bench bench-pseudo bench-ingest lint clean
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ demo: install
 
 bench: install
 	$(BIN)/python benchmarks/convert_o365.py --json $(DEMO)/bench_convert_o365.json
+
+bench-ingest: install
+	$(BIN)/python benchmarks/convert_goldg.py
+	$(BIN)/python benchmarks/convert_grit.py
 
 bench-pseudo: install
 	$(BIN)/python benchmarks/pseudo_throughput.py --json $(DEMO)/bench_pseudo.json

@@ -283,28 +283,24 @@ class DatasetWriter:
 
     def write_part(self, name: str, table: pa.Table, *, validate: bool = True, **meta: Any) -> dict:
         """Writes one records part atomically and records it in the manifest."""
-        if validate:
-            S.validate(table)
-        path = self.root / RECORDS / name
-        with atomic_path(path) as tmp:
-            write_parquet(table, tmp)
-        entry = {"name": name, "rows": table.num_rows, **_region_counts(table), **meta}
+        return self.add_part(write_part_file(self.root, name, table, validate=validate), **meta)
+
+    def add_part(self, entry: dict, **meta: Any) -> dict:
+        """Records a part written by `write_part_file` (possibly in another process) in the manifest."""
+        entry = {**entry, **meta}
         with self._lock:
-            self._done[name] = entry
+            self._done[entry["name"]] = entry
             self.manifest.parts = sorted(self._done.values(), key=lambda p: p["name"])
             self._save()
         return entry
 
     def write_rejects(self, name: str, rows: pa.Table | list[dict]) -> None:
         """Writes rejected records or boxes with their reasons (file, record, reason, detail)."""
-        table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(
-            [{k: (None if r.get(k) is None else str(r.get(k))) for k in REJECT_SCHEMA.names} for r in rows],
-            schema=REJECT_SCHEMA,
-        )
-        if table.num_rows == 0:
-            return
-        with atomic_path(self.root / REJECTS / name) as tmp:
-            pq.write_table(table.cast(REJECT_SCHEMA), tmp, compression="zstd")
+        if write_rejects_file(self.root, name, rows):
+            self.add_rejects(name)
+
+    def add_rejects(self, name: str) -> None:
+        """Records a rejects file written by `write_rejects_file` in the manifest."""
         with self._lock:
             if name not in self.manifest.reject_parts:
                 self.manifest.reject_parts.append(name)
@@ -334,6 +330,31 @@ class DatasetWriter:
 _DICT_COLUMNS = ["source", "regions.list.element.category", "regions.list.element.origin",
                  "regions.list.element.phrase"]
 _STAT_COLUMNS = ["image_id", "source", "width", "height"]
+
+
+def write_part_file(root: str | os.PathLike, name: str, table: pa.Table, *, validate: bool = True) -> dict:
+    """Writes one records part of the dataset at `root` atomically; returns its manifest entry.
+
+    Safe in worker processes: the manifest is left to the writer (`DatasetWriter.add_part`).
+    """
+    if validate:
+        S.validate(table)
+    with atomic_path(Path(root) / RECORDS / name) as tmp:
+        write_parquet(table, tmp)
+    return {"name": name, "rows": table.num_rows, **_region_counts(table)}
+
+
+def write_rejects_file(root: str | os.PathLike, name: str, rows: pa.Table | list[dict]) -> bool:
+    """Writes a rejects file (file, record, reason, detail) atomically; False when there is nothing to write."""
+    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(
+        [{k: (None if r.get(k) is None else str(r.get(k))) for k in REJECT_SCHEMA.names} for r in rows],
+        schema=REJECT_SCHEMA,
+    )
+    if table.num_rows == 0:
+        return False
+    with atomic_path(Path(root) / REJECTS / name) as tmp:
+        pq.write_table(table.cast(REJECT_SCHEMA), tmp, compression="zstd")
+    return True
 
 
 def write_parquet(table: pa.Table, path: str | os.PathLike) -> None:

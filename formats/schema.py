@@ -193,8 +193,8 @@ def _validate_spans(table: pa.Table, regions: pa.ListArray, captions: pa.Chunked
     pairs = span_lists.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, 2)
     if len(pairs) == 0:
         return
-    region_of_pair = np.searchsorted(span_offsets, np.arange(len(pairs)), side="right") - 1
-    owner = np.searchsorted(offsets, region_of_pair, side="right") - 1
+    region_of_pair = np.repeat(np.arange(len(span_offsets) - 1), np.diff(span_offsets))
+    owner = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))[region_of_pair]
     cap_len = lengths[owner]
     bad = (pairs[:, 0] < 0) | (pairs[:, 1] <= pairs[:, 0]) | (pairs[:, 1] > np.nan_to_num(cap_len, nan=-1))
     if bad.any():

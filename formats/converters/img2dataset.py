@@ -27,7 +27,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from formats import schema as S
-from formats.dataset import DatasetWriter, Manifest, input_entry, prior_run, provenance
+from formats.dataset import (
+    DatasetWriter,
+    Manifest,
+    input_entry,
+    prior_run,
+    provenance,
+    write_part_file,
+    write_rejects_file,
+)
 from formats.images import tar_url
 
 log = logging.getLogger("ovlabel.img2dataset")
@@ -203,18 +211,23 @@ def convert_img2dataset(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, 
     writer = DatasetWriter(out_dir, manifest, overwrite=overwrite, resume_key=resume_key)
     todo = [p for p in parts if not writer.is_done(f"part-{p.stem}.parquet")]
     log.info("%s: %d shards, %d to convert", raw, len(parts), len(todo))
-    work = functools.partial(_convert_shard, source=cfg.source, spans=cfg.spans, min_score=cfg.min_score)
-    for shard, table, rejects, dropped in (map_fn or map)(work, todo):
-        name = f"part-{shard.stem}.parquet"
-        writer.write_rejects(name, rejects)  # before the part: a finished part implies its rejects are there
-        writer.write_part(name, table, shard=shard.name, boxes_dropped=dropped)
+    work = functools.partial(_convert_shard, root=str(writer.root), source=cfg.source, spans=cfg.spans,
+                             min_score=cfg.min_score)
+    for entry, has_rejects in (map_fn or map)(work, todo):
+        if has_rejects:  # recorded before the part: a finished part implies its rejects are there
+            writer.add_rejects(entry["name"])
+        writer.add_part(entry)
     return writer.finish(_counts(writer))
 
 
-def _convert_shard(shard: Path, *, source: str, spans: str | None, min_score: float):
+def _convert_shard(shard: Path, *, root: str, source: str, spans: str | None, min_score: float) -> tuple[dict, bool]:
+    """Converts one shard and writes its part and rejects files (in whichever process runs it)."""
     stats = {"boxes_dropped": 0}
     table, rejects = shard_records(shard, source, spans, min_score, stats)
-    return shard, S.conform(table, EXTRA_FIELDS), rejects, stats["boxes_dropped"]
+    name = f"part-{shard.stem}.parquet"
+    has_rejects = write_rejects_file(root, name, rejects)
+    entry = write_part_file(root, name, S.conform(table, EXTRA_FIELDS))
+    return {**entry, "shard": shard.name, "boxes_dropped": stats["boxes_dropped"]}, has_rejects
 
 
 def _counts(writer: DatasetWriter) -> dict:
