@@ -1,5 +1,6 @@
-"""Reading and decoding images that records reference: plain files under the image root, or members of
-img2dataset webdataset shards (``tar://KEY.jpg::00000.tar``, the shard relative to the image root).
+"""Reading and decoding images that records reference: plain files under the image root, members of
+img2dataset webdataset shards (``tar://KEY.jpg::00000.tar``) or rows of img2dataset parquet shards
+(``parquet://KEY::00000.parquet``), shards relative to the image root.
 
 Decoding is capped (``MAX_PIXELS``) so a hostile file cannot exhaust memory.
 """
@@ -12,6 +13,8 @@ import tarfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
+
+import pyarrow as pa
 
 from formats import paths as P
 
@@ -33,6 +36,63 @@ def split_tar_url(name: str) -> tuple[str, str] | None:
         return None
     member, shard = name[len("tar://"):].split("::", 1)
     return member, shard
+
+
+def parquet_url(key: str, shard: str) -> str:
+    """The file_name of an image stored in an img2dataset parquet shard: ``parquet://KEY::SHARD``."""
+    return f"parquet://{key}::{shard}"
+
+
+def split_parquet_url(name: str) -> tuple[str, str] | None:
+    """(key, shard) of a ``parquet://KEY::SHARD`` name, else None."""
+    if not name.startswith("parquet://") or "::" not in name:
+        return None
+    key, shard = name[len("parquet://"):].split("::", 1)
+    return key, shard
+
+
+class _ParquetImages:
+    """Images in img2dataset parquet shards: a key -> (row group, row) index per shard and the last row group's
+    image column, so reading a shard's images in order decodes each row group once."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self.index: OrderedDict[str, dict[str, tuple[int, int]]] = OrderedDict()
+        self.groups: OrderedDict[tuple[str, int], list] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def read(self, shard: Path, key: str) -> bytes:
+        import pyarrow.parquet as pq
+
+        name = str(shard)
+        with self.lock:
+            index = self.index.get(name)
+        if index is None:
+            f = pq.ParquetFile(shard)
+            index, at = {}, 0
+            for g in range(f.num_row_groups):
+                keys = f.read_row_group(g, columns=["key"]).column("key").to_pylist()
+                index.update({k: (g, i) for i, k in enumerate(keys)})
+                at += len(keys)
+            with self.lock:
+                self.index[name] = index
+                while len(self.index) > self.size:
+                    self.index.popitem(last=False)
+        if key not in index:
+            raise ImageError(f"{key} is not in {shard}")
+        g, i = index[key]
+        with self.lock:
+            column = self.groups.get((name, g))
+        if column is None:
+            column = pq.ParquetFile(shard).read_row_group(g, columns=["jpg"]).column("jpg").to_pylist()
+            with self.lock:
+                self.groups[(name, g)] = column
+                while len(self.groups) > 2:
+                    self.groups.popitem(last=False)
+        data = column[i]
+        if data is None:
+            raise ImageError(f"{key} in {shard} has no image bytes")
+        return data
 
 
 class _TarIndex:
@@ -59,6 +119,7 @@ class _TarIndex:
 
 
 _TARS = _TarIndex()
+_PARQUET = _ParquetImages()
 
 
 def read_image_bytes(image_root: str | os.PathLike | None, file_name: str) -> bytes:
@@ -67,6 +128,9 @@ def read_image_bytes(image_root: str | os.PathLike | None, file_name: str) -> by
     tar = split_tar_url(file_name)
     try:
         if tar is None:
+            in_parquet = split_parquet_url(file_name)
+            if in_parquet is not None:
+                return _PARQUET.read(P.resolve(root, in_parquet[1]), in_parquet[0])
             return P.resolve(root, file_name).read_bytes()
         member, shard = tar
         path = P.resolve(root, shard)
@@ -76,7 +140,7 @@ def read_image_bytes(image_root: str | os.PathLike | None, file_name: str) -> by
         with open(path, "rb") as f:
             f.seek(offset)
             return f.read(size)
-    except (OSError, tarfile.TarError) as e:
+    except (OSError, tarfile.TarError, pa.ArrowException) as e:
         raise ImageError(f"cannot read {file_name}: {e}") from None
 
 

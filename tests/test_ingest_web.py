@@ -84,6 +84,21 @@ def test_grit_download_and_convert(tmp_path, image_server):
     assert len(Dataset(out).read()) == 3 and len(list(raw.glob("*.tar"))) == 2
 
 
+def test_grit_parquet_output_format(tmp_path, image_server):
+    meta = tmp_path / "grit.parquet"
+    grit_metadata(meta, image_server)
+    raw = tmp_path / "raw"
+    run_cli(*download_args("grit", meta, raw), "--output-format", "parquet")
+    assert not list(raw.glob("*.tar"))
+    s = json.loads(run_cli("convert", "grit", raw, "--out", tmp_path / "g").stdout)
+    assert s["images"] == 3
+    ds = Dataset(tmp_path / "g")
+    for r in ds.read().to_pylist():
+        assert r["file_name"].startswith("parquet://")
+        img = Image.open(io.BytesIO(read_image_bytes(ds.manifest.image_root, r["file_name"])))
+        assert img.size == (r["width"], r["height"])
+
+
 def test_grit_shards_convert_in_parallel_on_ray(tmp_path, image_server):
     meta = tmp_path / "grit.parquet"
     grit_metadata(meta, image_server)

@@ -129,7 +129,8 @@ def add_download_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="GRIT metadata parquet (file or folder); CC3M caption<TAB>url TSV, "
                                   "a `datasets` folder or a hub id (google-research-datasets/conceptual_captions)")
     p.add_argument("--out", required=True, help="raw folder for img2dataset's shards (resumes)")
-    p.add_argument("--output-format", choices=("webdataset", "files"), default="webdataset")
+    p.add_argument("--output-format", choices=("webdataset", "parquet", "files"), default="webdataset",
+                   help="webdataset tars (default), parquet with the image bytes inside, or plain files")
     p.add_argument("--image-size", type=int, default=1024, help="keep_ratio: the shorter side is scaled down to this (default 1024)")
     p.add_argument("--resize-mode", choices=("keep_ratio", "no"), default="keep_ratio")
     p.add_argument("--processes", type=int, default=1)

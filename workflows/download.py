@@ -35,7 +35,7 @@ class DownloadError(ValueError):
 class DownloadConfig:
     """img2dataset settings; defaults suit detection data (aspect kept, no padding, no crop)."""
 
-    output_format: str = "webdataset"  # or "files"
+    output_format: str = "webdataset"  # or "parquet" (image bytes in the shard parquet) or "files"
     image_size: int = 1024
     resize_mode: str = "keep_ratio"  # "no" keeps the original bytes; border/center_crop would break boxes
     processes: int = 1

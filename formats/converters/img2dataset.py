@@ -36,7 +36,7 @@ from formats.dataset import (
     write_part_file,
     write_rejects_file,
 )
-from formats.images import tar_url
+from formats.images import parquet_url, tar_url
 
 log = logging.getLogger("ovlabel.img2dataset")
 
@@ -68,7 +68,9 @@ def shard_records(shard: Path, source: str, spans: str | None = None, min_score:
     `stats`, when given, receives ``boxes_dropped``: GRIT boxes left out as empty or under `min_score`.
     """
     try:
-        t = pq.read_table(shard)
+        columns = pq.read_schema(shard).names
+        images_inside = "jpg" in columns  # output_format parquet: the image bytes are in this file
+        t = pq.read_table(shard, columns=[c for c in columns if c != "jpg"])
     except Exception as e:  # noqa: BLE001
         raise Img2DatasetError(f"{shard}: unreadable parquet: {e}") from None
     missing = [c for c in ("key", "caption", "status", "width", "height") if c not in t.column_names]
@@ -95,8 +97,12 @@ def shard_records(shard: Path, source: str, spans: str | None = None, min_score:
     # keys sort in download order; records keep shard order by key for determinism
     t = t.sort_by("key")
     keys = t.column("key").to_pylist()
-    webdataset = shard.with_suffix(".tar").exists()
-    names = [tar_url(f"{k}.jpg", shard.with_suffix(".tar").name) if webdataset else f"{shard.stem}/{k}.jpg" for k in keys]
+    if shard.with_suffix(".tar").exists():  # output_format webdataset
+        names = [tar_url(f"{k}.jpg", shard.with_suffix(".tar").name) for k in keys]
+    elif images_inside:
+        names = [parquet_url(k, shard.name) for k in keys]
+    else:  # output_format files
+        names = [f"{shard.stem}/{k}.jpg" for k in keys]
     n = t.num_rows
     if spans is None:
         regions = S.empty_regions(n)
