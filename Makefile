@@ -8,7 +8,7 @@ export FIFTYONE_DATABASE_VALIDATION := false
 export NO_ALBUMENTATIONS_UPDATE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install test demo bench bench-pseudo bench-ingest lint clean
+.PHONY: install browser test demo bench bench-pseudo bench-ingest bench-review lint clean
 
 install: $(STAMP)
 
@@ -16,7 +16,13 @@ $(STAMP): pyproject.toml requirements/constraints-cpu.txt scripts/install.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/install.sh
 	touch $(STAMP)
 
-test: install
+# Debian's chromium, for the test that screenshots the FiftyOne App in a real headless browser
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+
+test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest tests
 
@@ -33,6 +39,9 @@ bench: install
 bench-ingest: install
 	$(BIN)/python benchmarks/convert_goldg.py
 	$(BIN)/python benchmarks/convert_grit.py
+
+bench-review: install
+	$(BIN)/python benchmarks/review_build.py
 
 bench-pseudo: install
 	$(BIN)/python benchmarks/pseudo_throughput.py --json $(DEMO)/bench_pseudo.json

@@ -1,0 +1,174 @@
+"""Review corrections: what reviewers did to boxes, as a table, and applying it to a dataset directory.
+
+A corrections directory holds ``corrections.parquet`` (one row per reviewed box) and ``summary.json``.
+Actions: ``reject`` (the box is wrong: removed, and never proposed again), ``accept`` (right as it is: kept
+as a reviewed box, origin ``review``), ``fix`` (box or phrase edited: the new values, origin ``review``),
+``add`` (a box the reviewer drew). Boxes are absolute xyxy pixels, like everywhere else. Self-training reads
+the same table (rejected region keys are filtered out of later rounds, reviewed boxes train as gold).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from formats import schema as S
+from formats.dataset import (
+    Dataset,
+    DatasetError,
+    DatasetWriter,
+    Manifest,
+    atomic_path,
+    atomic_write_json,
+    prior_run,
+    provenance,
+)
+
+ACTIONS = ("reject", "accept", "fix", "add")
+FILE = "corrections.parquet"
+SCHEMA = pa.schema([
+    pa.field("image_id", pa.string(), nullable=False),
+    pa.field("region_id", pa.string()),  # the region key (schema.region_keys); null for a drawn box
+    pa.field("action", pa.string(), nullable=False),
+    pa.field("field", pa.string()),  # review label field it came from (gold, pseudo, round_2, ...)
+    pa.field("dataset", pa.string()),  # dataset directory that field was built from
+    pa.field("bbox", pa.list_(pa.float64(), 4)),  # the box as the reviewer left it (xyxy pixels)
+    pa.field("phrase", pa.string()),
+    pa.field("category", pa.string()),
+    pa.field("score", pa.float32()),
+    pa.field("tags", pa.list_(pa.string())),
+    pa.field("when", pa.string()),  # ISO time the corrections were pulled
+])
+
+
+def write_corrections(rows: list[dict], out_dir: str | os.PathLike, **summary) -> dict:
+    """Writes the corrections table (atomically) and its summary; returns the summary."""
+    bad = sorted({r["action"] for r in rows} - set(ACTIONS))
+    if bad:
+        raise DatasetError(f"unknown correction action(s) {bad}; expected one of {ACTIONS}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist(rows, schema=SCHEMA)
+    with atomic_path(out / FILE) as tmp:
+        pq.write_table(table, tmp)
+    counts = {a: int(pc.sum(pc.equal(table.column("action"), a)).as_py() or 0) for a in ACTIONS}
+    info = {"corrections": str((out / FILE).resolve()), "rows": table.num_rows, "actions": counts, **summary}
+    atomic_write_json(out / "summary.json", info)
+    return info
+
+
+def read_corrections(path: str | os.PathLike) -> pa.Table:
+    """The corrections table of a corrections directory (or the parquet file itself)."""
+    p = Path(path)
+    f = p / FILE if p.is_dir() else p
+    if not f.is_file():
+        raise DatasetError(f"{path}: no {FILE}; pull corrections with `ovlabel review pull` first")
+    return pq.read_table(f).cast(SCHEMA)
+
+
+def rejected_keys(corrections: pa.Table) -> set[str]:
+    """Region keys reviewers rejected (they must never come back as pseudo labels)."""
+    rej = corrections.filter(pc.equal(corrections.column("action"), "reject"))
+    return {k for k in rej.column("region_id").to_pylist() if k}
+
+
+def apply_corrections(dataset_dir: str | os.PathLike, corrections_dir: str | os.PathLike,
+                      out_dir: str | os.PathLike, *, overwrite: bool = False) -> dict:
+    """Writes `dataset_dir` with the corrections applied as a new dataset directory; returns what changed."""
+    src = Dataset(dataset_dir).require_complete()
+    corr = read_corrections(corrections_dir)
+    me = str(src.root.resolve())
+    resume_key = {"op": "apply", "dataset": me, "dataset_key": src.manifest.config.get("_resume_key"),
+                  "corrections": pc.unique(corr.column("when")).to_pylist(), "rows": corr.num_rows}
+    done = prior_run(out_dir, resume_key, overwrite)
+    if done is not None:
+        return done.counts
+    by_key = {r["region_id"]: r for r in corr.to_pylist() if r["region_id"]}
+    adds: dict[str, list[dict]] = {}
+    for r in corr.to_pylist():
+        if r["action"] in ("add", "accept", "fix") and r["dataset"] == me:
+            adds.setdefault(r["image_id"], []).append(r)  # kept only when the region is not in the dataset
+    m = src.manifest
+    manifest = Manifest(kind=m.kind, source=m.source, image_root=m.image_root, categories=m.categories,
+                        extra_columns=m.extra_columns, config={"op": "apply", "corrections": str(corrections_dir)},
+                        provenance=provenance([{"path": me, "dataset": True}], derived_from=m.provenance))
+    writer = DatasetWriter(out_dir, manifest, overwrite=overwrite, resume_key=resume_key)
+    label_of = {c["name"]: c["label"] for c in m.categories}
+    counts = {a: 0 for a in ACTIONS}
+    for path, part in zip(src.part_paths, m.parts):
+        table = pq.read_table(path)
+        keys = S.region_keys(table.column("image_id").combine_chunks(), table.column("regions").combine_chunks())
+        keys = iter(keys.to_pylist())
+        new_regions = []
+        captions = table.column("caption").to_pylist()
+        for row, (image_id, regions) in enumerate(zip(table.column("image_id").to_pylist(),
+                                                      table.column("regions").to_pylist())):
+            out, seen = [], set()
+            for reg in regions or []:
+                key = next(keys)
+                seen.add(key)
+                c = by_key.get(key)
+                if c is None:
+                    out.append(reg)
+                    continue
+                counts[c["action"]] += 1
+                if c["action"] == "reject":
+                    continue
+                out.append(_reviewed(reg, c, key, label_of))
+            for c in adds.get(image_id, []):
+                if c["region_id"] in seen:
+                    continue
+                counts["add" if c["action"] == "add" else c["action"]] += 1
+                out.append(_reviewed({"tokens_positive": None, "det_score": None, "clip_score": None,
+                                      "round": None}, c, c["region_id"] or f"{image_id}#review{len(out)}", label_of))
+            new_regions.append([_ground(r, captions[row]) for r in out])
+        table = table.set_column(table.schema.get_field_index("regions"), "regions",
+                                 pa.array(new_regions, pa.list_(S.REGION_TYPE)))
+        writer.write_part(part["name"], table)
+    return writer.finish({"images": sum(p["rows"] for p in writer.manifest.parts),
+                          "boxes": sum(p["boxes"] for p in writer.manifest.parts), "applied": counts}).counts
+
+
+def _reviewed(reg: dict, c: dict, key: str, label_of: dict) -> dict:
+    """A region as the reviewer left it: their box and words, origin `review`, the region key kept."""
+    out = dict(reg)
+    out["region_id"] = key
+    out["origin"] = "review"
+    if c["bbox"] is not None and np.isfinite(c["bbox"]).all():
+        out["bbox"] = list(c["bbox"])
+    if c["action"] != "accept":
+        if c["phrase"] is not None:
+            out["phrase"] = c["phrase"]
+            if out.get("tokens_positive") and c["phrase"] != reg.get("phrase"):
+                out["tokens_positive"] = None  # the spans pointed at the old words
+        if c["category"] is not None:
+            out["category"] = c["category"]
+            out["label"] = label_of.get(c["category"], out.get("label"))
+    for k in ("phrase", "category", "label", "score"):
+        out.setdefault(k, c.get(k) if k != "label" else label_of.get(c.get("category")))
+    return out
+
+
+def _ground(reg: dict, caption: str | None) -> dict:
+    """Gives a reviewed phrase without spans the span of its first occurrence in the caption, if any."""
+    if reg.get("tokens_positive") is None and caption and reg.get("phrase") and reg["phrase"] in caption:
+        at = caption.index(reg["phrase"])
+        reg["tokens_positive"] = [[at, at + len(reg["phrase"])]]
+    return reg
+
+
+def summary_json(path: str | os.PathLike) -> dict:
+    """The summary written beside a corrections table."""
+    return json.loads((Path(path) / "summary.json").read_text())
+
+
+def now() -> str:
+    """The time stamp recorded on pulled corrections."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

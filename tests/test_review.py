@@ -1,0 +1,177 @@
+"""FiftyOne review: build, tag as the App would, pull, apply, export; the App on 127.0.0.1 in a real browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import EXAMPLES, run_cli
+
+os.environ.setdefault("FIFTYONE_DATABASE_DIR", tempfile.mkdtemp(prefix="ovlabel-fo-db-"))
+
+from formats import schema as S  # noqa: E402
+from formats.corrections import apply_corrections, read_corrections  # noqa: E402
+from formats.dataset import Dataset, DatasetWriter, Manifest  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def gold_and_pseudo(tmp_path_factory):
+    """The bundled sample's hand-drawn gold boxes, and a round-1 pseudo dataset over the same photos."""
+    tmp = tmp_path_factory.mktemp("review")
+    gold = tmp / "gold"
+    run_cli("convert", "coco", EXAMPLES / "sample" / "gold.json", "--source", "custom",
+            "--image-root", EXAMPLES / "sample" / "images", "--out", gold)
+    src = Dataset(gold)
+    table = src.read()
+    rows = []
+    for r in table.to_pylist():
+        regs = []
+        for k, g in enumerate(r["regions"]):
+            x1, y1, x2, y2 = g["bbox"]
+            regs.append({"region_id": f"{r['image_id']}#r0c{k}", "bbox": [x1 + 3, y1 + 2, x2 - 1, y2 + 1],
+                         "label": None, "category": None, "phrase": g["category"], "tokens_positive": None,
+                         "score": 0.2 + 0.1 * (k % 7), "det_score": 0.9 if k % 2 else 0.2,
+                         "clip_score": 0.3, "origin": "pseudo", "round": 1})
+        rows.append({**{c: r[c] for c in S.CORE_COLUMNS if c != "regions"}, "regions": regs})
+    pseudo = tmp / "round1"
+    m = Manifest(kind="vg", source="custom", image_root=src.manifest.image_root, config={"round": 1})
+    w = DatasetWriter(pseudo, m)
+    w.write_part("part-00000.parquet", S.conform(__import__("pyarrow").Table.from_pylist(rows, schema=S.CORE_SCHEMA)))
+    w.finish()
+    return gold, pseudo
+
+
+def test_build_tag_pull_apply_export(gold_and_pseudo, tmp_path):
+    import fiftyone as fo
+    from fiftyone import ViewField as F
+
+    from workflows.review import build_review
+
+    gold, pseudo = gold_and_pseudo
+    fds = build_review(gold, [pseudo], name="t-review", cache_dir=tmp_path / "cache", rebuild=True)
+    n_gold = sum(len(r["regions"]) for r in Dataset(gold).read().to_pylist())
+    assert len(fds) == 7 and fds.count("gold.detections") == n_gold == fds.count("round_1.detections")
+    det = fds.first()["round_1"].detections[0]
+    assert det.region_id.endswith("#r0c0") and det.round == 1 and det.origin == "pseudo" and det.phrase == det.label
+    views = fds.list_saved_views()
+    assert {"round_1-low-score", "round_1-det-clip-disagree", "round_1-false-positives",
+            "round_1-missed-gold"} <= set(views)
+    assert fds.load_saved_view("round_1-low-score").count("round_1.detections") == len(
+        fds.filter_labels("round_1", F("confidence") < 0.3).values("round_1.detections.id", unwind=True))
+    assert "eval_round_1" in fds.list_evaluations()
+
+    # a reviewer at work, through the same API the App uses
+    keys = fds.values("round_1.detections.region_id", unwind=True)
+    reject, accept, fix = keys[0], keys[1], keys[2]
+    fds.filter_labels("round_1", F("region_id") == reject).tag_labels("reject", label_fields=["round_1"])
+    fds.filter_labels("round_1", F("region_id") == accept).tag_labels("accept", label_fields=["round_1"])
+    sample = fds.match(F("round_1.detections.region_id").contains(fix)).first()
+    for d in sample["round_1"].detections:
+        if d.region_id == fix:
+            d.bounding_box = [0.1, 0.1, 0.2, 0.2]
+            d.label = "a better phrase"
+    sample["round_1"].detections.append(fo.Detection(label="missed thing", bounding_box=[0.5, 0.5, 0.1, 0.1]))
+    sample.save()
+
+    # rebuilding keeps the tags and adds nothing twice
+    fds = build_review(gold, [pseudo], name="t-review", cache_dir=tmp_path / "cache")
+    assert len(fds) == 7 and fds.count_label_tags() == {"reject": 1, "accept": 1}
+
+    out = tmp_path / "corrections"
+    summary = json.loads(run_cli("review", "pull", "t-review", "--out", out).stdout)
+    assert summary["actions"] == {"reject": 1, "accept": 1, "fix": 1, "add": 1}
+    corr = {r["action"]: r for r in read_corrections(out).to_pylist()}
+    assert corr["reject"]["region_id"] == reject and corr["fix"]["phrase"] == "a better phrase"
+    w, h = sample["width"], sample["height"]
+    assert corr["fix"]["bbox"] == pytest.approx([0.1 * w, 0.1 * h, 0.3 * w, 0.3 * h])
+    assert corr["add"]["region_id"] is None and corr["add"]["dataset"] == str(pseudo.resolve())
+
+    fixed = tmp_path / "round1_reviewed"
+    counts = apply_corrections(pseudo, out, fixed)
+    assert counts["applied"] == {"reject": 1, "accept": 1, "fix": 1, "add": 1}
+    regions = {g["region_id"]: g for r in Dataset(fixed).read().to_pylist() for g in r["regions"]}
+    assert reject not in regions and regions[accept]["origin"] == "review"
+    assert regions[fix]["phrase"] == "a better phrase" and regions[fix]["bbox"] == pytest.approx(corr["fix"]["bbox"])
+    assert [g["phrase"] for g in regions.values() if g["phrase"] == "missed thing"]
+    assert len(regions) == len(keys)  # one rejected, one added
+    # the change shows in the next export
+    run_cli("export", "odvg", fixed, "--out", tmp_path / "fixed.jsonl")
+    exported = [g for line in (tmp_path / "fixed.jsonl").read_text().splitlines()
+                for g in json.loads(line)["grounding"]["regions"]]
+    assert len(exported) == len(keys) and "a better phrase" in {g["phrase"] for g in exported}
+
+
+def test_render_draws_gold_and_pseudo(gold_and_pseudo, tmp_path):
+    from PIL import Image
+
+    gold, pseudo = gold_and_pseudo
+    s = json.loads(run_cli("render", gold, "--pseudo", pseudo, "--out", tmp_path / "png", "-n", "3", "--seed", "1").stdout)
+    assert len(s["images"]) == 3
+    again = json.loads(run_cli("render", gold, "--out", tmp_path / "png2", "-n", "3", "--seed", "1").stdout)
+    assert [Path(p).name for p in s["images"]] == [Path(p).name for p in again["images"]]
+    img = Image.open(s["images"][0]).convert("RGB")
+    colours = set(img.getdata())
+    assert (40, 200, 80) in colours and (255, 140, 0) in colours  # gold green, pseudo orange
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _screenshot(url: str, path: Path) -> None:
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is not installed: run `make browser`"
+    proc = subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900",
+                           "--virtual-time-budget=20000", f"--screenshot={path}", url],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0 and path.exists(), proc.stderr[-2000:]
+
+
+def _grid_colours(path: Path) -> int:
+    from PIL import Image
+
+    img = Image.open(path).convert("RGB")
+    grid = img.crop((310, 140, img.width, img.height - 140))  # right of the sidebar, below the toolbar
+    return len(set(grid.getdata()))
+
+
+def test_app_serves_on_localhost_and_renders_the_grid(gold_and_pseudo, tmp_path):
+    import fiftyone as fo
+
+    from workflows.review import build_review, launch
+
+    gold, pseudo = gold_and_pseudo
+    fds = build_review(gold, [pseudo], name="t-app", cache_dir=tmp_path / "cache", rebuild=True)
+    empty = fo.Dataset("t-empty", overwrite=True)
+    port = _free_port()
+    session = launch(fds, port=port)
+    try:
+        assert session.url == f"http://127.0.0.1:{port}/"
+        for _ in range(60):
+            try:
+                assert urllib.request.urlopen(session.url, timeout=2).status == 200
+                break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail("the App did not answer")
+        shot = tmp_path / "app.png"
+        _screenshot(f"{session.url}datasets/{fds.name}", shot)
+        blank = tmp_path / "empty.png"
+        _screenshot(f"{session.url}datasets/{empty.name}", blank)
+    finally:
+        session.close()
+    # the photos with their boxes fill the grid; the empty dataset's grid is flat
+    assert _grid_colours(shot) > 5000 > _grid_colours(blank) * 3

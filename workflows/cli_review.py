@@ -1,0 +1,80 @@
+"""`ovlabel review open|pull|apply` (FiftyOne) and `ovlabel render` (PNG files)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _print(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def cmd_review_open(a: argparse.Namespace) -> None:
+    from workflows.review import build_review, launch
+
+    fds = build_review(a.dataset, a.pseudo or [], name=a.name, cache_dir=a.cache, rebuild=a.rebuild)
+    info = {"name": fds.name, "samples": len(fds), "fields": sorted(fds.info["ovlabel"]["fields"]),
+            "views": fds.list_saved_views()}
+    if a.no_launch:
+        _print(info)
+        return
+    session = launch(fds, port=a.port, address=a.address)
+    _print({**info, "url": session.url})
+    sys.stdout.flush()
+    print(f"FiftyOne App at {session.url} (Ctrl-C to stop)", file=sys.stderr)
+    session.wait()
+
+
+def cmd_review_pull(a: argparse.Namespace) -> None:
+    from workflows.review import pull_corrections
+
+    _print(pull_corrections(a.name, a.out))
+
+
+def cmd_review_apply(a: argparse.Namespace) -> None:
+    from formats.corrections import apply_corrections
+
+    _print(apply_corrections(a.dataset, a.corrections, a.out, overwrite=a.overwrite))
+
+
+def cmd_render(a: argparse.Namespace) -> None:
+    from workflows.render import render
+
+    paths = render(a.dataset, a.out, pseudo_dirs=a.pseudo or [], n=a.n, seed=a.seed)
+    _print({"out": a.out, "images": [str(p) for p in paths]})
+
+
+def register(sub) -> None:
+    """Adds `review` and `render` to the `ovlabel` parser."""
+    r = sub.add_parser("review", help="review boxes in FiftyOne; tags come back as corrections")
+    rsub = r.add_subparsers(dest="what", required=True, metavar="WHAT")
+    p = rsub.add_parser("open", help="build or update the review dataset and launch the App")
+    p.add_argument("dataset", help="base dataset directory (its gold boxes become the `gold` field)")
+    p.add_argument("--pseudo", nargs="+", help="pseudo dataset directories (fields `pseudo` or `round_<k>`)")
+    p.add_argument("--name", help="FiftyOne dataset name (default from the dataset folder)")
+    p.add_argument("--port", type=int, default=5151)
+    p.add_argument("--address", default="127.0.0.1", help="address the App binds to (default local only)")
+    p.add_argument("--cache", help="folder for images extracted from shards (default ~/.cache/ovlabel/review/NAME)")
+    p.add_argument("--rebuild", action="store_true", help="delete and rebuild the review dataset (tags are lost)")
+    p.add_argument("--no-launch", action="store_true", help="build only")
+    p.set_defaults(func=cmd_review_open)
+    p = rsub.add_parser("pull", help="reviewers' tags (reject/accept/fix) and edits -> corrections table")
+    p.add_argument("name", help="review dataset name")
+    p.add_argument("--out", required=True, help="corrections directory")
+    p.set_defaults(func=cmd_review_pull)
+    p = rsub.add_parser("apply", help="apply a corrections table to a dataset directory")
+    p.add_argument("dataset")
+    p.add_argument("--corrections", required=True, help="directory written by `review pull`")
+    p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_review_apply)
+
+    p = sub.add_parser("render", help="draw boxes, phrases and scores on sample images (PNG)")
+    p.add_argument("dataset")
+    p.add_argument("--pseudo", nargs="+", help="pseudo dataset directories drawn in other colours")
+    p.add_argument("--out", required=True)
+    p.add_argument("-n", type=int, default=16, help="images (default 16; -1 all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_render)

@@ -1,0 +1,300 @@
+"""FiftyOne review: gold and pseudo boxes side by side, saved views for what needs a look, tags back as corrections.
+
+`build_review` makes (or updates) a persistent FiftyOne dataset: one sample per image with `caption`,
+`source`, `image_id`, `width`, `height`; label field `gold` from the base dataset's gold regions and one
+field per pseudo directory (`pseudo` for one, `round_<k>` for self-training rounds), each detection carrying
+its phrase, scores, origin, round and region key, plus `<field>_dropped` with the candidates the filters
+dropped. Images inside img2dataset shards are extracted once to a cache folder (FiftyOne needs files).
+Samples are added in bulk batches. `pull_corrections` turns reviewers' tags and edits into the corrections
+table of `formats/corrections.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from formats import paths as P
+from formats import schema as S
+from formats.corrections import now, write_corrections
+from formats.dataset import Dataset, atomic_path
+from formats.images import ImageError, read_image_bytes, split_parquet_url, split_tar_url
+
+log = logging.getLogger("ovlabel.review")
+
+os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
+
+GOLD = "gold"
+LOW_SCORE = 0.3
+DISAGREE = 0.3
+INFO_KEY = "ovlabel"
+
+
+class ReviewError(ValueError):
+    """A review dataset is missing or does not come from ovlabel."""
+
+
+def field_names(pseudo_dirs: list[Dataset]) -> list[str]:
+    """Label field names: `round_<k>` when a pseudo dataset records its round, else `pseudo` (or `pseudo_<i>`)."""
+    names = []
+    for i, d in enumerate(pseudo_dirs):
+        rnd = d.manifest.config.get("round")
+        name = f"round_{rnd}" if rnd is not None else ("pseudo" if len(pseudo_dirs) == 1 else f"pseudo_{i + 1}")
+        while name in names:
+            name += "_b"
+        names.append(name)
+    return names
+
+
+def default_name(dataset_dir: str | os.PathLike) -> str:
+    """A review dataset name from the dataset directory (its folder name and a short hash of its path)."""
+    p = Path(dataset_dir).resolve()
+    return f"ovlabel-{p.name}-{hashlib.sha1(str(p).encode()).hexdigest()[:6]}"
+
+
+def image_path(ds: Dataset, file_name: str, image_id: str, cache: Path) -> str:
+    """A file FiftyOne can open for a record: the image itself, or a copy extracted from its shard."""
+    root = ds.manifest.image_root or str(ds.root)
+    if split_tar_url(file_name) is None and split_parquet_url(file_name) is None:
+        return str(P.resolve(root, file_name))
+    safe = hashlib.sha1(f"{root}|{file_name}".encode()).hexdigest()[:16]
+    out = cache / f"{safe}{Path(file_name.split('::')[0]).suffix or '.jpg'}"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        data = read_image_bytes(root, file_name)
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(data)
+    return str(out)
+
+
+def _records(ds: Dataset, columns: list[str]) -> Iterator[dict]:
+    for p in ds.part_paths:
+        yield from pq.read_table(p, columns=columns).to_pylist()
+
+
+def _keys(ds: Dataset) -> Iterator[tuple[dict, list[str]]]:
+    """Each record (image_id, width, height, regions) with its region keys."""
+    for p in ds.part_paths:
+        t = pq.read_table(p, columns=["image_id", "width", "height", "regions"])
+        keys = S.region_keys(t.column("image_id").combine_chunks(), t.column("regions").combine_chunks()).to_pylist()
+        at = 0
+        for r in t.to_pylist():
+            n = len(r["regions"] or [])
+            yield r, keys[at:at + n]
+            at += n
+
+
+def _detections(regions: list[dict], keys: list[str], w: int, h: int):
+    import fiftyone as fo
+
+    dets = []
+    for reg, key in zip(regions or [], keys):
+        x1, y1, x2, y2 = reg["bbox"]
+        box = [x1 / w, y1 / h, (x2 - x1) / w, (y2 - y1) / h]
+        label = reg.get("phrase") or reg.get("category") or "object"
+        dets.append(fo.Detection(
+            label=label, bounding_box=box, confidence=reg.get("score"), phrase=reg.get("phrase"),
+            category=reg.get("category"), det_score=reg.get("det_score"), clip_score=reg.get("clip_score"),
+            origin=reg.get("origin"), round=reg.get("round"), region_id=key, ovl_box=box, ovl_label=label,
+        ))
+    return fo.Detections(detections=dets)
+
+
+def _candidates_dropped(ds: Dataset) -> dict[str, list[tuple[dict, str]]]:
+    """Per image, the candidates of a pseudo dataset the filters did not keep (empty without candidates/)."""
+    kept = {k for _, keys in _keys(ds) for k in keys}
+    out: dict[str, list] = {}
+    folder = ds.root / "candidates"
+    for p in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
+        for r in pq.read_table(p, columns=["image_id", "candidates"]).to_pylist():
+            for c in r["candidates"] or []:
+                if c["region_id"] not in kept:
+                    out.setdefault(r["image_id"], []).append(c)
+    return out
+
+
+def build_review(dataset_dir: str | os.PathLike, pseudo_dirs: list[str | os.PathLike] = (), *, name: str | None = None,
+                 cache_dir: str | os.PathLike | None = None, rebuild: bool = False, batch_size: int = 2000,
+                 evaluate: bool = True):
+    """Builds or updates the persistent FiftyOne review dataset; returns it."""
+    import fiftyone as fo
+    from tqdm import tqdm
+
+    base = Dataset(dataset_dir).require_complete()
+    pseudos = [Dataset(p).require_complete() for p in pseudo_dirs]
+    fields = field_names(pseudos)
+    name = name or default_name(dataset_dir)
+    cache = Path(cache_dir) if cache_dir else Path(os.environ.get("OVLABEL_CACHE", Path.home() / ".cache" / "ovlabel")) / "review" / name
+    if rebuild and fo.dataset_exists(name):
+        fo.delete_dataset(name)
+    fds = fo.load_dataset(name) if fo.dataset_exists(name) else fo.Dataset(name, persistent=True)
+    info = dict(fds.info.get(INFO_KEY, {}))
+    if info and info.get("base") != str(base.root.resolve()):
+        raise ReviewError(f"review dataset {name!r} was built from {info.get('base')}; pass --rebuild or another --name")
+    have_fields = set(fds.get_field_schema())
+    have_ids = set(fds.distinct("image_id")) if len(fds) else set()
+
+    # label values per field, keyed by image id
+    sources = [(GOLD, base, True)] + [(f, d, False) for f, d in zip(fields, pseudos)]
+    values: dict[str, dict[str, object]] = {}
+    meta: dict[str, dict] = {}
+    for field, d, gold_only in sources:
+        vals = values.setdefault(field, {})
+        rows = {r["image_id"]: r for r in _records(d, ["image_id", "file_name", "width", "height", "caption", "source"])}
+        for r, keys in _keys(d):
+            regs, ks = r["regions"] or [], keys
+            if gold_only:
+                pairs = [(g, k) for g, k in zip(regs, ks) if g["origin"] in ("gold", "review")]
+                regs, ks = [g for g, _ in pairs], [k for _, k in pairs]
+            vals[r["image_id"]] = _detections(regs, ks, r["width"], r["height"])
+            if r["image_id"] not in meta:
+                meta[r["image_id"]] = {**rows[r["image_id"]], "_ds": d}
+        if not gold_only:
+            dropped = _candidates_dropped(d)
+            if dropped:
+                dv = values.setdefault(f"{field}_dropped", {})
+                for image_id, cands in dropped.items():
+                    m = meta[image_id]
+                    dv[image_id] = _detections(cands, [c["region_id"] for c in cands], m["width"], m["height"])
+    # new samples, in bulk batches
+    new_ids = [i for i in meta if i not in have_ids]
+    batch = []
+    with tqdm(total=len(new_ids), desc=f"review {name}", unit="img", file=sys.stderr, disable=None) as bar:
+        for image_id in new_ids:
+            m = meta[image_id]
+            try:
+                path = image_path(m["_ds"], m["file_name"], image_id, cache)
+            except (ImageError, P.UnsafePathError) as e:
+                log.warning("%s: image left out of the review: %s", image_id, e)
+                continue
+            fields_now = {f: v[image_id] for f, v in values.items() if image_id in v}
+            batch.append(fo.Sample(filepath=path, image_id=image_id, caption=m["caption"], source=m["source"],
+                                   width=m["width"], height=m["height"], **fields_now))
+            if len(batch) >= batch_size:
+                fds.add_samples(batch, progress=False)
+                bar.update(len(batch))
+                batch = []
+        if batch:
+            fds.add_samples(batch, progress=False)
+            bar.update(len(batch))
+    # fields new to samples that were already there
+    for f, v in values.items():
+        if f not in have_fields and have_ids:
+            old = {i: v[i] for i in have_ids if i in v}
+            if old:
+                fds.set_values(f, old, key_field="image_id")
+    info.update({"base": str(base.root.resolve()),
+                 "fields": {**info.get("fields", {}), GOLD: str(base.root.resolve()),
+                            **{f: str(d.root.resolve()) for f, d in zip(fields, pseudos)}}})
+    fds.info[INFO_KEY] = info
+    fds.save()
+    save_views(fds, fields, evaluate=evaluate)
+    return fds
+
+
+def save_views(fds, fields: list[str], *, evaluate: bool = True) -> list[str]:
+    """The saved views reviewers start from; returns their names."""
+    from fiftyone import ViewField as F
+
+    schema = fds.get_field_schema()
+    made = []
+
+    def save(name, view):
+        fds.save_view(name, view, overwrite=True)
+        made.append(name)
+
+    has_gold = GOLD in schema and fds.count(f"{GOLD}.detections") > 0
+    for f in fields:
+        if f not in schema:
+            continue
+        save(f"{f}-low-score", fds.filter_labels(f, F("confidence") < LOW_SCORE))
+        save(f"{f}-det-clip-disagree", fds.filter_labels(f, (F("det_score") - F("clip_score")).abs() > DISAGREE))
+        if f"{f}_dropped" in schema:
+            save(f"{f}-dropped-candidates", fds.match(F(f"{f}_dropped.detections").length() > 0))
+        if evaluate and has_gold:
+            key = f"eval_{f}"
+            if key in fds.list_evaluations():
+                fds.delete_evaluation(key)
+            fds.evaluate_detections(f, gt_field=GOLD, eval_key=key, method="coco", classwise=False, progress=False)
+            save(f"{f}-false-positives", fds.filter_labels(f, F(key) == "fp"))
+            save(f"{f}-missed-gold", fds.filter_labels(GOLD, F(key) == "fn"))
+    present = [f for f in fields if f in schema]
+    for a, b in zip(present, present[1:]):
+        save(f"{a}-vs-{b}", fds.match(F(f"{a}.detections").length() != F(f"{b}.detections").length()))
+    return made
+
+
+def launch(fds, *, port: int = 5151, address: str = "127.0.0.1"):
+    """Starts the App for the review dataset on `address:port` (local only by default); returns the session."""
+    import fiftyone as fo
+
+    return fo.launch_app(fds, remote=True, address=address, port=port, auto=False)
+
+
+# -- pull ------------------------------------------------------------------------------------------------
+
+ACTION_TAGS = ("reject", "accept", "fix")
+
+
+def pull_corrections(name: str, out_dir: str | os.PathLike) -> dict:
+    """Reads reviewers' tags and edits from review dataset `name` into a corrections directory."""
+    import fiftyone as fo
+
+    if not fo.dataset_exists(name):
+        raise ReviewError(f"no review dataset named {name!r} (see `ovlabel review open`)")
+    fds = fo.load_dataset(name)
+    info = fds.info.get(INFO_KEY)
+    if not info:
+        raise ReviewError(f"review dataset {name!r} was not built by ovlabel")
+    when = now()
+    rows = []
+    for field, source in info["fields"].items():
+        for f in (field, f"{field}_dropped"):
+            if f not in fds.get_field_schema():
+                continue
+            ids, ws, hs, dets = fds.values(["image_id", "width", "height", f"{f}.detections"])
+            for image_id, w, h, lst in zip(ids, ws, hs, dets):
+                for d in lst or []:
+                    row = _correction(d, image_id, w, h, f, source, when)
+                    if row is not None:
+                        rows.append(row)
+    summary = write_corrections(rows, out_dir, review_dataset=name, pulled=when)
+    return summary
+
+
+def _correction(d, image_id: str, w: int, h: int, field: str, source: str, when: str) -> dict | None:
+    tags = list(d.tags or [])
+    region = d["region_id"] if d.has_field("region_id") else None
+    box = list(d.bounding_box)
+    orig_box = d["ovl_box"] if d.has_field("ovl_box") else None
+    edited = orig_box is None or any(abs(a - b) > 1e-6 for a, b in zip(box, orig_box)) or (
+        d.has_field("ovl_label") and d.label != d["ovl_label"])
+    if region is None:
+        action = "add"
+    elif "reject" in tags:
+        action = "reject"
+    elif "fix" in tags or edited:
+        action = "fix"
+    elif "accept" in tags:
+        action = "accept"
+    else:
+        return None
+    x, y, bw, bh = box
+    had_phrase = d.has_field("phrase") and d["phrase"]
+    had_category = d.has_field("category") and d["category"]
+    if region is None:  # a drawn box: its label is all there is
+        phrase = category = d.label
+    elif had_phrase:  # grounding boxes: the label shows the phrase
+        phrase, category = d.label, (d["category"] if had_category else None)
+    else:  # detection boxes: the label shows the category
+        phrase, category = None, d.label
+    return {"image_id": image_id, "region_id": region, "action": action, "field": field, "dataset": source,
+            "bbox": [x * w, y * h, (x + bw) * w, (y + bh) * h], "phrase": phrase, "category": category,
+            "score": d.confidence, "tags": tags, "when": when}
