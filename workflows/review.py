@@ -91,20 +91,72 @@ def _keys(ds: Dataset) -> Iterator[tuple[dict, list[str]]]:
             at += n
 
 
-def _detections(regions: list[dict], keys: list[str], w: int, h: int):
-    import fiftyone as fo
+DETECTION_ATTRS = {"phrase": "str", "category": "str", "det_score": "float", "clip_score": "float", "origin": "str",
+                   "round": "int", "region_id": "str", "ovl_box": "list", "ovl_label": "str"}
+
+
+def _detections(regions: list[dict], keys: list[str], w: int, h: int) -> dict:
+    """A Detections value as FiftyOne stores it (raw document: built without FiftyOne's per-object validation)."""
+    from bson import ObjectId
 
     dets = []
     for reg, key in zip(regions or [], keys):
         x1, y1, x2, y2 = reg["bbox"]
         box = [x1 / w, y1 / h, (x2 - x1) / w, (y2 - y1) / h]
         label = reg.get("phrase") or reg.get("category") or "object"
-        dets.append(fo.Detection(
-            label=label, bounding_box=box, confidence=reg.get("score"), phrase=reg.get("phrase"),
-            category=reg.get("category"), det_score=reg.get("det_score"), clip_score=reg.get("clip_score"),
-            origin=reg.get("origin"), round=reg.get("round"), region_id=key, ovl_box=box, ovl_label=label,
-        ))
-    return fo.Detections(detections=dets)
+        dets.append({"_id": ObjectId(), "_cls": "Detection", "tags": [], "attributes": {}, "label": label,
+                     "bounding_box": box, "confidence": reg.get("score"), "phrase": reg.get("phrase"),
+                     "category": reg.get("category"), "det_score": reg.get("det_score"),
+                     "clip_score": reg.get("clip_score"), "origin": reg.get("origin"), "round": reg.get("round"),
+                     "region_id": key, "ovl_box": box, "ovl_label": label})
+    return {"_cls": "Detections", "detections": dets}
+
+
+def _declare_fields(fds, label_fields: list[str]) -> None:
+    """Declares the sample fields and detection attributes the raw documents carry (so the App can filter)."""
+    import fiftyone as fo
+
+    kinds = {"str": fo.StringField, "float": fo.FloatField, "int": fo.IntField, "list": fo.ListField}
+    schema = fds.get_field_schema()
+    for name, kind in (("image_id", "str"), ("caption", "str"), ("source", "str"), ("width", "int"), ("height", "int")):
+        if name not in schema:
+            fds.add_sample_field(name, kinds[kind])
+    for f in label_fields:
+        if f not in schema:
+            fds.add_sample_field(f, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+        for attr, kind in DETECTION_ATTRS.items():
+            path = f"{f}.detections.{attr}"
+            if fds.get_field(path) is None:
+                if kind == "list":
+                    fds.add_sample_field(path, fo.ListField, subfield=fo.FloatField)
+                else:
+                    fds.add_sample_field(path, kinds[kind])
+
+
+def _insert(fds, docs: list[dict]) -> None:
+    """Bulk-inserts raw sample documents (one round trip per batch, no per-object validation).
+
+    FiftyOne's `add_samples` builds and validates a document object per detection (about 2 ms each here),
+    which would take hours for a million boxes; the documents written here have the layout FiftyOne itself
+    writes (checked by the review tests, which read them back through FiftyOne's API).
+    """
+    import datetime as dt
+    import random
+
+    now_ = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    for d in docs:
+        d.update({"_dataset_id": fds._doc.id, "_media_type": "image", "_rand": random.random(), "tags": [],
+                  "metadata": None, "created_at": now_, "last_modified_at": now_})
+    fds._sample_collection.insert_many(docs, ordered=False)
+
+
+def _set_field(fds, field: str, values: dict[str, dict]) -> None:
+    """Sets one label field on existing samples by image id (bulk)."""
+    from pymongo import UpdateOne
+
+    ops = [UpdateOne({"image_id": k}, {"$set": {field: v}}) for k, v in values.items()]
+    for a in range(0, len(ops), 5000):
+        fds._sample_collection.bulk_write(ops[a:a + 5000], ordered=False)
 
 
 def _candidates_dropped(ds: Dataset) -> dict[str, list[tuple[dict, str]]]:
@@ -163,7 +215,9 @@ def build_review(dataset_dir: str | os.PathLike, pseudo_dirs: list[str | os.Path
                 for image_id, cands in dropped.items():
                     m = meta[image_id]
                     dv[image_id] = _detections(cands, [c["region_id"] for c in cands], m["width"], m["height"])
-    # new samples, in bulk batches
+    # new samples, in bulk batches of raw documents
+    _declare_fields(fds, list(values))
+    fds.create_index("image_id")
     new_ids = [i for i in meta if i not in have_ids]
     batch = []
     with tqdm(total=len(new_ids), desc=f"review {name}", unit="img", file=sys.stderr, disable=None) as bar:
@@ -174,22 +228,24 @@ def build_review(dataset_dir: str | os.PathLike, pseudo_dirs: list[str | os.Path
             except (ImageError, P.UnsafePathError) as e:
                 log.warning("%s: image left out of the review: %s", image_id, e)
                 continue
-            fields_now = {f: v[image_id] for f, v in values.items() if image_id in v}
-            batch.append(fo.Sample(filepath=path, image_id=image_id, caption=m["caption"], source=m["source"],
-                                   width=m["width"], height=m["height"], **fields_now))
+            doc = {"filepath": path, "image_id": image_id, "caption": m["caption"], "source": m["source"],
+                   "width": m["width"], "height": m["height"]}
+            doc.update({f: v[image_id] for f, v in values.items() if image_id in v})
+            batch.append(doc)
             if len(batch) >= batch_size:
-                fds.add_samples(batch, progress=False)
+                _insert(fds, batch)
                 bar.update(len(batch))
                 batch = []
         if batch:
-            fds.add_samples(batch, progress=False)
+            _insert(fds, batch)
             bar.update(len(batch))
     # fields new to samples that were already there
     for f, v in values.items():
         if f not in have_fields and have_ids:
             old = {i: v[i] for i in have_ids if i in v}
             if old:
-                fds.set_values(f, old, key_field="image_id")
+                _set_field(fds, f, old)
+    fds.reload()
     info.update({"base": str(base.root.resolve()),
                  "fields": {**info.get("fields", {}), GOLD: str(base.root.resolve()),
                             **{f: str(d.root.resolve()) for f, d in zip(fields, pseudos)}}})
@@ -259,23 +315,24 @@ def pull_corrections(name: str, out_dir: str | os.PathLike) -> dict:
         for f in (field, f"{field}_dropped"):
             if f not in fds.get_field_schema():
                 continue
-            ids, ws, hs, dets = fds.values(["image_id", "width", "height", f"{f}.detections"])
-            for image_id, w, h, lst in zip(ids, ws, hs, dets):
-                for d in lst or []:
-                    row = _correction(d, image_id, w, h, f, source, when)
+            cursor = fds._sample_collection.find({f: {"$ne": None}}, {"image_id": 1, "width": 1, "height": 1, f: 1})
+            for doc in cursor:  # raw documents: no per-box objects for a million boxes
+                for d in (doc.get(f) or {}).get("detections", []):
+                    row = _correction(d, doc["image_id"], doc["width"], doc["height"], f, source, when)
                     if row is not None:
                         rows.append(row)
     summary = write_corrections(rows, out_dir, review_dataset=name, pulled=when)
     return summary
 
 
-def _correction(d, image_id: str, w: int, h: int, field: str, source: str, when: str) -> dict | None:
-    tags = list(d.tags or [])
-    region = d["region_id"] if d.has_field("region_id") else None
-    box = list(d.bounding_box)
-    orig_box = d["ovl_box"] if d.has_field("ovl_box") else None
+def _correction(d: dict, image_id: str, w: int, h: int, field: str, source: str, when: str) -> dict | None:
+    """The correction a reviewed box (a raw detection document) stands for, or None when untouched."""
+    tags = list(d.get("tags") or [])
+    region = d.get("region_id")
+    box = list(d["bounding_box"])
+    orig_box = d.get("ovl_box")
     edited = orig_box is None or any(abs(a - b) > 1e-6 for a, b in zip(box, orig_box)) or (
-        d.has_field("ovl_label") and d.label != d["ovl_label"])
+        d.get("ovl_label") is not None and d.get("label") != d["ovl_label"])
     if region is None:
         action = "add"
     elif "reject" in tags:
@@ -287,14 +344,12 @@ def _correction(d, image_id: str, w: int, h: int, field: str, source: str, when:
     else:
         return None
     x, y, bw, bh = box
-    had_phrase = d.has_field("phrase") and d["phrase"]
-    had_category = d.has_field("category") and d["category"]
     if region is None:  # a drawn box: its label is all there is
-        phrase = category = d.label
-    elif had_phrase:  # grounding boxes: the label shows the phrase
-        phrase, category = d.label, (d["category"] if had_category else None)
+        phrase = category = d.get("label")
+    elif d.get("phrase"):  # grounding boxes: the label shows the phrase
+        phrase, category = d.get("label"), d.get("category")
     else:  # detection boxes: the label shows the category
-        phrase, category = None, d.label
+        phrase, category = None, d.get("label")
     return {"image_id": image_id, "region_id": region, "action": action, "field": field, "dataset": source,
             "bbox": [x * w, y * h, (x + bw) * w, (y + bh) * h], "phrase": phrase, "category": category,
-            "score": d.confidence, "tags": tags, "when": when}
+            "score": d.get("confidence"), "tags": tags, "when": when}

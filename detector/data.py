@@ -1,0 +1,130 @@
+"""Training examples from dataset directories: prompts, class labels and boxes as Grounding DINO's loss wants them.
+
+The loss of transformers' Grounding DINO reads phrase boundaries from the prompt's special tokens, so every
+example's prompt is ``"name one . name two . ..."`` and ``class_labels`` index those names:
+
+- OD records (detection data): the image's categories (positives) plus categories sampled from the label
+  map (negatives) until the text limit or `negatives` is reached, shuffled, as GLIP and MM-Grounding-DINO
+  train detection data;
+- VG records (grounding and pseudo data): the image's distinct region phrases.
+
+Boxes become normalised ``cx, cy, w, h``. Pseudo regions carry their score (for loss weighting) and the
+example says whether it is pseudo (for classification-only training).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from formats.dataset import Dataset
+from formats.images import decode_image, read_image_bytes
+
+
+@dataclass
+class Example:
+    """One image to train on."""
+
+    image_root: str | None
+    file_name: str
+    width: int
+    height: int
+    names: list[str]  # OD: the image's categories; VG: its phrases
+    labels: list[int]  # index into `names` per box
+    boxes: np.ndarray  # (N, 4) xyxy pixels
+    pseudo: bool = False
+    score: float = 1.0  # mean region score (pseudo); 1 for gold
+    od: bool = False
+    image_id: str = ""
+    region_keys: list[str] = field(default_factory=list)
+
+
+def load_examples(dataset_dir: str | os.PathLike, *, exclude_keys: set[str] = frozenset(),
+                  min_score: float = 0.0) -> tuple[list[Example], list[str]]:
+    """Examples of a dataset directory (records with at least one box) and its category names (OD)."""
+    from formats import schema as S
+
+    ds = Dataset(dataset_dir).require_complete()
+    od = ds.manifest.kind == "od"
+    out = []
+    for p in ds.part_paths:
+        t = pq.read_table(p, columns=["image_id", "file_name", "width", "height", "regions"])
+        keys = S.region_keys(t.column("image_id").combine_chunks(), t.column("regions").combine_chunks()).to_pylist()
+        at = 0
+        for r in t.to_pylist():
+            regs = r["regions"] or []
+            ks = keys[at:at + len(regs)]
+            at += len(regs)
+            kept = [(g, k) for g, k in zip(regs, ks) if k not in exclude_keys and (
+                g["origin"] != "pseudo" or (g["score"] if g["score"] is not None else 1.0) >= min_score)]
+            if not kept:
+                continue
+            names: list[str] = []
+            labels, boxes, scores, pseudo = [], [], [], False
+            for g, _ in kept:
+                name = (g["category"] if od else g["phrase"]) or g["category"] or g["phrase"]
+                if not name:
+                    continue
+                if name not in names:
+                    names.append(name)
+                labels.append(names.index(name))
+                boxes.append(g["bbox"])
+                scores.append(g["score"] if g["score"] is not None else 1.0)
+                pseudo = pseudo or g["origin"] == "pseudo"
+            if not boxes:
+                continue
+            out.append(Example(ds.manifest.image_root, r["file_name"], r["width"], r["height"], names, labels,
+                               np.asarray(boxes, dtype=np.float64), pseudo=pseudo,
+                               score=float(np.mean(scores)) if pseudo else 1.0, od=od, image_id=r["image_id"],
+                               region_keys=[k for _, k in kept]))
+    return out, [c["name"] for c in ds.manifest.categories]
+
+
+def prompt_for(ex: Example, all_names: list[str], negatives: int, rng: random.Random,
+               count_tokens=None, max_tokens: int = 256) -> tuple[list[str], list[int]]:
+    """The names in the prompt (positives and sampled negatives, shuffled) and each box's index into them."""
+    names = list(ex.names)
+    if ex.od and negatives > 0 and all_names:
+        pool = [n for n in all_names if n not in names]
+        rng.shuffle(pool)
+        names += pool[:negatives]
+    order = list(range(len(names)))
+    rng.shuffle(order)
+    shuffled = [names[i] for i in order]
+    if count_tokens is not None:  # drop negatives (never positives) until the prompt fits
+        while len(shuffled) > len(ex.names) and _tokens(shuffled, count_tokens) > max_tokens:
+            neg = [n for n in shuffled if n not in ex.names]
+            shuffled.remove(neg[-1])
+    where = {n: i for i, n in enumerate(shuffled)}
+    return shuffled, [where[ex.names[k]] for k in ex.labels]
+
+
+def _tokens(names: list[str], count_tokens) -> int:
+    return 2 + sum(count_tokens(n) + 1 for n in names)
+
+
+def prompt_text(names: list[str]) -> str:
+    """``"a . b . c ."``: the separators are the phrase boundaries the model and its loss read."""
+    return " . ".join(names) + " ."
+
+
+def load_image(ex: Example):
+    """The example's image as a PIL RGB image (capped decode)."""
+    return decode_image(read_image_bytes(ex.image_root, ex.file_name), ex.file_name)
+
+
+def target(ex: Example, labels: list[int]):
+    """Grounding DINO's training target: class_labels and normalised cxcywh boxes."""
+    import torch
+
+    b = ex.boxes
+    w, h = float(ex.width), float(ex.height)
+    cx, cy = (b[:, 0] + b[:, 2]) / 2 / w, (b[:, 1] + b[:, 3]) / 2 / h
+    bw, bh = (b[:, 2] - b[:, 0]) / w, (b[:, 3] - b[:, 1]) / h
+    boxes = np.clip(np.stack([cx, cy, bw, bh], 1), 0.0, 1.0)
+    return {"class_labels": torch.as_tensor(labels, dtype=torch.long),
+            "boxes": torch.as_tensor(boxes, dtype=torch.float32)}

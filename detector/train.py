@@ -1,0 +1,313 @@
+"""Fine-tuning MM-Grounding-DINO / Grounding DINO (transformers) on dataset directories.
+
+One training loop (`train_loop`) runs in-process for one worker and under Ray Train's `TorchTrainer`
+(DDP; gloo on CPU, NCCL on GPU) for several. Gold and pseudo images go in separate batches, mixed at
+`pseudo_ratio`, so pseudo batches can be weighted by their boxes' scores or trained for classification
+only (no box regression, as YOLO-World trains its CC3M pseudo boxes). bf16 autocast on GPU, gradient
+accumulation, checkpoints with `save_pretrained` (safetensors) plus the optimizer state (loaded with
+`weights_only=True`); a rerun resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from detector.data import Example, load_examples, load_image, prompt_for, prompt_text, target
+from detector.models import autocast, load_pretrained, pick_device
+
+log = logging.getLogger("ovlabel.train")
+
+STATE = "trainer_state.json"
+OPTIMIZER = "optimizer.pt"
+
+
+@dataclass
+class TrainConfig:
+    """Training settings (recorded in every checkpoint)."""
+
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 2  # images per worker per micro-batch
+    grad_accum: int = 1
+    lr: float = 1e-4
+    lr_backbone: float = 1e-5
+    weight_decay: float = 1e-4
+    warmup_steps: int = 0
+    max_grad_norm: float = 0.1
+    negatives: int = 20  # sampled negative category names per OD prompt
+    pseudo_ratio: float = 0.5  # share of batches drawn from pseudo data when both kinds exist
+    pseudo_weighting: str = "score"  # "score": a pseudo batch's loss times its boxes' mean score; "none"
+    pseudo_box_loss: bool = True  # False: pseudo batches train classification only
+    pseudo_min_score: float = 0.0
+    precision: str = "auto"  # bf16 on GPU; fp32 on CPU
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    seed: int = 0
+    loader_workers: int = 1  # DataLoader processes decoding images
+    num_workers: int = 1  # training workers (Ray Train when > 1)
+    use_gpu: bool | None = None  # None: when the cluster has GPUs
+    cpus_per_worker: float = 1.0
+    log_every: int = 10
+    extra: dict = field(default_factory=dict)
+
+
+# -- data ------------------------------------------------------------------------------------------------
+
+class _Batches:
+    """A deterministic, endless sequence of homogeneous batches (all gold or all pseudo) for one worker."""
+
+    def __init__(self, gold: list[Example], pseudo: list[Example], names: list[str], cfg: TrainConfig,
+                 rank: int, world: int, count_tokens, max_tokens: int):
+        self.gold, self.pseudo, self.names, self.cfg = gold, pseudo, names, cfg
+        self.rank, self.world = rank, world
+        self.count_tokens, self.max_tokens = count_tokens, max_tokens
+
+    def plan(self, step: int) -> list[tuple[bool, list[int]]]:
+        """The micro-batches of optimizer step `step` for this worker: (pseudo?, example indices)."""
+        out = []
+        for micro in range(self.cfg.grad_accum):
+            rng = random.Random(f"{self.cfg.seed}:{step}:{micro}")
+            use_pseudo = bool(self.pseudo) and (not self.gold or rng.random() < self.cfg.pseudo_ratio)
+            pool = self.pseudo if use_pseudo else self.gold
+            # every worker draws a different slice of the same global batch
+            idx = [rng.randrange(len(pool)) for _ in range(self.cfg.batch_size * self.world)]
+            out.append((use_pseudo, idx[self.rank * self.cfg.batch_size:(self.rank + 1) * self.cfg.batch_size]))
+        return out
+
+    def make(self, item: tuple[int, int, bool, list[int]]):
+        """Loads and encodes one micro-batch (runs in DataLoader workers)."""
+        step, micro, use_pseudo, idx = item
+        pool = self.pseudo if use_pseudo else self.gold
+        rng = random.Random(f"{self.cfg.seed}:{step}:{micro}:prompt")
+        images, texts, labels, scores = [], [], [], []
+        for i in idx:
+            ex = pool[i]
+            names, lab = prompt_for(ex, self.names, self.cfg.negatives, rng, self.count_tokens, self.max_tokens)
+            images.append(load_image(ex))
+            texts.append(prompt_text(names))
+            labels.append(target(ex, lab))
+            scores.append(ex.score)
+        return {"images": images, "texts": texts, "labels": labels, "pseudo": use_pseudo,
+                "weight": float(np.mean(scores)) if use_pseudo and self.cfg.pseudo_weighting == "score" else 1.0}
+
+
+class _StepDataset:
+    """torch Dataset over (step, micro) items from `start` to `steps` (so DataLoader workers prefetch)."""
+
+    def __init__(self, batches: _Batches, start: int, steps: int):
+        self.items = [(s, m, p, idx) for s in range(start, steps) for m, (p, idx) in enumerate(batches.plan(s))]
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        return self.batches.make(self.items[i])
+
+
+class _TokenCounter:
+    """Tokens of a name without special tokens (picklable, for DataLoader workers)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _as_is(batch):
+    return batch
+
+
+# -- checkpoints -----------------------------------------------------------------------------------------
+
+def last_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint folder under `out_dir` (one with its trainer state)."""
+    found = sorted(Path(out_dir).glob("checkpoint-*/" + STATE), key=lambda p: int(p.parent.name.split("-")[1]))
+    return found[-1].parent if found else None
+
+
+def _save(model, processor, optimizer, step: int, out_dir: Path, cfg: TrainConfig, history: list) -> Path:
+    import torch
+
+    final = out_dir / f"checkpoint-{step}"
+    tmp = out_dir / f".checkpoint-{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)  # safetensors
+    processor.save_pretrained(tmp)
+    torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
+    (tmp / STATE).write_text(json.dumps({"step": step, "config": asdict(cfg), "history": history}, indent=1))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)  # the state file inside marks it complete
+    for old in sorted(out_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[:-cfg.keep_checkpoints]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+# -- the loop --------------------------------------------------------------------------------------------
+
+def _dist() -> tuple[int, int]:
+    """(rank, world size): from Ray Train inside a TorchTrainer, else (0, 1)."""
+    try:
+        import ray.train
+
+        ctx = ray.train.get_context()
+        return ctx.get_world_rank(), ctx.get_world_size()
+    except Exception:  # noqa: BLE001 - not under Ray Train
+        return 0, 1
+
+
+def _loss(out, config, pseudo_box_loss: bool, is_pseudo: bool):
+    """The weighted sum of the loss terms, without the box terms for classification-only batches."""
+    from detector.loss import loss_term
+
+    if not is_pseudo or pseudo_box_loss:
+        return out.loss
+    return sum(2.0 * v for k, v in out.loss_dict.items() if loss_term(k) == "loss_ce")
+
+
+def train_loop(config: dict) -> dict:
+    """Trains from config["init"] (a model folder or hub id) on config's datasets; writes checkpoints."""
+    import torch
+    from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+
+    from detector.loss import grounding_loss
+
+    cfg = TrainConfig(**config["train"])
+    out_dir = Path(config["out"])
+    rank, world = _dist()
+    torch.manual_seed(cfg.seed + rank)
+    device = config.get("device") or pick_device()
+    if world > 1 and device.startswith("cuda"):
+        import ray.train.torch
+
+        device = str(ray.train.torch.get_device())
+    resume = last_checkpoint(out_dir)
+    source = str(resume) if resume else config["init"]
+    processor = load_pretrained(AutoProcessor, source)
+    model = load_pretrained(AutoModelForZeroShotObjectDetection, source).to(device)
+    model.loss_function = grounding_loss  # transformers' loss with batch label-map offsets fixed
+    model.train()
+    backbone = [p for n, p in model.named_parameters() if "backbone" in n and p.requires_grad]
+    rest = [p for n, p in model.named_parameters() if "backbone" not in n and p.requires_grad]
+    optimizer = torch.optim.AdamW([{"params": rest, "lr": cfg.lr}, {"params": backbone, "lr": cfg.lr_backbone}],
+                                  weight_decay=cfg.weight_decay)
+    start, history = 0, []
+    if resume:
+        optimizer.load_state_dict(torch.load(resume / OPTIMIZER, map_location=device, weights_only=True))
+        state = json.loads((resume / STATE).read_text())
+        start, history = int(state["step"]), list(state["history"])
+        if rank == 0:
+            log.info("resuming from %s (step %d)", resume, start)
+    if world > 1:
+        import ray.train.torch
+
+        model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
+    core = model.module if hasattr(model, "module") else model
+    gold, pseudo, names = [], [], []
+    exclude = set(config.get("exclude_keys", []))
+    for d in config["datasets"]:
+        exs, cats = load_examples(d, exclude_keys=exclude, min_score=cfg.pseudo_min_score)
+        names += [c for c in cats if c not in names]
+        for ex in exs:
+            (pseudo if ex.pseudo else gold).append(ex)
+    if not gold and not pseudo:
+        raise ValueError(f"no training images with boxes in {config['datasets']}")
+    tok = processor.tokenizer
+    max_tokens = int(getattr(core.config, "max_text_len", 256))
+    batches = _Batches(gold, pseudo, names, cfg, rank, world, _TokenCounter(tok), max_tokens)
+    loader = torch.utils.data.DataLoader(
+        _StepDataset(batches, start, cfg.steps), batch_size=None, shuffle=False,
+        num_workers=cfg.loader_workers, prefetch_factor=4 if cfg.loader_workers else None,
+        persistent_workers=False, collate_fn=_as_is)
+
+    def lr_at(step: int) -> float:
+        return min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+
+    step, micro, waited, computed, images = start, 0, 0.0, 0.0, 0
+    t_wait = time.perf_counter()
+    loss_acc = 0.0
+    for batch in loader:
+        t0 = time.perf_counter()
+        waited += t0 - t_wait
+        enc = tok(batch["texts"], padding="longest", truncation=True, max_length=max_tokens, return_tensors="pt")
+        pix = processor.image_processor(images=batch["images"], return_tensors="pt")
+        inputs = {k: v.to(device) for k, v in {**enc, **pix}.items()}
+        labels = [{k: v.to(device) for k, v in t.items()} for t in batch["labels"]]
+        with autocast(device, cfg.precision):
+            out = model(**inputs, labels=labels)
+        loss = _loss(out, core.config, cfg.pseudo_box_loss, batch["pseudo"]) * batch["weight"] / cfg.grad_accum
+        loss.backward()
+        loss_acc += float(loss.detach())
+        images += len(batch["images"])
+        micro += 1
+        if micro == cfg.grad_accum:
+            for g in optimizer.param_groups:
+                g["lr"] = (cfg.lr if g is optimizer.param_groups[0] else cfg.lr_backbone) * lr_at(step)
+            if cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            micro = 0
+            if not math.isfinite(loss_acc):
+                raise FloatingPointError(f"loss is {loss_acc} at step {step}")
+            history.append({"step": step, "loss": round(loss_acc, 5)})
+            if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+                print(f"step {step}/{cfg.steps} loss {loss_acc:.4f}", file=sys.stderr, flush=True)
+            loss_acc = 0.0
+            if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+                _save(core, processor, optimizer, step, out_dir, cfg, history)
+        computed += time.perf_counter() - t0
+        t_wait = time.perf_counter()
+    stats = {"steps": step, "start": start, "images": images * world, "seconds": round(waited + computed, 3),
+             "data_wait_s": round(waited, 3), "compute_s": round(computed, 3),
+             "images_per_s": round(images * world / max(waited + computed, 1e-9), 3),
+             "data_wait_share": round(waited / max(waited + computed, 1e-9), 4),
+             "final_loss": history[-1]["loss"] if history else None}
+    if world > 1:
+        import ray.train
+
+        ray.train.report(stats)
+    return stats
+
+
+def train(init: str, datasets: list[str], out_dir: str | os.PathLike, cfg: TrainConfig, *,
+          exclude_keys: set[str] = frozenset(), device: str | None = None) -> dict:
+    """Fine-tunes `init` on `datasets`; returns timing stats. Checkpoints land in `out_dir/checkpoint-N`."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {"train": asdict(cfg), "init": str(init), "datasets": [str(d) for d in datasets], "out": str(out),
+              "exclude_keys": sorted(exclude_keys), "device": device}
+    done = last_checkpoint(out)
+    if done is not None and json.loads((done / STATE).read_text())["step"] >= cfg.steps:
+        log.info("%s: already trained to step %d", out, cfg.steps)
+        return {"steps": cfg.steps, "resumed": True}
+    if cfg.num_workers <= 1:
+        return train_loop(config)
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from workflows.ray_runtime import init_ray
+
+    init_ray()
+    use_gpu = cfg.use_gpu if cfg.use_gpu is not None else bool(ray.cluster_resources().get("GPU", 0))
+    trainer = TorchTrainer(
+        train_loop, train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": cfg.cpus_per_worker}),
+        run_config=RunConfig(storage_path=str(out.resolve() / "ray_train"), name="train"),
+    )
+    result = trainer.fit()
+    return dict(result.metrics)
