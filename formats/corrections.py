@@ -80,12 +80,16 @@ def rejected_keys(corrections: pa.Table) -> set[str]:
 
 
 def apply_corrections(dataset_dir: str | os.PathLike, corrections_dir: str | os.PathLike,
-                      out_dir: str | os.PathLike, *, overwrite: bool = False) -> dict:
-    """Writes `dataset_dir` with the corrections applied as a new dataset directory; returns what changed."""
+                      out_dir: str | os.PathLike, *, overwrite: bool = False, reviewed_only: bool = False) -> dict:
+    """Writes `dataset_dir` with the corrections applied as a new dataset directory; returns what changed.
+
+    `reviewed_only` keeps only reviewed regions (origin `review`) and the records that have some: the
+    human-checked boxes self-training adds to its gold data.
+    """
     src = Dataset(dataset_dir).require_complete()
     corr = read_corrections(corrections_dir)
     me = str(src.root.resolve())
-    resume_key = {"op": "apply", "dataset": me, "dataset_key": src.manifest.config.get("_resume_key"),
+    resume_key = {"op": "apply", "dataset": me, "reviewed_only": reviewed_only, "dataset_key": src.manifest.config.get("_resume_key"),
                   "corrections": pc.unique(corr.column("when")).to_pylist(), "rows": corr.num_rows}
     done = prior_run(out_dir, resume_key, overwrite)
     if done is not None:
@@ -129,11 +133,68 @@ def apply_corrections(dataset_dir: str | os.PathLike, corrections_dir: str | os.
                 out.append(_reviewed({"tokens_positive": None, "det_score": None, "clip_score": None,
                                       "round": None}, c, c["region_id"] or f"{image_id}#review{len(out)}", label_of))
             new_regions.append([_ground(r, captions[row]) for r in out])
-        table = table.set_column(table.schema.get_field_index("regions"), "regions",
-                                 pa.array(new_regions, pa.list_(S.REGION_TYPE)))
+        regions = pa.array(new_regions, pa.list_(S.REGION_TYPE))
+        table = table.set_column(table.schema.get_field_index("regions"), "regions", regions)
+        if reviewed_only:
+            keep = [[g for g in r if g["origin"] == "review"] for r in new_regions]
+            table = table.set_column(table.schema.get_field_index("regions"), "regions",
+                                     pa.array(keep, pa.list_(S.REGION_TYPE)))
+            table = table.filter(pa.array([bool(k) for k in keep]))
         writer.write_part(part["name"], table)
     return writer.finish({"images": sum(p["rows"] for p in writer.manifest.parts),
                           "boxes": sum(p["boxes"] for p in writer.manifest.parts), "applied": counts}).counts
+
+
+def drop_rejected(dataset_dir: str | os.PathLike, corrections: pa.Table, out_dir: str | os.PathLike, *,
+                  iou: float = 0.5, overwrite: bool = False) -> dict:
+    """Writes `dataset_dir` without the regions that repeat a rejected box (same image, same words, IoU >= iou).
+
+    Region ids are not stable across self-training rounds (a new model proposes new boxes), so a rejection is
+    matched by image, phrase (or category) and overlap.
+    """
+    src = Dataset(dataset_dir).require_complete()
+    rej = corrections.filter(pc.equal(corrections.column("action"), "reject")).to_pylist()
+    by_image: dict[str, list[dict]] = {}
+    for r in rej:
+        if r["bbox"] is not None:
+            by_image.setdefault(r["image_id"], []).append(r)
+    resume_key = {"op": "drop_rejected", "dataset": str(src.root.resolve()), "iou": iou,
+                  "dataset_key": src.manifest.config.get("_resume_key"),
+                  "rejected": sorted((r["image_id"], tuple(r["bbox"])) for r in rej if r["bbox"] is not None)}
+    done = prior_run(out_dir, resume_key, overwrite)
+    if done is not None:
+        return done.counts
+    m = src.manifest
+    manifest = Manifest(kind=m.kind, source=m.source, image_root=m.image_root, categories=m.categories,
+                        extra_columns=m.extra_columns, config={**m.config, "op": "drop_rejected"},
+                        provenance=provenance([{"path": str(src.root.resolve()), "dataset": True}]))
+    writer = DatasetWriter(out_dir, manifest, overwrite=overwrite, resume_key=resume_key)
+    dropped = 0
+    for path, part in zip(src.part_paths, m.parts):
+        table = pq.read_table(path)
+        new = []
+        for image_id, regions in zip(table.column("image_id").to_pylist(), table.column("regions").to_pylist()):
+            bad = by_image.get(image_id, [])
+            kept = [g for g in regions or [] if not any(_same(g, b, iou) for b in bad)]
+            dropped += len(regions or []) - len(kept)
+            new.append(kept)
+        table = table.set_column(table.schema.get_field_index("regions"), "regions",
+                                 pa.array(new, pa.list_(S.REGION_TYPE)))
+        writer.write_part(part["name"], table)
+    return writer.finish({"images": sum(p["rows"] for p in writer.manifest.parts),
+                          "boxes": sum(p["boxes"] for p in writer.manifest.parts), "dropped_rejected": dropped}).counts
+
+
+def _same(region: dict, rejected: dict, iou: float) -> bool:
+    words = {rejected.get("phrase"), rejected.get("category")} - {None}
+    if words and not ({region.get("phrase"), region.get("category")} & words):
+        return False
+    a, b = region["bbox"], rejected["bbox"]
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return union > 0 and inter / union >= iou
 
 
 def _reviewed(reg: dict, c: dict, key: str, label_of: dict) -> dict:
@@ -171,4 +232,4 @@ def summary_json(path: str | os.PathLike) -> dict:
 
 def now() -> str:
     """The time stamp recorded on pulled corrections."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")

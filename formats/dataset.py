@@ -154,7 +154,7 @@ def provenance(inputs: Iterable[dict], **more: Any) -> dict:
         "inputs": list(inputs),
         "tool": "ovlabel",
         "tool_version": TOOL_VERSION,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         **more,
     }
 

@@ -152,9 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extensions() -> list[Callable]:
     """Subcommand groups that live with their workflows."""
-    from workflows import cli_ingest, cli_labeling, cli_review
+    from workflows import cli_ingest, cli_labeling, cli_review, cli_selftrain
 
-    return [cli_ingest.register, cli_labeling.register, cli_review.register]
+    return [cli_ingest.register, cli_labeling.register, cli_review.register, cli_selftrain.register]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -143,7 +143,7 @@ def _insert(fds, docs: list[dict]) -> None:
     import datetime as dt
     import random
 
-    now_ = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    now_ = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     for d in docs:
         d.update({"_dataset_id": fds._doc.id, "_media_type": "image", "_rand": random.random(), "tags": [],
                   "metadata": None, "created_at": now_, "last_modified_at": now_})

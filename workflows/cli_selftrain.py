@@ -1,0 +1,96 @@
+"""`ovlabel selftrain run|status|report` and `ovlabel train|evaluate`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _print(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def cmd_run(a: argparse.Namespace) -> None:
+    from workflows.selftrain import SelfTrainConfig, run_selftrain
+
+    state = run_selftrain(SelfTrainConfig.load(a.config), a.out)
+    _print({"run": a.out, "status": state["status"], "rounds": sorted(int(k) for k in state["rounds"])})
+
+
+def cmd_status(a: argparse.Namespace) -> None:
+    from workflows.selftrain_report import rows, status
+
+    if a.json:
+        _print(rows(a.run))
+    else:
+        print(status(a.run))
+
+
+def cmd_report(a: argparse.Namespace) -> None:
+    from workflows.selftrain_report import format_table, report
+
+    r = report(a.run, a.out)
+    print(format_table(r["rounds"]))
+    _print({"report": r["report"], "plots": r["plots"]})
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    from detector.train import TrainConfig, train
+
+    data = json.loads(Path(a.config).read_text()) if a.config else {}
+    for k in ("steps", "batch_size", "lr", "num_workers"):
+        if getattr(a, k) is not None:
+            data[k] = getattr(a, k)
+    _print(train(a.model, a.datasets, a.out, TrainConfig(**data), device=a.device))
+
+
+def cmd_evaluate(a: argparse.Namespace) -> None:
+    from detector.evaluate import coco_ap, grounding_recall, pseudo_quality
+    from detector.grounding import GroundingDetector
+    from formats.dataset import Dataset
+
+    if a.pseudo:
+        _print(pseudo_quality(a.pseudo, a.dataset))
+        return
+    det = GroundingDetector(a.model, device=a.device, box_threshold=0.0)
+    kind = Dataset(a.dataset).manifest.kind
+    _print((coco_ap if kind == "od" else grounding_recall)(det, a.dataset, max_images=a.max_images))
+
+
+def register(sub) -> None:
+    """Adds `selftrain`, `train` and `evaluate` to the `ovlabel` parser."""
+    s = sub.add_parser("selftrain", help="self-training rounds: relabel, train, evaluate, repeat")
+    ssub = s.add_subparsers(dest="what", required=True, metavar="WHAT")
+    p = ssub.add_parser("run", help="run or resume the rounds a config describes")
+    p.add_argument("config", help="TOML or JSON (see examples/selftrain_tiny.toml)")
+    p.add_argument("--out", required=True, help="run directory (resumes if it exists)")
+    p.set_defaults(func=cmd_run)
+    p = ssub.add_parser("status", help="a table per round")
+    p.add_argument("run")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+    p = ssub.add_parser("report", help="table + PNG plots (metric, boxes, score histograms per round)")
+    p.add_argument("run")
+    p.add_argument("--out", help="folder (default RUN/report)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("train", help="fine-tune a grounding detector on dataset directories")
+    p.add_argument("datasets", nargs="+")
+    p.add_argument("--model", required=True, help="hub id or local folder to start from")
+    p.add_argument("--out", required=True, help="checkpoint folder (resumes)")
+    p.add_argument("--config", help="JSON with TrainConfig fields")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--num-workers", type=int, help="training workers (Ray Train DDP when > 1)")
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="COCO AP (OD) or recall@k (VG) of a model; or pseudo vs gold")
+    p.add_argument("dataset", help="gold dataset directory")
+    p.add_argument("--model", help="hub id or local folder")
+    p.add_argument("--pseudo", help="instead: judge this pseudo dataset against the gold boxes")
+    p.add_argument("--max-images", type=int)
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_evaluate)

@@ -1,0 +1,295 @@
+"""Self-training rounds: relabel the pool with the previous model, train on gold + pseudo, evaluate, repeat.
+
+    RUN_DIR/run.json            the resolved config and the state of every round (status, steps done, metrics)
+    RUN_DIR/inputs/gold-<i>     gold sets given as COCO JSON, converted once
+    RUN_DIR/round-0/            metrics.json: the base model evaluated
+    RUN_DIR/round-k/pseudo      the pool pseudo-labeled by model k-1 (round k recorded on every region)
+    RUN_DIR/round-k/pseudo_kept pseudo minus boxes reviewers rejected (when corrections are given)
+    RUN_DIR/round-k/reviewed    boxes reviewers accepted, fixed or drew (train as gold)
+    RUN_DIR/round-k/model       checkpoints (safetensors); model k = its last checkpoint
+    RUN_DIR/round-k/metrics.json, config.json, timings in run.json
+
+Every step writes its output atomically or resumably, and run.json records a step only once its output is
+complete, so a killed run picks up at the step it was in (a half-trained model resumes from its last
+checkpoint) and never redoes a finished round. The stop rule ends the run when the chosen metric gains no
+more than `min_gain` over the previous round.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from formats.dataset import atomic_write_json
+
+log = logging.getLogger("ovlabel.selftrain")
+
+RUN = "run.json"
+
+
+@dataclass
+class SelfTrainConfig:
+    """What a run does; read from TOML or JSON (paths relative to the working directory)."""
+
+    base_model: str
+    pool: str  # caption dataset or img2dataset folder to pseudo-label
+    gold: list[dict] = field(default_factory=list)  # [{path, image_root?}]: dataset dirs or COCO JSON files
+    eval: list[dict] = field(default_factory=list)  # [{name, path, image_root?, max_images?}]
+    pool_gold: str | None = None  # hidden gold boxes of the pool: pseudo-label quality per round
+    clip: str | None = None
+    rounds: int = 2
+    init: str = "previous"  # train round k from model k-1 ("previous") or from the base model ("base")
+    metric: str = ""  # "<eval name>.<metric>", e.g. "sample.AP50"; default: the first eval's AP
+    min_gain: float = 0.0
+    corrections: str | None = None  # a `review pull` directory
+    pseudo: dict = field(default_factory=dict)  # PseudoConfig fields (filter: {...}, phrases: {...})
+    train: dict = field(default_factory=dict)  # TrainConfig fields; pseudo_ratio is the gold/pseudo mix
+    device: str | None = None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> SelfTrainConfig:
+        """Reads a TOML (``.toml``) or JSON config; relative paths become absolute (from the working directory)."""
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text()) if p.suffix == ".toml" else json.loads(p.read_text())
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{p}: not a valid config: {e}") from None
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{p}: unknown config keys {sorted(unknown)}")
+        for key in ("base_model", "pool"):
+            if key not in data:
+                raise ValueError(f"{p}: `{key}` is required")
+        cfg = cls(**data)
+        cfg.base_model, cfg.pool = _abs(cfg.base_model), _abs(cfg.pool)
+        cfg.clip, cfg.pool_gold, cfg.corrections = _abs(cfg.clip), _abs(cfg.pool_gold), _abs(cfg.corrections)
+        for entry in cfg.gold + cfg.eval:
+            entry["path"] = _abs(entry["path"])
+            if entry.get("image_root"):
+                entry["image_root"] = _abs(entry["image_root"])
+        for i, e in enumerate(cfg.eval):
+            e.setdefault("name", f"eval{i}")
+        if cfg.init not in ("previous", "base"):
+            raise ValueError(f"{p}: init must be 'previous' or 'base', not {cfg.init!r}")
+        if not cfg.metric and cfg.eval:
+            cfg.metric = f"{cfg.eval[0]['name']}.AP"
+        return cfg
+
+
+def _abs(p: str | None) -> str | None:
+    if p is None:
+        return None
+    q = Path(p).expanduser()
+    return str(q.resolve()) if q.exists() or not _looks_like_hub_id(p) else p
+
+
+def _looks_like_hub_id(p: str) -> bool:
+    return p.count("/") == 1 and not p.startswith((".", "/")) and not Path(p).exists()
+
+
+# -- state -----------------------------------------------------------------------------------------------
+
+class Run:
+    """RUN_DIR/run.json: the config and, per round, the steps done and their results."""
+
+    def __init__(self, root: str | os.PathLike, cfg: SelfTrainConfig | None = None):
+        self.root = Path(root)
+        path = self.root / RUN
+        if path.exists():
+            self.state = json.loads(path.read_text())
+            if cfg is not None and self.state["config"] != asdict(cfg):
+                raise ValueError(f"{self.root} holds a run with another config; choose another --out")
+        elif cfg is None:
+            raise ValueError(f"{self.root}: no {RUN}; not a self-training run directory")
+        else:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.state = {"config": asdict(cfg), "rounds": {}, "status": "running"}
+            self.save()
+        self.cfg = SelfTrainConfig(**self.state["config"])
+
+    def save(self) -> None:
+        atomic_write_json(self.root / RUN, self.state)
+
+    def round(self, k: int) -> dict:
+        return self.state["rounds"].setdefault(str(k), {"steps": {}, "timings": {}})
+
+    def done(self, k: int, step: str) -> bool:
+        return step in self.round(k)["steps"]
+
+    def mark(self, k: int, step: str, result, seconds: float) -> None:
+        r = self.round(k)
+        r["steps"][step] = result
+        r["timings"][step] = round(seconds, 2)
+        self.save()
+
+    def model(self, k: int) -> str:
+        """Model k: the base model for k = 0, else round k's last checkpoint."""
+        if k == 0:
+            return self.cfg.base_model
+        from detector.train import last_checkpoint
+
+        ckpt = last_checkpoint(self.root / f"round-{k}" / "model")
+        if ckpt is None:
+            raise ValueError(f"round {k} has no trained model")
+        return str(ckpt)
+
+
+# -- steps -----------------------------------------------------------------------------------------------
+
+def _gold_dirs(run: Run) -> list[str]:
+    """The gold training sets as dataset directories (COCO JSON files are converted once)."""
+    from formats.converters.coco import CocoConvertConfig, convert_coco
+
+    out = []
+    for i, g in enumerate(run.cfg.gold):
+        p = Path(g["path"])
+        if p.is_file():
+            target = run.root / "inputs" / f"gold-{i}"
+            convert_coco(p, target, CocoConvertConfig(source="custom", image_root=g.get("image_root")))
+            out.append(str(target))
+        else:
+            out.append(str(p))
+    return out
+
+
+def _eval_dir(run: Run, e: dict, i: int) -> str:
+    from formats.converters.coco import CocoConvertConfig, convert_coco
+
+    p = Path(e["path"])
+    if p.is_file():
+        target = run.root / "inputs" / f"eval-{i}"
+        convert_coco(p, target, CocoConvertConfig(source="custom", image_root=e.get("image_root")))
+        return str(target)
+    return str(p)
+
+
+def evaluate_model(run: Run, model: str, pseudo_dir: str | None = None) -> dict:
+    """The run's evaluation sets (COCO AP for OD, recall@k for VG) and, with a pool gold, pseudo quality."""
+    from detector.evaluate import coco_ap, grounding_recall, pseudo_quality
+    from detector.grounding import GroundingDetector
+    from formats.dataset import Dataset
+
+    out = {}
+    det = GroundingDetector(model, device=run.cfg.device, box_threshold=0.0)
+    for i, e in enumerate(run.cfg.eval):
+        d = _eval_dir(run, e, i)
+        if Dataset(d).manifest.kind == "od":
+            out[e["name"]] = coco_ap(det, d, max_images=e.get("max_images"))
+        else:
+            out[e["name"]] = grounding_recall(det, d, max_images=e.get("max_images"))
+    if pseudo_dir and run.cfg.pool_gold:
+        out["pseudo_quality"] = pseudo_quality(pseudo_dir, run.cfg.pool_gold)
+    return out
+
+
+def metric_value(metrics: dict, name: str) -> float | None:
+    """`name` ("<eval>.<metric>") from a round's metrics."""
+    cur = metrics.get("eval", {})
+    for part in name.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return float(cur) if isinstance(cur, (int, float)) else None
+
+
+def _pseudo(run: Run, k: int) -> str:
+    from labeling.fuse import FilterConfig
+    from workflows.pseudo_label import PseudoConfig, RunOptions, run_pseudo
+
+    data = dict(run.cfg.pseudo)
+    filt = FilterConfig(**data.pop("filter", {})).to_dict()
+    cfg = PseudoConfig(**data, filter=filt)
+    cfg.detector, cfg.round = run.model(k - 1), k
+    if run.cfg.clip:
+        cfg.clip = run.cfg.clip
+    out = run.root / f"round-{k}" / "pseudo"
+    run_pseudo(run.cfg.pool, out, cfg, RunOptions(device=run.cfg.device))
+    return str(out)
+
+
+def _review(run: Run, k: int, pseudo_dir: str) -> tuple[str, list[str]]:
+    """Applies review corrections: (pseudo without rejected boxes, reviewed-box datasets that train as gold)."""
+    from formats.corrections import apply_corrections, drop_rejected, read_corrections
+
+    if not run.cfg.corrections:
+        return pseudo_dir, []
+    corr = read_corrections(run.cfg.corrections)
+    kept = run.root / f"round-{k}" / "pseudo_kept"
+    drop_rejected(pseudo_dir, corr, kept)
+    reviewed = []
+    for j, src in enumerate(sorted({d for d in corr.column("dataset").to_pylist() if d})):
+        if Path(src).is_dir():
+            out = run.root / f"round-{k}" / f"reviewed-{j}"
+            apply_corrections(src, run.cfg.corrections, out, reviewed_only=True)
+            reviewed.append(str(out))
+    return str(kept), reviewed
+
+
+def _train(run: Run, k: int, datasets: list[str]) -> dict:
+    from detector.train import TrainConfig, train
+
+    init = run.model(k - 1) if run.cfg.init == "previous" else run.cfg.base_model
+    cfg = TrainConfig(**{**run.cfg.train, "seed": run.cfg.train.get("seed", 0) + k})
+    return train(init, datasets, run.root / f"round-{k}" / "model", cfg, device=run.cfg.device)
+
+
+def _count(dataset_dir: str) -> dict:
+    from formats.dataset import Dataset
+
+    m = Dataset(dataset_dir).manifest
+    return {"images": sum(p["rows"] for p in m.parts), "boxes": sum(p["boxes"] for p in m.parts)}
+
+
+def run_selftrain(config: SelfTrainConfig, run_dir: str | os.PathLike) -> dict:
+    """Runs (or resumes) the rounds; returns run.json's state."""
+    run = Run(run_dir, config)
+    cfg = run.cfg
+    gold = _gold_dirs(run)
+    if not run.done(0, "eval"):
+        t0 = time.perf_counter()
+        metrics = {"round": 0, "model": cfg.base_model, "eval": evaluate_model(run, cfg.base_model)}
+        (run.root / "round-0").mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run.root / "round-0" / "metrics.json", metrics)
+        run.mark(0, "eval", metrics, time.perf_counter() - t0)
+    best = metric_value(run.round(0)["steps"]["eval"], cfg.metric)
+    for k in range(1, cfg.rounds + 1):
+        rdir = run.root / f"round-{k}"
+        rdir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(rdir / "config.json", {"round": k, "config": asdict(cfg)})
+        if not run.done(k, "pseudo"):
+            t0 = time.perf_counter()
+            p = _pseudo(run, k)
+            run.mark(k, "pseudo", {"dir": p, **_count(p)}, time.perf_counter() - t0)
+        pseudo_dir = run.round(k)["steps"]["pseudo"]["dir"]
+        if not run.done(k, "review"):
+            t0 = time.perf_counter()
+            kept, reviewed = _review(run, k, pseudo_dir)
+            run.mark(k, "review", {"pseudo": kept, "reviewed": reviewed, **_count(kept)}, time.perf_counter() - t0)
+        rv = run.round(k)["steps"]["review"]
+        if not run.done(k, "train"):
+            t0 = time.perf_counter()
+            datasets = gold + [rv["pseudo"]] + rv["reviewed"]
+            stats = _train(run, k, datasets)
+            run.mark(k, "train", {**stats, "datasets": datasets}, time.perf_counter() - t0)
+        if not run.done(k, "eval"):
+            t0 = time.perf_counter()
+            model = run.model(k)
+            metrics = {"round": k, "model": model, "eval": evaluate_model(run, model, rv["pseudo"]),
+                       "pseudo": {"images": rv["images"], "boxes": rv["boxes"]}, "train": run.round(k)["steps"]["train"]}
+            atomic_write_json(rdir / "metrics.json", metrics)
+            run.mark(k, "eval", metrics, time.perf_counter() - t0)
+        value = metric_value(run.round(k)["steps"]["eval"], cfg.metric)
+        log.info("round %d: %s = %s (previous best %s)", k, cfg.metric, value, best)
+        if value is not None and best is not None and value - best <= cfg.min_gain and k < cfg.rounds:
+            run.state["status"] = f"stopped after round {k}: {cfg.metric} gained {value - best:+.4f} <= {cfg.min_gain}"
+            run.save()
+            return run.state
+        best = value if best is None or (value is not None and value > best) else best
+    run.state["status"] = "complete"
+    run.save()
+    return run.state
