@@ -275,6 +275,8 @@ def train_loop(config: dict) -> dict:
              "images_per_s": round(images * world / max(waited + computed, 1e-9), 3),
              "data_wait_share": round(waited / max(waited + computed, 1e-9), 4),
              "final_loss": history[-1]["loss"] if history else None}
+    if rank == 0:
+        (out_dir / "train_stats.json").write_text(json.dumps(stats, indent=1))
     if world > 1:
         import ray.train
 
@@ -309,5 +311,5 @@ def train(init: str, datasets: list[str], out_dir: str | os.PathLike, cfg: Train
                                      resources_per_worker={"CPU": cfg.cpus_per_worker}),
         run_config=RunConfig(storage_path=str(out.resolve() / "ray_train"), name="train"),
     )
-    result = trainer.fit()
-    return dict(result.metrics)
+    trainer.fit()
+    return json.loads((out / "train_stats.json").read_text())  # written by rank 0

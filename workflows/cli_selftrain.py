@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -31,8 +32,8 @@ def cmd_report(a: argparse.Namespace) -> None:
     from workflows.selftrain_report import format_table, report
 
     r = report(a.run, a.out)
-    print(format_table(r["rounds"]))
-    _print({"report": r["report"], "plots": r["plots"]})
+    print(format_table(r["rounds"]), file=sys.stderr)
+    _print(r)
 
 
 def cmd_train(a: argparse.Namespace) -> None:

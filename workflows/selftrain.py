@@ -260,7 +260,8 @@ def run_selftrain(config: SelfTrainConfig, run_dir: str | os.PathLike) -> dict:
     for k in range(1, cfg.rounds + 1):
         rdir = run.root / f"round-{k}"
         rdir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(rdir / "config.json", {"round": k, "config": asdict(cfg)})
+        if not (rdir / "config.json").exists():
+            atomic_write_json(rdir / "config.json", {"round": k, "config": asdict(cfg)})
         if not run.done(k, "pseudo"):
             t0 = time.perf_counter()
             p = _pseudo(run, k)

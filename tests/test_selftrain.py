@@ -1,0 +1,123 @@
+"""Self-training end to end on CPU with tiny models: two rounds, a kill -9 in round 2, resume, report;
+review corrections honoured."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+
+import pytest
+from conftest import EXAMPLES, ROOT, run_cli
+
+from formats.corrections import write_corrections
+from formats.dataset import Dataset
+
+pytestmark = pytest.mark.slow
+
+
+def write_config(path, tiny_models, **over) -> None:
+    """examples/selftrain_tiny.toml with the test's tiny models and fewer steps."""
+    cfg = tomllib.loads((EXAMPLES / "selftrain_tiny.toml").read_text())
+    cfg.update(base_model=str(tiny_models["detector"]), clip=str(tiny_models["clip"]))
+    for entry in cfg["gold"] + cfg["eval"]:
+        entry["path"], entry["image_root"] = str(ROOT / entry["path"]), str(ROOT / entry["image_root"])
+    cfg["pool"] = str(ROOT / cfg["pool"])
+    cfg["train"]["steps"] = 30
+    cfg["train"]["checkpoint_every"] = 10
+    cfg.update(over)
+    path.write_text(json.dumps(cfg))
+
+
+def test_two_rounds_kill_resume_report(tiny_models, tmp_path):
+    cfg = tmp_path / "selftrain.json"
+    write_config(cfg, tiny_models)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "workflows.cli", "selftrain", "run", str(cfg), "--out", str(run)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    # kill -9 once round 2 is training (its first checkpoint is on disk)
+    while time.time() < deadline and not list((run / "round-2" / "model").glob("checkpoint-*/trainer_state.json")):
+        assert proc.poll() is None, "the run ended before round 2 trained"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = json.loads((run / "run.json").read_text())
+    assert set(state["rounds"]["1"]["steps"]) == {"pseudo", "review", "train", "eval"}
+    assert "train" not in state["rounds"]["2"]["steps"] and state["status"] == "running"
+    round1 = {p: p.stat().st_mtime_ns for p in (run / "round-1").rglob("*") if p.is_file()}
+
+    out = json.loads(run_cli("selftrain", "run", cfg, "--out", run).stdout)
+    assert out["status"] == "complete" and out["rounds"] == [0, 1, 2]
+    assert {p: p.stat().st_mtime_ns for p in (run / "round-1").rglob("*") if p.is_file()} == round1  # not redone
+    state = json.loads((run / "run.json").read_text())
+    assert state["rounds"]["2"]["steps"]["train"]["start"] > 0  # round 2 resumed from its checkpoint
+    for k in ("1", "2"):
+        m = json.loads((run / f"round-{k}" / "metrics.json").read_text())
+        assert m["round"] == int(k) and "AP50" in m["eval"]["sample"] and m["train"]["steps"] == 30
+        pseudo = Dataset(state["rounds"][k]["steps"]["pseudo"]["dir"]).read().to_pylist()
+        assert pseudo and all(g["round"] == int(k) for r in pseudo for g in r["regions"])
+    assert json.loads((run / "round-2" / "metrics.json").read_text())["model"].startswith(str(run / "round-2" / "model"))
+
+    status = run_cli("selftrain", "status", run).stdout
+    assert "complete" in status and "sample.AP50" in status and len(status.strip().splitlines()) == 6
+    rep = json.loads(run_cli("selftrain", "report", run).stdout)
+    assert sorted(rep["plots"]) == ["boxes", "metrics", "scores"]
+    for png in rep["plots"].values():
+        assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert [r["round"] for r in rep["rounds"]] == [0, 1, 2]
+    assert "sample.AP50" in (run / "report" / "report.md").read_text()
+
+
+def test_corrections_are_honoured(tiny_models, tmp_path):
+    """Rejected boxes are dropped from a round's pseudo data; accepted ones become gold training data."""
+    from workflows.selftrain import Run, SelfTrainConfig, _review
+
+    # a pseudo dataset as a round would make it
+    pseudo = tmp_path / "pseudo"
+    gold = tmp_path / "gold"
+    run_cli("convert", "coco", EXAMPLES / "sample" / "gold.json", "--source", "custom",
+            "--image-root", EXAMPLES / "sample" / "images", "--out", gold)
+    from formats import schema as S
+    from formats.dataset import DatasetWriter, Manifest
+
+    recs = Dataset(gold).read().to_pylist()
+    rows = [{**{c: r[c] for c in S.CORE_COLUMNS if c != "regions"},
+             "regions": [{**g, "region_id": f"{r['image_id']}#r0c{i}", "origin": "pseudo", "score": 0.5,
+                          "phrase": g["category"], "round": 2} for i, g in enumerate(r["regions"])]} for r in recs]
+    w = DatasetWriter(pseudo, Manifest(kind="od", source="custom", image_root=Dataset(gold).manifest.image_root,
+                                       categories=Dataset(gold).manifest.categories))
+    import pyarrow as pa
+
+    w.write_part("part-00000.parquet", S.conform(pa.Table.from_pylist(rows, schema=S.CORE_SCHEMA)))
+    w.finish()
+    bad, good = rows[0]["regions"][0], rows[1]["regions"][0]
+    x1, y1, x2, y2 = bad["bbox"]
+    corr = tmp_path / "corrections"
+    write_corrections([
+        # a round-1 rejection of (nearly) the same box: region ids differ between rounds, geometry does not
+        {"image_id": rows[0]["image_id"], "region_id": "old-round#7", "action": "reject", "field": "round_1",
+         "dataset": str(tmp_path / "round1"), "bbox": [x1 + 2, y1 + 1, x2 - 1, y2], "phrase": bad["phrase"],
+         "category": None, "score": 0.4, "tags": ["reject"], "when": "t"},
+        {"image_id": rows[1]["image_id"], "region_id": good["region_id"], "action": "accept", "field": "round_2",
+         "dataset": str(pseudo.resolve()), "bbox": good["bbox"], "phrase": good["phrase"], "category": None,
+         "score": 0.5, "tags": ["accept"], "when": "t"},
+    ], corr)
+    cfg = SelfTrainConfig(base_model=str(tiny_models["detector"]), pool=str(EXAMPLES / "cc3m_sample"),
+                          corrections=str(corr))
+    run = Run(tmp_path / "run", cfg)
+    kept, reviewed = _review(run, 2, str(pseudo))
+    kept_boxes = [g for r in Dataset(kept).read().to_pylist() for g in r["regions"]]
+    assert bad["region_id"] not in {g["region_id"] for g in kept_boxes}
+    assert len(kept_boxes) == sum(len(r["regions"]) for r in rows) - 1
+    (rv,) = reviewed
+    reviewed_boxes = [g for r in Dataset(rv).read().to_pylist() for g in r["regions"]]
+    assert [(g["region_id"], g["origin"]) for g in reviewed_boxes] == [(good["region_id"], "review")]
+    from detector.data import load_examples
+
+    (ex,), _ = load_examples(rv)
+    assert not ex.pseudo  # reviewed boxes train as gold
