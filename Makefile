@@ -8,7 +8,7 @@ export FIFTYONE_DATABASE_VALIDATION := false
 export NO_ALBUMENTATIONS_UPDATE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install browser test demo bench bench-pseudo bench-ingest bench-review lint clean
+.PHONY: install browser test demo bench bench-pseudo bench-ingest bench-review bench-train lint clean
 
 install: $(STAMP)
 
@@ -43,6 +43,9 @@ bench-ingest: install
 bench-review: install
 	$(BIN)/python benchmarks/review_build.py
 
+bench-train: install
+	$(BIN)/python benchmarks/train_throughput.py
+
 bench-pseudo: install
 	$(BIN)/python benchmarks/pseudo_throughput.py --json $(DEMO)/bench_pseudo.json
 
@@ -50,4 +53,4 @@ lint: install
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) demo_out runs .pytest_cache
