@@ -26,8 +26,16 @@ import pyarrow.compute as pc
 from formats import schema as S
 from formats.boxes import xywh_to_xyxy
 from formats.coco_read import F_AREA_MISSING, F_CROWD, F_IGNORE, MISSING, CocoColumns, read_coco
-from formats.converters.common import Rejects, index_of, later_duplicates, safe_file_names, verify_image_files
-from formats.dataset import DatasetWriter, Manifest, prior_run, provenance
+from formats.converters.common import (
+    MaskRejects,
+    Rejects,
+    checked_input,
+    index_of,
+    later_duplicates,
+    safe_file_names,
+    verify_image_files,
+)
+from formats.dataset import DatasetWriter, Manifest, provenance
 from formats.json_stream import JSONStructureError
 
 log = logging.getLogger("ovlabel.convert")
@@ -106,15 +114,8 @@ def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: C
     ann_path = Path(ann_path)
     if cfg.source not in SOURCES:
         raise ConversionError(f"unknown --source {cfg.source!r}; expected one of {', '.join(SOURCES)}")
-    if not ann_path.is_file():
-        raise ConversionError(f"{ann_path}: no such file")
-    if cfg.image_root is not None:
-        cfg.image_root = str(Path(cfg.image_root).resolve())
-    st = ann_path.stat()
-    resume_key = {"config": asdict(cfg), "input": [str(ann_path.resolve()), st.st_size, st.st_mtime_ns]}
-    existing = prior_run(out_dir, resume_key, overwrite)
+    resume_key, st, existing = checked_input(ann_path, cfg, out_dir, overwrite, log)
     if existing is not None:
-        log.info("%s: already converted from the same input and settings; nothing to do", out_dir)
         return existing
 
     try:
@@ -153,26 +154,15 @@ def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: C
 
 
 def _check_images(cols: CocoColumns, cfg: CocoConvertConfig, rej: Rejects, problems: dict):
-    n = len(cols.img_id)
-    keep = np.ones(n, dtype=bool)
-
-    def reject(mask, reason, detail=None):
-        idx = np.flatnonzero(mask & keep)
-        if len(idx) == 0:
-            return
-        details = [problems.get(("images", int(cols.img_index[i])), (None, detail))[1] or detail for i in idx]
-        rej.add("images", cols.img_index[idx], reason, details, cols.img_id[idx].tolist())
-        keep[idx] = False
+    reject = MaskRejects(rej, "images", cols.img_index, cols.img_id, problems)
+    keep = reject.keep
 
     reject(cols.img_id == MISSING, "invalid id", "missing or not an integer")
     reject(later_duplicates(cols.img_id), "duplicate image id", "an earlier image has the same id; the first is kept")
     names = _file_names(cols, cfg)
     reject(pc.is_null(names).to_numpy(zero_copy_only=False), "missing file_name", "no 'file_name' (nor 'coco_url')")
     names, unsafe = safe_file_names(names)
-    for i, why in unsafe.items():
-        if keep[i]:
-            rej.add("images", [cols.img_index[i]], "unsafe file_name", why, [cols.img_id[i]])
-            keep[i] = False
+    reject(np.isin(np.arange(len(keep)), list(unsafe)), "unsafe file_name", lambda idx: [unsafe[i] for i in idx])
     bad_size = (cols.img_w == MISSING) | (cols.img_h == MISSING) | (cols.img_w <= 0) | (cols.img_h <= 0)
     reject(bad_size, "invalid width/height", "width and height must be positive integers")
     broken = KNOWN_BROKEN.get(cfg.source)
@@ -182,11 +172,10 @@ def _check_images(cols: CocoColumns, cfg: CocoConvertConfig, rej: Rejects, probl
     if cfg.check_images and cfg.image_root:
         idx = np.flatnonzero(keep)
         bad = verify_image_files(cfg.image_root, names.take(pa.array(idx)).to_pylist(), cols.img_w[idx], cols.img_h[idx])
-        for reason in sorted({r for r, _ in bad.values()}):
-            local = [k for k, (r, _) in bad.items() if r == reason]
-            rows = idx[local]
-            rej.add("images", cols.img_index[rows], reason, [bad[k][1] for k in local], cols.img_id[rows].tolist())
-            keep[rows] = False
+        why = {int(idx[k]): v for k, v in bad.items()}
+        for reason in sorted({r for r, _ in why.values()}):
+            rows = [i for i, (r, _) in why.items() if r == reason]
+            reject(np.isin(np.arange(len(keep)), rows), reason, lambda sel: [why[i][1] for i in sel])
     return keep, names
 
 
@@ -203,18 +192,8 @@ def _file_names(cols: CocoColumns, cfg: CocoConvertConfig) -> pa.Array:
 
 def _check_annotations(cols: CocoColumns, cats: list[dict], keep_img, img_slot, rej: Rejects, problems: dict):
     n = len(cols.ann_id)
-    keep = np.ones(n, dtype=bool)
-
-    def reject(mask, reason, detail=None, dropped=False):
-        idx = np.flatnonzero(mask & keep)
-        if len(idx) == 0:
-            return
-        details = detail(idx) if callable(detail) else detail
-        if not dropped:
-            details = [problems.get(("annotations", int(cols.ann_index[i])), (None, None))[1]
-                       or (details[k] if isinstance(details, list) else details) for k, i in enumerate(idx)]
-        rej.add("annotations", cols.ann_index[idx], reason, details, cols.ann_id[idx].tolist(), dropped=dropped)
-        keep[idx] = False
+    reject = MaskRejects(rej, "annotations", cols.ann_index, cols.ann_id, problems)
+    keep = reject.keep
 
     reject(cols.ann_id == MISSING, "invalid id", "missing or not an integer")
     reject(later_duplicates(cols.ann_id), "duplicate annotation id", "an earlier annotation has the same id; the first is kept")

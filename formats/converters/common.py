@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -11,6 +14,7 @@ import pyarrow.compute as pc
 
 from formats import paths as P
 from formats.coco_read import MISSING
+from formats.dataset import prior_run
 
 
 class Rejects:
@@ -43,6 +47,45 @@ class Rejects:
             detail = details[k] if isinstance(details, list) else details
             self.rows.append({"file": self.file, "record": record,
                               "reason": ("dropped: " if dropped else "") + reason, "detail": detail})
+
+
+class MaskRejects:
+    """Rejects (or drops) the elements of one array selected by boolean masks, each at most once.
+
+    ``r = MaskRejects(rejects, "images", index, ids, problems)``; ``r(mask, reason, detail)`` records every
+    still-kept element under `mask` with its reason; `r.keep` is what is left. A detail may be one string,
+    a list (one per selected element) or a function of the selected positions; a problem noted while
+    decoding the element (`problems[(array, index)]`) is the better detail and wins for rejects.
+    """
+
+    def __init__(self, rejects: Rejects, array: str, index: np.ndarray, ids: np.ndarray, problems: dict):
+        self.rejects, self.array, self.index, self.ids, self.problems = rejects, array, index, ids, problems
+        self.keep = np.ones(len(index), dtype=bool)
+
+    def __call__(self, mask, reason: str, detail=None, dropped: bool = False) -> None:
+        idx = np.flatnonzero(mask & self.keep)
+        if len(idx) == 0:
+            return
+        details = detail(idx) if callable(detail) else detail
+        if not dropped:
+            details = [self.problems.get((self.array, int(self.index[i])), (None, None))[1]
+                       or (details[k] if isinstance(details, list) else details) for k, i in enumerate(idx)]
+        self.rejects.add(self.array, self.index[idx], reason, details, self.ids[idx].tolist(), dropped=dropped)
+        self.keep[idx] = False
+
+
+def checked_input(ann_path: Path, cfg, out_dir, overwrite: bool, log) -> tuple[dict, os.stat_result, object]:
+    """The resume key of a one-file conversion, the file's stat, and the finished dataset if there is one."""
+    if not ann_path.is_file():
+        raise FileNotFoundError(f"{ann_path}: no such file")
+    if getattr(cfg, "image_root", None) is not None:
+        cfg.image_root = str(Path(cfg.image_root).resolve())
+    st = ann_path.stat()
+    resume_key = {"config": asdict(cfg), "input": [str(ann_path.resolve()), st.st_size, st.st_mtime_ns]}
+    existing = prior_run(out_dir, resume_key, overwrite)
+    if existing is not None:
+        log.info("%s: already converted from the same input and settings; nothing to do", out_dir)
+    return resume_key, st, existing
 
 
 def later_duplicates(ids: np.ndarray) -> np.ndarray:

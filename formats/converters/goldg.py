@@ -24,8 +24,15 @@ import pyarrow.compute as pc
 from formats import schema as S
 from formats.coco_read import read_tables
 from formats.converters.coco import ConversionError
-from formats.converters.common import Rejects, index_of, later_duplicates, safe_file_names
-from formats.dataset import DatasetWriter, Manifest, prior_run, provenance
+from formats.converters.common import (
+    MaskRejects,
+    Rejects,
+    checked_input,
+    index_of,
+    later_duplicates,
+    safe_file_names,
+)
+from formats.dataset import DatasetWriter, Manifest, provenance
 from formats.json_stream import JSONStructureError
 
 log = logging.getLogger("ovlabel.goldg")
@@ -77,17 +84,10 @@ def convert_goldg(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
                   window_bytes: int = 32 << 20) -> Manifest:
     """Converts one MDETR annotation JSON into an ODVG VG dataset directory; returns its manifest."""
     ann_path = Path(ann_path)
-    if not ann_path.is_file():
-        raise ConversionError(f"{ann_path}: no such file")
     if cfg.data_source is not None and cfg.data_source not in DATA_SOURCES:
         raise ConversionError(f"unknown --data-source {cfg.data_source!r}; expected one of {', '.join(DATA_SOURCES)}")
-    if cfg.image_root is not None:
-        cfg.image_root = str(Path(cfg.image_root).resolve())
-    st = ann_path.stat()
-    resume_key = {"config": asdict(cfg), "input": [str(ann_path.resolve()), st.st_size, st.st_mtime_ns]}
-    existing = prior_run(out_dir, resume_key, overwrite)
+    resume_key, st, existing = checked_input(ann_path, cfg, out_dir, overwrite, log)
     if existing is not None:
-        log.info("%s: already converted from the same input and settings; nothing to do", out_dir)
         return existing
     try:
         doc = read_tables(ann_path, {"images": IMAGE_COLUMNS, "annotations": ANN_COLUMNS},
@@ -133,16 +133,9 @@ def _ints(t: pa.Table, name: str) -> np.ndarray:
 
 def _check_images(imgs: pa.Table, cfg: GoldGConvertConfig, rej: Rejects, problems: dict):
     n = imgs.num_rows
-    keep = np.ones(n, dtype=bool)
-    index = imgs.column("_index").to_numpy()
     ids = _ints(imgs, "id")
-
-    def reject(mask, reason, detail=None, dropped=False):
-        idx = np.flatnonzero(mask & keep)
-        if len(idx):
-            details = [problems.get(("images", int(index[i])), (None, detail))[1] or detail for i in idx]
-            rej.add("images", index[idx], reason, details, ids[idx].tolist(), dropped=dropped)
-            keep[idx] = False
+    reject = MaskRejects(rej, "images", imgs.column("_index").to_numpy(), ids, problems)
+    keep = reject.keep
 
     if cfg.data_source is not None:
         src = pc.fill_null(pc.equal(imgs.column("data_source"), cfg.data_source), False).to_numpy(zero_copy_only=False)
@@ -153,8 +146,7 @@ def _check_images(imgs: pa.Table, cfg: GoldGConvertConfig, rej: Rejects, problem
     names = imgs.column("file_name").combine_chunks()
     reject(pc.is_null(names).to_numpy(zero_copy_only=False), "missing file_name")
     names, unsafe = safe_file_names(names)
-    for i, why in unsafe.items():
-        reject(np.arange(n) == i, "unsafe file_name", why)
+    reject(np.isin(np.arange(n), list(unsafe)), "unsafe file_name", lambda idx: [unsafe[i] for i in idx])
     w, h = _ints(imgs, "width"), _ints(imgs, "height")
     reject((w == S_MISSING) | (h == S_MISSING) | (w <= 0) | (h <= 0), "invalid width/height",
            "width and height must be positive integers")
@@ -165,17 +157,8 @@ def _check_boxes(imgs: pa.Table, anns: pa.Table, slot: np.ndarray, keep_img: np.
                  problems: dict) -> dict:
     """Validates every annotation; returns the kept boxes (clipped xyxy), their image slot and sorted spans."""
     n = anns.num_rows
-    keep = np.ones(n, dtype=bool)
-    index = anns.column("_index").to_numpy()
-    ids = _ints(anns, "id")
-
-    def reject(mask, reason, detail=None, dropped=False):
-        idx = np.flatnonzero(mask & keep)
-        if len(idx):
-            details = detail if isinstance(detail, list) else [
-                problems.get(("annotations", int(index[i])), (None, detail))[1] or detail for i in idx]
-            rej.add("annotations", index[idx], reason, details, ids[idx].tolist(), dropped=dropped)
-            keep[idx] = False
+    reject = MaskRejects(rej, "annotations", anns.column("_index").to_numpy(), _ints(anns, "id"), problems)
+    keep = reject.keep
 
     reject(slot < 0, "unknown image_id", "no caption with this id")
     keep_slot = np.where(slot >= 0, slot, 0)
