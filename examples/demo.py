@@ -51,8 +51,8 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(exist_ok=True)
     run(OVLABEL + ["convert", "coco", "examples/sample/gold.json", "--source", "custom", "--image-root",
-                   "examples/sample/images", "--check-images", "--out", out / "gold"])
-    run(OVLABEL + ["convert", "cc3m", "examples/cc3m_sample", "--out", out / "cc3m"])
+                   "examples/sample/images", "--check-images", "--out", out / "gold", "--overwrite"])
+    run(OVLABEL + ["convert", "cc3m", "examples/cc3m_sample", "--out", out / "cc3m", "--overwrite"])
     detector, clip, extra = a.detector, a.clip, []
     if detector is None and clip is None and not hub_reachable(DEFAULT_DETECTOR):
         print("\n*** Offline: running the pipeline with TINY RANDOM-WEIGHT models and zero thresholds. ***\n"
@@ -66,8 +66,10 @@ def main() -> None:
          "--coco-out", out / "cc3m_pseudo_coco.json", "--overwrite", *extra])
     run(OVLABEL + ["export", "odvg", out / "cc3m_pseudo", "--out", out / "cc3m_pseudo.jsonl"])
     run(OVLABEL + ["stats", out / "cc3m_pseudo"])
+    run(OVLABEL + ["render", out / "cc3m", "--pseudo", out / "cc3m_pseudo", "--out", out / "pictures", "-n", "8"])
     print(f"\ndone: pseudo labels in {out / 'cc3m_pseudo'} (ODVG {out / 'cc3m_pseudo.jsonl'}, "
-          f"COCO {out / 'cc3m_pseudo_coco.json'}); gold sample in {out / 'gold'}")
+          f"COCO {out / 'cc3m_pseudo_coco.json'}, pictures in {out / 'pictures'}); gold sample in {out / 'gold'}\n"
+          f"look at them in FiftyOne: ovlabel review open {out / 'cc3m'} --pseudo {out / 'cc3m_pseudo'}")
 
 
 if __name__ == "__main__":
