@@ -12,6 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import EXAMPLES, run_cli
 
@@ -46,8 +48,16 @@ def gold_and_pseudo(tmp_path_factory):
     pseudo = tmp / "round1"
     m = Manifest(kind="vg", source="custom", image_root=src.manifest.image_root, config={"round": 1})
     w = DatasetWriter(pseudo, m)
-    w.write_part("part-00000.parquet", S.conform(__import__("pyarrow").Table.from_pylist(rows, schema=S.CORE_SCHEMA)))
+    w.write_part("part-00000.parquet", S.conform(pa.Table.from_pylist(rows, schema=S.CORE_SCHEMA)))
     w.finish()
+    # the candidates the filters saw: every kept box, plus one they dropped on the first image
+    extra = {**rows[0]["regions"][0], "region_id": f"{rows[0]['image_id']}#r0c99", "score": 0.01}
+    cands = [{"image_id": r["image_id"], "candidates": r["regions"] + ([extra] if i == 0 else [])}
+             for i, r in enumerate(rows)]
+    (pseudo / "candidates").mkdir()
+    pq.write_table(pa.Table.from_pylist(cands, schema=pa.schema([("image_id", pa.string()),
+                                                                  ("candidates", pa.list_(S.REGION_TYPE))])),
+                   pseudo / "candidates" / "part-00000.parquet")
     return gold, pseudo
 
 
@@ -69,6 +79,9 @@ def test_build_tag_pull_apply_export(gold_and_pseudo, tmp_path):
     assert fds.load_saved_view("round_1-low-score").count("round_1.detections") == len(
         fds.filter_labels("round_1", F("confidence") < 0.3).values("round_1.detections.id", unwind=True))
     assert "eval_round_1" in fds.list_evaluations()
+    dropped = fds.load_saved_view("round_1-dropped-candidates")
+    assert len(dropped) == 1 and dropped.values("round_1_dropped.detections.region_id", unwind=True) == [
+        f"{fds.load_saved_view('round_1-dropped-candidates').first()['image_id']}#r0c99"]
 
     # a reviewer at work, through the same API the App uses
     keys = fds.values("round_1.detections.region_id", unwind=True)
