@@ -121,3 +121,45 @@ def test_corrections_are_honoured(tiny_models, tmp_path):
 
     (ex,), _ = load_examples(rv)
     assert not ex.pseudo  # reviewed boxes train as gold
+
+
+def test_stop_rule_and_step_bookkeeping(tmp_path, monkeypatch):
+    """The loop's control flow with fast stand-ins for the heavy steps: the stop rule ends the run when the
+    watched metric stops improving, and a rerun does not redo recorded steps."""
+    import workflows.selftrain as st
+
+    calls = []
+    ap50 = {0: 0.10, 1: 0.20, 2: 0.15, 3: 0.30}
+
+    def fake_eval(run, model, pseudo_dir=None):
+        k = 0 if model == run.cfg.base_model else int(model.split("round-")[1].split("/")[0])
+        calls.append(("eval", k))
+        return {"sample": {"AP50": ap50[k]}}
+
+    def fake_pseudo(run, k):
+        calls.append(("pseudo", k))
+        out = run.root / f"round-{k}" / "pseudo"
+        run_cli("convert", "cc3m", EXAMPLES / "cc3m_sample", "--out", out)
+        return str(out)
+
+    def fake_train(run, k, datasets):
+        calls.append(("train", k))
+        ckpt = run.root / f"round-{k}" / "model" / "checkpoint-1"
+        ckpt.mkdir(parents=True)
+        (ckpt / "trainer_state.json").write_text("{}")
+        return {"steps": 1}
+
+    monkeypatch.setattr(st, "evaluate_model", fake_eval)
+    monkeypatch.setattr(st, "_pseudo", fake_pseudo)
+    monkeypatch.setattr(st, "_train", fake_train)
+    cfg = st.SelfTrainConfig(base_model="base", pool=str(EXAMPLES / "cc3m_sample"), rounds=3,
+                             metric="sample.AP50", min_gain=0.0, eval=[{"name": "sample", "path": "x"}])
+    state = st.run_selftrain(cfg, tmp_path / "run")
+    assert state["status"].startswith("stopped after round 2")  # 0.20 -> 0.15: no gain
+    assert sorted(state["rounds"]) == ["0", "1", "2"]
+    assert calls == [("eval", 0), ("pseudo", 1), ("train", 1), ("eval", 1), ("pseudo", 2), ("train", 2), ("eval", 2)]
+    calls.clear()
+    st.run_selftrain(cfg, tmp_path / "run")
+    assert calls == []  # everything recorded: nothing redone
+    with pytest.raises(ValueError, match="another config"):
+        st.run_selftrain(st.SelfTrainConfig(**{**cfg.__dict__, "rounds": 5}), tmp_path / "run")
