@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -15,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import EXAMPLES, run_cli
+from conftest import EXAMPLES, ROOT, run_cli
 
 os.environ.setdefault("FIFTYONE_DATABASE_DIR", tempfile.mkdtemp(prefix="ovlabel-fo-db-"))
 
@@ -188,3 +190,25 @@ def test_app_serves_on_localhost_and_renders_the_grid(gold_and_pseudo, tmp_path)
         session.close()
     # the photos with their boxes fill the grid; the empty dataset's grid is flat
     assert _grid_colours(shot) > 5000 > _grid_colours(blank) * 3
+
+
+def test_review_open_prints_the_url_as_json_and_serves(gold_and_pseudo, tmp_path):
+    gold, pseudo = gold_and_pseudo
+    port = _free_port()
+    cmd = [sys.executable, "-m", "workflows.cli", "review", "open", str(gold), "--pseudo", str(pseudo), "--name",
+           "t-cli", "--port", str(port), "--cache", str(tmp_path / "cache"), "--rebuild"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=open(tmp_path / "err.log", "w"), text=True,
+                            start_new_session=True)
+    try:
+        lines = []
+        for line in proc.stdout:  # the JSON summary, then the App runs until stopped
+            lines.append(line)
+            if line.startswith("}"):
+                break
+        info = json.loads("".join(lines))
+        assert info["url"] == f"http://127.0.0.1:{port}/" and info["samples"] == 7
+        assert set(info["fields"]) == {"gold", "round_1"}
+        assert urllib.request.urlopen(info["url"], timeout=30).status == 200
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)

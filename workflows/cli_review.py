@@ -13,8 +13,10 @@ def _print(obj) -> None:
 
 def cmd_review_open(a: argparse.Namespace) -> None:
     from workflows.review import build_review, launch
+    from workflows.stdio import stdout_to_stderr
 
-    fds = build_review(a.dataset, a.pseudo or [], name=a.name, cache_dir=a.cache, rebuild=a.rebuild)
+    with stdout_to_stderr():  # FiftyOne logs progress on stdout
+        fds = build_review(a.dataset, a.pseudo or [], name=a.name, cache_dir=a.cache, rebuild=a.rebuild)
     info = {"name": fds.name, "samples": len(fds), "fields": sorted(fds.info["ovlabel"]["fields"]),
             "views": fds.list_saved_views()}
     if a.no_launch:
@@ -29,8 +31,11 @@ def cmd_review_open(a: argparse.Namespace) -> None:
 
 def cmd_review_pull(a: argparse.Namespace) -> None:
     from workflows.review import pull_corrections
+    from workflows.stdio import stdout_to_stderr
 
-    _print(pull_corrections(a.name, a.out))
+    with stdout_to_stderr():  # FiftyOne logs on stdout
+        summary = pull_corrections(a.name, a.out)
+    _print(summary)
 
 
 def cmd_review_apply(a: argparse.Namespace) -> None:

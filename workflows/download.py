@@ -7,11 +7,9 @@ and its incremental mode skips the shards it already finished.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from formats.dataset import atomic_path
+from workflows.stdio import stdout_to_stderr
 
 log = logging.getLogger("ovlabel.download")
 
@@ -106,7 +105,7 @@ def download(kind: str, source: str | os.PathLike, out: str | os.PathLike, cfg: 
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     from img2dataset import download as img2dataset_download
 
-    with _stdout_to_stderr():  # img2dataset (and its worker processes) print progress on stdout
+    with stdout_to_stderr():  # img2dataset (and its worker processes) print progress on stdout
         img2dataset_download(
             url_list=str(staged), input_format="parquet", url_col="url", caption_col="caption",
             save_additional_columns=keep or None, output_folder=str(out), output_format=cfg.output_format,
@@ -116,20 +115,6 @@ def download(kind: str, source: str | os.PathLike, out: str | os.PathLike, cfg: 
             enable_wandb=False, compute_hash="sha256",
         )
     return summary(out) | {"config": asdict(cfg)}
-
-
-@contextlib.contextmanager
-def _stdout_to_stderr():
-    """Sends file descriptor 1 to stderr for the duration (child processes included): stdout is for data."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def summary(raw_dir: str | os.PathLike) -> dict:

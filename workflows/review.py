@@ -291,7 +291,10 @@ def launch(fds, *, port: int = 5151, address: str = "127.0.0.1"):
     """Starts the App for the review dataset on `address:port` (local only by default); returns the session."""
     import fiftyone as fo
 
-    return fo.launch_app(fds, remote=True, address=address, port=port, auto=False)
+    from workflows.stdio import stdout_to_stderr
+
+    with stdout_to_stderr():  # FiftyOne prints its remote-session banner (through its log handler too)
+        return fo.launch_app(fds, remote=True, address=address, port=port, auto=False)
 
 
 # -- pull ------------------------------------------------------------------------------------------------
