@@ -19,7 +19,6 @@ import random
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from formats.dataset import Dataset
 from formats.images import decode_image, read_image_bytes
@@ -46,41 +45,33 @@ class Example:
 def load_examples(dataset_dir: str | os.PathLike, *, exclude_keys: set[str] = frozenset(),
                   min_score: float = 0.0) -> tuple[list[Example], list[str]]:
     """Examples of a dataset directory (records with at least one box) and its category names (OD)."""
-    from formats import schema as S
-
     ds = Dataset(dataset_dir).require_complete()
     od = ds.manifest.kind == "od"
     out = []
-    for p in ds.part_paths:
-        t = pq.read_table(p, columns=["image_id", "file_name", "width", "height", "regions"])
-        keys = S.region_keys(t.column("image_id").combine_chunks(), t.column("regions").combine_chunks()).to_pylist()
-        at = 0
-        for r in t.to_pylist():
-            regs = r["regions"] or []
-            ks = keys[at:at + len(regs)]
-            at += len(regs)
-            kept = [(g, k) for g, k in zip(regs, ks) if k not in exclude_keys and (
-                g["origin"] != "pseudo" or (g["score"] if g["score"] is not None else 1.0) >= min_score)]
-            if not kept:
+    for r, ks in ds.iter_keyed(["file_name", "width", "height"]):
+        regs = r["regions"] or []
+        kept = [(g, k) for g, k in zip(regs, ks) if k not in exclude_keys and (
+            g["origin"] != "pseudo" or (g["score"] if g["score"] is not None else 1.0) >= min_score)]
+        if not kept:
+            continue
+        names: list[str] = []
+        labels, boxes, scores, pseudo = [], [], [], False
+        for g, _ in kept:
+            name = (g["category"] if od else g["phrase"]) or g["category"] or g["phrase"]
+            if not name:
                 continue
-            names: list[str] = []
-            labels, boxes, scores, pseudo = [], [], [], False
-            for g, _ in kept:
-                name = (g["category"] if od else g["phrase"]) or g["category"] or g["phrase"]
-                if not name:
-                    continue
-                if name not in names:
-                    names.append(name)
-                labels.append(names.index(name))
-                boxes.append(g["bbox"])
-                scores.append(g["score"] if g["score"] is not None else 1.0)
-                pseudo = pseudo or g["origin"] == "pseudo"
-            if not boxes:
-                continue
-            out.append(Example(ds.manifest.image_root, r["file_name"], r["width"], r["height"], names, labels,
-                               np.asarray(boxes, dtype=np.float64), pseudo=pseudo,
-                               score=float(np.mean(scores)) if pseudo else 1.0, od=od, image_id=r["image_id"],
-                               region_keys=[k for _, k in kept]))
+            if name not in names:
+                names.append(name)
+            labels.append(names.index(name))
+            boxes.append(g["bbox"])
+            scores.append(g["score"] if g["score"] is not None else 1.0)
+            pseudo = pseudo or g["origin"] == "pseudo"
+        if not boxes:
+            continue
+        out.append(Example(ds.manifest.image_root, r["file_name"], r["width"], r["height"], names, labels,
+                           np.asarray(boxes, dtype=np.float64), pseudo=pseudo,
+                           score=float(np.mean(scores)) if pseudo else 1.0, od=od, image_id=r["image_id"],
+                           region_keys=[k for _, k in kept]))
     return out, [c["name"] for c in ds.manifest.categories]
 
 

@@ -198,6 +198,16 @@ class Dataset:
         for p in self.part_paths:
             yield pq.read_table(p, columns=columns)
 
+    def iter_keyed(self, columns: list[str]) -> Iterator[tuple[dict, list[str]]]:
+        """Each record (`columns` plus image_id and regions) with the keys of its regions, part by part."""
+        for t in self.iter_tables(list(dict.fromkeys(["image_id", "regions", *columns]))):
+            keys = S.region_keys(t.column("image_id").combine_chunks(), t.column("regions").combine_chunks()).to_pylist()
+            at = 0
+            for r in t.to_pylist():
+                n = len(r["regions"] or [])
+                yield r, keys[at:at + n]
+                at += n
+
     @property
     def has_scores(self) -> bool:
         """True when any region is not gold (pseudo or reviewed regions carry scores)."""

@@ -33,12 +33,13 @@ def render(dataset_dir: str | os.PathLike, out_dir: str | os.PathLike, *, pseudo
     layers = [(GOLD_COLOUR, {i: [g for g in r["regions"] or [] if g["origin"] in ("gold", "review")]
                              for i, r in records.items()})]
     for k, d in enumerate(pseudos):
-        regs = {r["image_id"]: r["regions"] or [] for p in d.part_paths
-                for r in pq.read_table(p, columns=["image_id", "regions"]).to_pylist()}
-        layers.append((PSEUDO_COLOURS[k % len(PSEUDO_COLOURS)], regs))
-        for p in d.part_paths:  # pseudo images missing from the base dataset are drawn too
+        regs = {}
+        for p in d.part_paths:
             for r in pq.read_table(p).to_pylist():
+                regs[r["image_id"]] = r["regions"] or []
+                # pseudo images missing from the base dataset are drawn too
                 records.setdefault(r["image_id"], {**r, "_root": d.manifest.image_root, "regions": []})
+        layers.append((PSEUDO_COLOURS[k % len(PSEUDO_COLOURS)], regs))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []

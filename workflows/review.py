@@ -15,13 +15,11 @@ import hashlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from formats import paths as P
-from formats import schema as S
 from formats.corrections import now, write_corrections
 from formats.dataset import Dataset, atomic_path
 from formats.images import ImageError, read_image_bytes, split_parquet_url, split_tar_url
@@ -72,23 +70,6 @@ def image_path(ds: Dataset, file_name: str, image_id: str, cache: Path) -> str:
         with atomic_path(out) as tmp:
             tmp.write_bytes(data)
     return str(out)
-
-
-def _records(ds: Dataset, columns: list[str]) -> Iterator[dict]:
-    for p in ds.part_paths:
-        yield from pq.read_table(p, columns=columns).to_pylist()
-
-
-def _keys(ds: Dataset) -> Iterator[tuple[dict, list[str]]]:
-    """Each record (image_id, width, height, regions) with its region keys."""
-    for p in ds.part_paths:
-        t = pq.read_table(p, columns=["image_id", "width", "height", "regions"])
-        keys = S.region_keys(t.column("image_id").combine_chunks(), t.column("regions").combine_chunks()).to_pylist()
-        at = 0
-        for r in t.to_pylist():
-            n = len(r["regions"] or [])
-            yield r, keys[at:at + n]
-            at += n
 
 
 DETECTION_ATTRS = {"phrase": "str", "category": "str", "det_score": "float", "clip_score": "float", "origin": "str",
@@ -159,9 +140,8 @@ def _set_field(fds, field: str, values: dict[str, dict]) -> None:
         fds._sample_collection.bulk_write(ops[a:a + 5000], ordered=False)
 
 
-def _candidates_dropped(ds: Dataset) -> dict[str, list[tuple[dict, str]]]:
-    """Per image, the candidates of a pseudo dataset the filters did not keep (empty without candidates/)."""
-    kept = {k for _, keys in _keys(ds) for k in keys}
+def _candidates_dropped(ds: Dataset, kept: set[str]) -> dict[str, list[dict]]:
+    """Per image, the candidates of a pseudo dataset whose keys are not among `kept` (empty without candidates/)."""
     out: dict[str, list] = {}
     folder = ds.root / "candidates"
     for p in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
@@ -199,17 +179,17 @@ def build_review(dataset_dir: str | os.PathLike, pseudo_dirs: list[str | os.Path
     meta: dict[str, dict] = {}
     for field, d, gold_only in sources:
         vals = values.setdefault(field, {})
-        rows = {r["image_id"]: r for r in _records(d, ["image_id", "file_name", "width", "height", "caption", "source"])}
-        for r, keys in _keys(d):
-            regs, ks = r["regions"] or [], keys
+        kept: set[str] = set()
+        for r, keys in d.iter_keyed(["file_name", "width", "height", "caption", "source"]):
+            regs, ks = r.pop("regions") or [], keys
             if gold_only:
                 pairs = [(g, k) for g, k in zip(regs, ks) if g["origin"] in ("gold", "review")]
                 regs, ks = [g for g, _ in pairs], [k for _, k in pairs]
             vals[r["image_id"]] = _detections(regs, ks, r["width"], r["height"])
-            if r["image_id"] not in meta:
-                meta[r["image_id"]] = {**rows[r["image_id"]], "_ds": d}
+            kept.update(keys)
+            meta.setdefault(r["image_id"], {**r, "_ds": d})
         if not gold_only:
-            dropped = _candidates_dropped(d)
+            dropped = _candidates_dropped(d, kept)
             if dropped:
                 dv = values.setdefault(f"{field}_dropped", {})
                 for image_id, cands in dropped.items():
