@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the working dir 
 
 from workflows import cli, cli_ingest  # noqa: E402
 from workflows.ray_runtime import init_ray  # noqa: E402
+from workflows.stdio import print_json  # noqa: E402
 
 
 def convert_sharded(a: argparse.Namespace) -> None:
@@ -28,7 +29,7 @@ def convert_sharded(a: argparse.Namespace) -> None:
 
     cfg = cli_ingest.img2dataset_config(a, getattr(a, "spans", None))
     m = convert_img2dataset(a.raw_dir, a.out, cfg, overwrite=a.overwrite, map_fn=ray_map)
-    cli_ingest._print({"dataset": str(Path(a.out).resolve()), **m.counts})
+    print_json({"dataset": str(Path(a.out).resolve()), **m.counts})
 
 
 def build_parser() -> argparse.ArgumentParser:

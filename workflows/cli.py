@@ -7,11 +7,12 @@ and why), 2 a usage error.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from workflows.stdio import print_json
 
 log = logging.getLogger("ovlabel")
 
@@ -26,9 +27,6 @@ def _progress_bytes(total: int, desc: str) -> tuple[Callable[[int], None], Calla
     bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, file=sys.stderr, disable=None, leave=False)
     return bar.update, bar.close
 
-
-def _print_json(obj) -> None:
-    print(json.dumps(obj, indent=2, default=str))
 
 
 # -- convert ---------------------------------------------------------------------------------------------
@@ -47,7 +45,7 @@ def cmd_convert_coco(a: argparse.Namespace) -> None:
     c = m.counts
     log.info("%s: %s images, %s boxes; dropped %s; rejected %s", a.out, f"{c['images']:,}", f"{c['boxes']:,}",
              c.get("dropped") or "none", c.get("rejected") or "none")
-    _print_json({"dataset": str(Path(a.out).resolve()), **c})
+    print_json({"dataset": str(Path(a.out).resolve()), **c})
 
 
 # -- export ----------------------------------------------------------------------------------------------
@@ -55,25 +53,25 @@ def cmd_convert_coco(a: argparse.Namespace) -> None:
 def cmd_export_odvg(a: argparse.Namespace) -> None:
     from formats.export.odvg import export_odvg
 
-    _print_json(export_odvg(a.dataset, a.out, a.label_map))
+    print_json(export_odvg(a.dataset, a.out, a.label_map))
 
 
 def cmd_export_coco(a: argparse.Namespace) -> None:
     from formats.export.coco import export_coco
 
-    _print_json(export_coco(a.dataset, a.out))
+    print_json(export_coco(a.dataset, a.out))
 
 
 def cmd_export_hf(a: argparse.Namespace) -> None:
     from formats.export.hf import export_hf
 
-    _print_json(export_hf(a.dataset, a.out, push_to_hub=a.push_to_hub, private=not a.public))
+    print_json(export_hf(a.dataset, a.out, push_to_hub=a.push_to_hub, private=not a.public))
 
 
 def cmd_export_yolo_world(a: argparse.Namespace) -> None:
     from formats.export.yolo_world import export_yolo_world
 
-    _print_json(export_yolo_world(a.dataset, a.out))
+    print_json(export_yolo_world(a.dataset, a.out))
 
 
 def cmd_stats(a: argparse.Namespace) -> None:
@@ -81,7 +79,7 @@ def cmd_stats(a: argparse.Namespace) -> None:
 
     s = stats(a.dataset, top=a.top)
     if a.json:
-        _print_json(s)
+        print_json(s)
     else:
         print(format_stats(s))
 

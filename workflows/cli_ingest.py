@@ -4,13 +4,10 @@ grit/cc3m, dedup, leakage, split. Each prints a JSON summary on stdout."""
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import asdict
 from pathlib import Path
 
-
-def _print(obj) -> None:
-    print(json.dumps(obj, indent=2, default=str))
+from workflows.stdio import print_json
 
 
 def _summary(out: str, manifest) -> dict:
@@ -22,7 +19,7 @@ def cmd_convert_goldg(a: argparse.Namespace) -> None:
 
     cfg = GoldGConvertConfig(source=a.source, image_root=a.image_root, data_source=a.data_source,
                              part_images=a.part_images)
-    _print(_summary(a.out, convert_goldg(a.annotations, a.out, cfg, overwrite=a.overwrite)))
+    print_json(_summary(a.out, convert_goldg(a.annotations, a.out, cfg, overwrite=a.overwrite)))
 
 
 def img2dataset_config(a: argparse.Namespace, spans: str | None = None):
@@ -36,7 +33,7 @@ def cmd_convert_img2dataset(a: argparse.Namespace) -> None:
     from formats.converters.img2dataset import convert_img2dataset
 
     cfg = img2dataset_config(a, getattr(a, "spans", None))
-    _print(_summary(a.out, convert_img2dataset(a.raw_dir, a.out, cfg, overwrite=a.overwrite)) | {"config": asdict(cfg)})
+    print_json(_summary(a.out, convert_img2dataset(a.raw_dir, a.out, cfg, overwrite=a.overwrite)) | {"config": asdict(cfg)})
 
 
 def cmd_convert_openimages(a: argparse.Namespace) -> None:
@@ -44,7 +41,7 @@ def cmd_convert_openimages(a: argparse.Namespace) -> None:
 
     cfg = OpenImagesConvertConfig(source=a.source, image_root=a.image_root, split=a.split, group_of=a.group_of,
                                   sizes=a.sizes, part_images=a.part_images)
-    _print(_summary(a.out, convert_openimages(a.ann_dir, a.out, cfg, overwrite=a.overwrite)))
+    print_json(_summary(a.out, convert_openimages(a.ann_dir, a.out, cfg, overwrite=a.overwrite)))
 
 
 def download_config(a: argparse.Namespace):
@@ -59,25 +56,25 @@ def download_config(a: argparse.Namespace):
 def cmd_download(a: argparse.Namespace) -> None:
     from workflows.download import download
 
-    _print(download(a.kind, a.source, a.out, download_config(a)))
+    print_json(download(a.kind, a.source, a.out, download_config(a)))
 
 
 def cmd_dedup(a: argparse.Namespace) -> None:
     from formats.hygiene import dedup
 
-    _print(dedup(a.datasets, a.out, overwrite=a.overwrite))
+    print_json(dedup(a.datasets, a.out, overwrite=a.overwrite))
 
 
 def cmd_leakage(a: argparse.Namespace) -> None:
     from formats.hygiene import leakage
 
-    _print(leakage(a.train, a.against, a.out, overwrite=a.overwrite))
+    print_json(leakage(a.train, a.against, a.out, overwrite=a.overwrite))
 
 
 def cmd_split(a: argparse.Namespace) -> None:
     from formats.hygiene import SplitConfig, split
 
-    _print(split(a.dataset, a.out, SplitConfig(n=a.n, seed=a.seed), overwrite=a.overwrite))
+    print_json(split(a.dataset, a.out, SplitConfig(n=a.n, seed=a.seed), overwrite=a.overwrite))
 
 
 def register_convert(csub) -> None:

@@ -7,11 +7,10 @@ import json
 import logging
 from pathlib import Path
 
+from workflows.stdio import print_json
+
 log = logging.getLogger("ovlabel")
 
-
-def _print(obj) -> None:
-    print(json.dumps(obj, indent=2, default=str))
 
 
 def add_pseudo_args(p: argparse.ArgumentParser) -> None:
@@ -69,7 +68,7 @@ def cmd_pseudo(a: argparse.Namespace) -> dict:
     log.info("pseudo: %s images in, %s kept, %s boxes from %s candidates in %ss",
              summary.get("images_in"), summary.get("images"), summary.get("boxes"), summary.get("candidates"),
              summary.get("seconds"))
-    _print(summary)
+    print_json(summary)
     return summary
 
 
@@ -79,13 +78,13 @@ def cmd_refilter(a: argparse.Namespace) -> None:
 
     filt = FilterConfig.load(a.config, det_threshold=a.det_threshold, fused_threshold=a.fused_threshold,
                              image_threshold=a.image_threshold)
-    _print(refilter(a.pseudo, a.out, filt, overwrite=a.overwrite))
+    print_json(refilter(a.pseudo, a.out, filt, overwrite=a.overwrite))
 
 
 def cmd_models_tiny(a: argparse.Namespace) -> None:
     from detector.tiny import write_tiny_models
 
-    _print({k: str(v) for k, v in write_tiny_models(a.out, seed=a.seed).items()})
+    print_json({k: str(v) for k, v in write_tiny_models(a.out, seed=a.seed).items()})
 
 
 def cmd_phrases(a: argparse.Namespace) -> None:
@@ -93,13 +92,13 @@ def cmd_phrases(a: argparse.Namespace) -> None:
     from workflows.phrases import run_phrases
 
     cfg = PhraseConfig(model=a.model, referring_expressions=a.referring_expressions)
-    _print(run_phrases(a.dataset, a.out, cfg, overwrite=a.overwrite))
+    print_json(run_phrases(a.dataset, a.out, cfg, overwrite=a.overwrite))
 
 
 def cmd_embed_texts(a: argparse.Namespace) -> None:
     from workflows.embed_texts import embed_texts
 
-    _print(embed_texts(a.source, a.model, a.out))
+    print_json(embed_texts(a.source, a.model, a.out))
 
 
 def register(sub) -> None:

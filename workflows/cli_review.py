@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-
-def _print(obj) -> None:
-    print(json.dumps(obj, indent=2, default=str))
+from workflows.stdio import print_json
 
 
 def cmd_review_open(a: argparse.Namespace) -> None:
@@ -20,10 +17,10 @@ def cmd_review_open(a: argparse.Namespace) -> None:
     info = {"name": fds.name, "samples": len(fds), "fields": sorted(fds.info["ovlabel"]["fields"]),
             "views": fds.list_saved_views()}
     if a.no_launch:
-        _print(info)
+        print_json(info)
         return
     session = launch(fds, port=a.port, address=a.address)
-    _print({**info, "url": session.url})
+    print_json({**info, "url": session.url})
     sys.stdout.flush()
     print(f"FiftyOne App at {session.url} (Ctrl-C to stop)", file=sys.stderr)
     session.wait()
@@ -35,20 +32,20 @@ def cmd_review_pull(a: argparse.Namespace) -> None:
 
     with stdout_to_stderr():  # FiftyOne logs on stdout
         summary = pull_corrections(a.name, a.out)
-    _print(summary)
+    print_json(summary)
 
 
 def cmd_review_apply(a: argparse.Namespace) -> None:
     from formats.corrections import apply_corrections
 
-    _print(apply_corrections(a.dataset, a.corrections, a.out, overwrite=a.overwrite))
+    print_json(apply_corrections(a.dataset, a.corrections, a.out, overwrite=a.overwrite))
 
 
 def cmd_render(a: argparse.Namespace) -> None:
     from workflows.render import render
 
     paths = render(a.dataset, a.out, pseudo_dirs=a.pseudo or [], n=a.n, seed=a.seed)
-    _print({"out": a.out, "images": [str(p) for p in paths]})
+    print_json({"out": a.out, "images": [str(p) for p in paths]})
 
 
 def register(sub) -> None:

@@ -7,23 +7,21 @@ import json
 import sys
 from pathlib import Path
 
-
-def _print(obj) -> None:
-    print(json.dumps(obj, indent=2, default=str))
+from workflows.stdio import print_json
 
 
 def cmd_run(a: argparse.Namespace) -> None:
     from workflows.selftrain import SelfTrainConfig, run_selftrain
 
     state = run_selftrain(SelfTrainConfig.load(a.config), a.out)
-    _print({"run": a.out, "status": state["status"], "rounds": sorted(int(k) for k in state["rounds"])})
+    print_json({"run": a.out, "status": state["status"], "rounds": sorted(int(k) for k in state["rounds"])})
 
 
 def cmd_status(a: argparse.Namespace) -> None:
     from workflows.selftrain_report import rows, status
 
     if a.json:
-        _print(rows(a.run))
+        print_json(rows(a.run))
     else:
         print(status(a.run))
 
@@ -33,7 +31,7 @@ def cmd_report(a: argparse.Namespace) -> None:
 
     r = report(a.run, a.out)
     print(format_table(r["rounds"]), file=sys.stderr)
-    _print(r)
+    print_json(r)
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -43,7 +41,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     for k in ("steps", "batch_size", "lr", "num_workers"):
         if getattr(a, k) is not None:
             data[k] = getattr(a, k)
-    _print(train(a.model, a.datasets, a.out, TrainConfig(**data), device=a.device))
+    print_json(train(a.model, a.datasets, a.out, TrainConfig(**data), device=a.device))
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
@@ -52,11 +50,11 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     from formats.dataset import Dataset
 
     if a.pseudo:
-        _print(pseudo_quality(a.pseudo, a.dataset))
+        print_json(pseudo_quality(a.pseudo, a.dataset))
         return
     det = GroundingDetector(a.model, device=a.device, box_threshold=0.0)
     kind = Dataset(a.dataset).manifest.kind
-    _print((coco_ap if kind == "od" else grounding_recall)(det, a.dataset, max_images=a.max_images))
+    print_json((coco_ap if kind == "od" else grounding_recall)(det, a.dataset, max_images=a.max_images))
 
 
 def register(sub) -> None:

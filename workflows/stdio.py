@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
+
+
+def print_json(obj) -> None:
+    """A command's result on stdout, as indented JSON (paths and other objects as strings)."""
+    print(json.dumps(obj, indent=2, default=str))
 
 
 @contextlib.contextmanager
