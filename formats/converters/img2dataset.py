@@ -65,7 +65,8 @@ def shard_records(shard: Path, source: str, spans: str | None = None, min_score:
                   stats: dict | None = None) -> tuple[pa.Table, list[dict]]:
     """Records for the successful rows of one shard (with GRIT regions from the `spans` column), and rejects.
 
-    `stats`, when given, receives ``boxes_dropped``: GRIT boxes left out as empty or under `min_score`.
+    `stats`, when given, receives ``images_rejected`` (rows rejected whole) and ``boxes_dropped`` (GRIT boxes
+    left out as empty or under `min_score`).
     """
     try:
         columns = pq.read_schema(shard).names
@@ -104,6 +105,8 @@ def shard_records(shard: Path, source: str, spans: str | None = None, min_score:
     else:  # output_format files
         names = [f"{shard.stem}/{k}.jpg" for k in keys]
     n = t.num_rows
+    if stats is not None:
+        stats["images_rejected"] = len(rejects)
     if spans is None:
         regions = S.empty_regions(n)
     else:
@@ -228,12 +231,12 @@ def convert_img2dataset(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, 
 
 def _convert_shard(shard: Path, *, root: str, source: str, spans: str | None, min_score: float) -> tuple[dict, bool]:
     """Converts one shard and writes its part and rejects files (in whichever process runs it)."""
-    stats = {"boxes_dropped": 0}
+    stats = {"boxes_dropped": 0, "images_rejected": 0}
     table, rejects = shard_records(shard, source, spans, min_score, stats)
     name = f"part-{shard.stem}.parquet"
     has_rejects = write_rejects_file(root, name, rejects)
     entry = write_part_file(root, name, S.conform(table, EXTRA_FIELDS))
-    return {**entry, "shard": shard.name, "boxes_dropped": stats["boxes_dropped"]}, has_rejects
+    return {**entry, "shard": shard.name, **stats}, has_rejects
 
 
 def _counts(writer: DatasetWriter) -> dict:
@@ -244,7 +247,7 @@ def _counts(writer: DatasetWriter) -> dict:
     reasons = {} if rejects is None else {
         d["values"]: d["counts"] for d in pc.value_counts(rejects.column("reason")).to_pylist()}
     images = sum(p["rows"] for p in writer.manifest.parts)
-    failed = 0 if rejects is None else int(pc.sum(pc.invert(pc.match_substring(rejects.column("record"), " "))).as_py())
+    failed = sum(p.get("images_rejected", 0) for p in writer.manifest.parts)
     counts = {"images_in": images + failed, "images": images,
               "boxes": sum(p["boxes"] for p in writer.manifest.parts), "rejected": dict(sorted(reasons.items()))}
     dropped = sum(p.get("boxes_dropped", 0) for p in writer.manifest.parts)
