@@ -141,31 +141,16 @@ class Run:
 
 # -- steps -----------------------------------------------------------------------------------------------
 
-def _gold_dirs(run: Run) -> list[str]:
-    """The gold training sets as dataset directories (COCO JSON files are converted once)."""
+def _dataset_dir(run: Run, entry: dict, name: str) -> str:
+    """A config entry's data as a dataset directory (a COCO JSON file is converted once into RUN/inputs/NAME)."""
     from formats.converters.coco import CocoConvertConfig, convert_coco
 
-    out = []
-    for i, g in enumerate(run.cfg.gold):
-        p = Path(g["path"])
-        if p.is_file():
-            target = run.root / "inputs" / f"gold-{i}"
-            convert_coco(p, target, CocoConvertConfig(source="custom", image_root=g.get("image_root")))
-            out.append(str(target))
-        else:
-            out.append(str(p))
-    return out
-
-
-def _eval_dir(run: Run, e: dict, i: int) -> str:
-    from formats.converters.coco import CocoConvertConfig, convert_coco
-
-    p = Path(e["path"])
-    if p.is_file():
-        target = run.root / "inputs" / f"eval-{i}"
-        convert_coco(p, target, CocoConvertConfig(source="custom", image_root=e.get("image_root")))
-        return str(target)
-    return str(p)
+    p = Path(entry["path"])
+    if not p.is_file():
+        return str(p)
+    target = run.root / "inputs" / name
+    convert_coco(p, target, CocoConvertConfig(source="custom", image_root=entry.get("image_root")))
+    return str(target)
 
 
 def evaluate_model(run: Run, model: str, pseudo_dir: str | None = None) -> dict:
@@ -177,7 +162,7 @@ def evaluate_model(run: Run, model: str, pseudo_dir: str | None = None) -> dict:
     out = {}
     det = GroundingDetector(model, device=run.cfg.device, box_threshold=0.0)
     for i, e in enumerate(run.cfg.eval):
-        d = _eval_dir(run, e, i)
+        d = _dataset_dir(run, e, f"eval-{i}")
         if Dataset(d).manifest.kind == "od":
             out[e["name"]] = coco_ap(det, d, max_images=e.get("max_images"))
         else:
@@ -249,7 +234,7 @@ def run_selftrain(config: SelfTrainConfig, run_dir: str | os.PathLike) -> dict:
     """Runs (or resumes) the rounds; returns run.json's state."""
     run = Run(run_dir, config)
     cfg = run.cfg
-    gold = _gold_dirs(run)
+    gold = [_dataset_dir(run, g, f"gold-{i}") for i, g in enumerate(cfg.gold)]
     if not run.done(0, "eval"):
         t0 = time.perf_counter()
         metrics = {"round": 0, "model": cfg.base_model, "eval": evaluate_model(run, cfg.base_model)}
