@@ -140,7 +140,7 @@ def safe_file_names(names: pa.Array) -> tuple[pa.Array, dict[int, str]]:
 
 def verify_image_files(root: str, names: list[str], widths: np.ndarray, heights: np.ndarray) -> dict[int, tuple[str, str]]:
     """Checks each image exists under `root` and its header size matches; returns {index: (reason, detail)}."""
-    from PIL import Image
+    from formats.images import ImageError, image_size
 
     def check(i: int):
         try:
@@ -150,10 +150,9 @@ def verify_image_files(root: str, names: list[str], widths: np.ndarray, heights:
         if not full.is_file():
             return i, ("image file missing", str(full))
         try:
-            with Image.open(full) as im:
-                w, h = im.size
-        except Exception as e:  # noqa: BLE001 - any decoder failure is a reject with its message
-            return i, ("unreadable image", f"{full}: {e}")
+            w, h = image_size(full)
+        except ImageError as e:
+            return i, ("unreadable image", str(e))
         if (w, h) != (int(widths[i]), int(heights[i])):
             return i, ("image size mismatch", f"{full}: header {w}x{h}, annotation {widths[i]}x{heights[i]}")
         return i, None
