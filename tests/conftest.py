@@ -62,6 +62,15 @@ def tiny_models(tmp_path_factory):
     return write_tiny_models(tmp_path_factory.mktemp("models"))
 
 
+@pytest.fixture(scope="session")
+def sample_gold(tmp_path_factory):
+    """The bundled sample's hand-drawn gold boxes as a dataset directory (read-only for tests)."""
+    out = tmp_path_factory.mktemp("sample_gold") / "gold"
+    run_cli("convert", "coco", EXAMPLES / "sample" / "gold.json", "--source", "custom",
+            "--image-root", EXAMPLES / "sample" / "images", "--out", out)
+    return out
+
+
 @pytest.fixture
 def sample_images():
     from PIL import Image

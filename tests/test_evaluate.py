@@ -17,12 +17,9 @@ from formats.dataset import Dataset, DatasetWriter, Manifest
 from formats.images import decode_image, read_image_bytes
 
 
-@pytest.fixture(scope="module")
-def gold(tmp_path_factory):
-    out = tmp_path_factory.mktemp("g") / "gold"
-    run_cli("convert", "coco", EXAMPLES / "sample" / "gold.json", "--source", "custom",
-            "--image-root", EXAMPLES / "sample" / "images", "--out", out)
-    return out
+@pytest.fixture
+def gold(sample_gold):
+    return sample_gold
 
 
 def _key(im) -> str:

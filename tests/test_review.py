@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import EXAMPLES, ROOT, run_cli
+from conftest import ROOT, run_cli
 
 os.environ.setdefault("FIFTYONE_DATABASE_DIR", tempfile.mkdtemp(prefix="ovlabel-fo-db-"))
 
@@ -29,12 +29,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def gold_and_pseudo(tmp_path_factory):
+def gold_and_pseudo(tmp_path_factory, sample_gold):
     """The bundled sample's hand-drawn gold boxes, and a round-1 pseudo dataset over the same photos."""
     tmp = tmp_path_factory.mktemp("review")
-    gold = tmp / "gold"
-    run_cli("convert", "coco", EXAMPLES / "sample" / "gold.json", "--source", "custom",
-            "--image-root", EXAMPLES / "sample" / "images", "--out", gold)
+    gold = sample_gold
     src = Dataset(gold)
     table = src.read()
     rows = []

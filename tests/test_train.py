@@ -6,19 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import EXAMPLES, run_cli
 
 from detector.train import STATE, TrainConfig, last_checkpoint, train
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def sample_gold(tmp_path_factory):
-    out = tmp_path_factory.mktemp("gold") / "gold"
-    run_cli("convert", "coco", EXAMPLES / "sample" / "gold.json", "--source", "custom",
-            "--image-root", EXAMPLES / "sample" / "images", "--out", out)
-    return out
 
 
 def _ap(model, gold) -> dict:
