@@ -20,6 +20,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from formats.arrow_np import from_numpy, warm_pandas_import
 from formats.json_stream import FastParseError, JSONObjectStream, JSONStructureError, Window
 
 log = logging.getLogger("ovlabel.coco")
@@ -151,6 +152,7 @@ def read_coco(path: str | os.PathLike, *, tmp_dir: str | os.PathLike | None = No
               progress: Callable[[int], None] | None = None, window_bytes: int = 128 << 20) -> CocoColumns:
     """Streams a COCO JSON file into CocoColumns; raises JSONStructureError for structural problems."""
     path = str(path)
+    warm_pandas_import()
     out = CocoColumns(path=path)
     parser = _DuckParser(tmp_dir)
     imgs: list[dict] = []
@@ -208,6 +210,7 @@ def read_tables(path: str | os.PathLike, specs: dict[str, dict[str, str]], *,
                 progress: Callable[[int], None] | None = None, window_bytes: int = 128 << 20) -> JSONTables:
     """Streams the arrays named in `specs` (key -> {column: duckdb type}) of a JSON object into Arrow tables."""
     path = str(path)
+    warm_pandas_import()
     parser = _DuckParser(specs=specs)
     pieces: dict[str, list[pa.Table]] = {k: [] for k in specs}
     other: dict = {}
@@ -219,7 +222,7 @@ def read_tables(path: str | os.PathLike, specs: dict[str, dict[str, str]], *,
             for item in stream:
                 if isinstance(item, Window):
                     t = _objects_to_table(item, specs[item.key], problems) if item.objects is not None else item.table
-                    index = pa.array(np.arange(item.start_index, item.start_index + t.num_rows, dtype=np.int64))
+                    index = from_numpy(np.arange(item.start_index, item.start_index + t.num_rows, dtype=np.int64))
                     pieces[item.key].append(t.append_column("_index", index))
                     continue
                 key, value = item

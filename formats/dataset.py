@@ -342,6 +342,13 @@ _DICT_COLUMNS = ["source", "regions.list.element.category", "regions.list.elemen
 _STAT_COLUMNS = ["image_id", "source", "width", "height"]
 
 
+def part_ranges(n: int, max_rows: int) -> list[tuple[int, int]]:
+    """[start, end) row ranges splitting `n` rows into the fewest parts of at most `max_rows`, sizes balanced."""
+    parts = max(1, -(-n // max(1, max_rows)))
+    bounds = [n * p // parts for p in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def write_part_file(root: str | os.PathLike, name: str, table: pa.Table, *, validate: bool = True) -> dict:
     """Writes one records part of the dataset at `root` atomically; returns its manifest entry.
 

@@ -100,8 +100,11 @@ class JSONObjectStream:
                 break
             self.end += n
         if self.end > start:
-            if self._hasher is not None:
-                self._pending.append(self._pool.submit(self._hasher.update, view[start:self.end]))
+            if self._hasher is not None:  # hash a copy: the buffer is compacted and windows are edited in place
+                chunk = bytes(view[start:self.end])
+                if self._pending:  # at most one chunk waits, so memory stays bounded
+                    self._pending.pop().result()
+                self._pending.append(self._pool.submit(self._hasher.update, chunk))
             if self.progress:
                 self.progress(self.end - start)
 

@@ -12,6 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from formats.arrow_np import from_numpy
+
 FORMAT_NAME = "ovlabel-odvg"
 FORMAT_VERSION = 1
 
@@ -64,7 +66,7 @@ def record_schema(extra: list[pa.Field] | None = None) -> pa.Schema:
 
 def empty_regions(n: int) -> pa.ListArray:
     """`n` empty region lists (an image without boxes)."""
-    offsets = pa.array(np.zeros(n + 1, dtype=np.int32))
+    offsets = from_numpy(np.zeros(n + 1, dtype=np.int32))
     return pa.ListArray.from_arrays(offsets, pa.array([], type=REGION_TYPE))
 
 
@@ -86,7 +88,7 @@ def regions_from_columns(
     """Builds the `regions` list column from flat per-box columns and per-image offsets (len = images + 1)."""
     n = int(len(bbox_xyxy))
     boxes = np.ascontiguousarray(bbox_xyxy, dtype=np.float64).reshape(-1)
-    bbox = pa.FixedSizeListArray.from_arrays(pa.array(boxes, type=pa.float64()), 4)
+    bbox = pa.FixedSizeListArray.from_arrays(from_numpy(boxes), 4)
 
     def col(value, typ):
         if value is None:
@@ -97,7 +99,7 @@ def regions_from_columns(
             return value.cast(typ) if value.type != typ else value
         if np.isscalar(value) or isinstance(value, str):
             return pa.repeat(pa.scalar(value, typ), n)
-        return pa.array(value, type=typ)
+        return from_numpy(value, typ) if isinstance(value, np.ndarray) else pa.array(value, type=typ)
 
     children = [
         col(region_id, pa.string()),
@@ -113,7 +115,7 @@ def regions_from_columns(
         col(round, pa.int16()),
     ]
     structs = pa.StructArray.from_arrays(children, fields=list(REGION_TYPE))
-    return pa.ListArray.from_arrays(pa.array(np.asarray(offsets, dtype=np.int32)), structs)
+    return pa.ListArray.from_arrays(from_numpy(np.asarray(offsets, dtype=np.int32)), structs)
 
 
 def region_keys(image_ids: pa.Array, regions: pa.ListArray) -> pa.Array:
@@ -124,7 +126,7 @@ def region_keys(image_ids: pa.Array, regions: pa.ListArray) -> pa.Array:
     owner = np.repeat(np.arange(len(regions)), lengths)
     starts = np.repeat(regions.offsets.to_numpy()[:-1] - regions.offsets.to_numpy()[0], lengths)
     position = np.arange(len(owner)) - starts
-    positional = pc.binary_join_element_wise(image_ids.take(pa.array(owner)), pc.cast(pa.array(position), pa.string()), "#")
+    positional = pc.binary_join_element_wise(image_ids.take(from_numpy(owner)), pc.cast(from_numpy(position), pa.string()), "#")
     return pc.coalesce(regions.flatten().field("region_id"), positional)
 
 

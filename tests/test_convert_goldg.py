@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 from conftest import run_cli
@@ -103,6 +104,34 @@ def test_fast_and_slow_paths_agree(tmp_path):
     convert_goldg(compact, tmp_path / "c", GoldGConvertConfig(source="f"))
     convert_goldg(pretty, tmp_path / "p", GoldGConvertConfig(source="f"))
     assert records(tmp_path / "c") == records(tmp_path / "p")
+
+
+def test_phrases_of_non_ascii_captions_across_balanced_parts(tmp_path):
+    """Spans count characters: accents, CJK and emoji captions give the same words Python slicing gives."""
+    rng = random.Random(3)
+    words = ["café", "naïve", "dog", "猫", "🐕", "straße", "ball", "東京", "red"]
+    images, anns = [], []
+    for i in range(40):
+        cap = " ".join(rng.choice(words) for _ in range(rng.randint(2, 6)))
+        height = -1 if i % 9 == 4 else 100  # some captions rejected: parts are not one slice of the file
+        images.append({"file_name": f"{i}.jpg", "height": height, "width": 100, "id": i, "caption": cap})
+        starts = [0] + [k + 1 for k, ch in enumerate(cap) if ch == " "]
+        for _ in range(rng.randint(1, 3)):
+            picked = sorted(rng.sample(starts, rng.randint(1, min(2, len(starts)))))
+            spans = [[s0, cap.find(" ", s0) if " " in cap[s0:] else len(cap)] for s0 in picked]
+            anns.append({"id": len(anns) + 1, "image_id": i, "bbox": [1, 1, 10, 10], "area": 100, "iscrowd": 0,
+                         "tokens_positive": spans})
+    src = tmp_path / "unicode.json"
+    src.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "o"}]},
+                              ensure_ascii=False))
+    m = convert_goldg(src, tmp_path / "out", GoldGConvertConfig(source="u", part_images=7))
+    recs = records(tmp_path / "out")
+    assert len(recs) == 40 - 4 and m.counts["boxes"] == sum(len(r["regions"]) for r in recs) > 40
+    for r in recs:
+        for g in r["regions"]:
+            assert g["phrase"] == " ".join(r["caption"][s:e] for s, e in g["tokens_positive"])
+    sizes = [part["rows"] for part in m.parts]
+    assert len(sizes) == 6 and max(sizes) - min(sizes) <= 1  # 36 images in at most 7 a part: 6 balanced parts
 
 
 def test_data_source_coco_and_odvg_export(tmp_path):

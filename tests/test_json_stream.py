@@ -90,3 +90,46 @@ def test_structural_errors_name_the_file_and_byte(bad, message):
 def test_empty_arrays_and_unknown_keys():
     ids, small, windows, _ = collect(b'{"info": {"a": [1, {"b": 2}]}, "annotations": [], "licenses": []}')
     assert ids == [] and small["info"] == {"a": [1, {"b": 2}]} and small["licenses"] == []
+
+
+def test_checksum_is_of_the_file_while_windows_are_edited_in_place(monkeypatch):
+    """A fast parser may edit its window in place (duckdb's does); the checksum must still be the file's."""
+    import hashlib
+    import time
+
+    import formats.json_stream as js
+
+    real_sha256 = hashlib.sha256
+
+    class LaggingSha:  # the hashing thread runs behind the reader, as it does when the machine is busy
+        def __init__(self):
+            self.h = real_sha256()
+
+        def update(self, data):
+            time.sleep(0.005)
+            self.h.update(data)
+
+        def hexdigest(self):
+            return self.h.hexdigest()
+
+    monkeypatch.setattr(js.hashlib, "sha256", LaggingSha)
+    parser = _DuckParser()
+
+    def editing_parser(key, window):
+        saved = bytes(window)
+        window[:] = b" " * len(window)  # scribble, give the hashing thread time to run, restore
+        time.sleep(0.03)
+        window[:] = saved
+        return parser(key, window)
+
+    anns = [{"id": i, "image_id": 1, "category_id": 1, "bbox": [i, 2, 3, 4]} for i in range(2000)]
+    data = json.dumps(doc(anns)).encode()
+    try:
+        stream = JSONObjectStream(io.BytesIO(data), "t.json", big_arrays={"annotations"}, fast_parse=editing_parser,
+                                  window_bytes=4096)
+        ids = [i for it in stream if isinstance(it, Window) for i in it.table.column("id").to_pylist()]
+        digest = stream.sha256()
+    finally:
+        parser.close()
+    assert ids == list(range(2000))
+    assert digest == real_sha256(data).hexdigest()

@@ -97,7 +97,7 @@ def register_convert_coco(csub) -> None:
     c.add_argument("--image-root", help="folder the file names are relative to (recorded in the manifest)")
     c.add_argument("--check-images", action="store_true", help="check every image exists and its size matches")
     c.add_argument("--fix-o365-names", action="store_true", help="fix the 13 misspelled Objects365 v2 names")
-    c.add_argument("--part-images", type=int, default=100_000, help="images per parquet part (default 100000)")
+    c.add_argument("--part-images", type=int, default=100_000, help="at most this many images per parquet part; parts are balanced (default 100000)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     c.set_defaults(func=cmd_convert_coco)
 

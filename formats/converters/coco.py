@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from formats import schema as S
+from formats.arrow_np import from_numpy
 from formats.boxes import xywh_to_xyxy
 from formats.coco_read import F_AREA_MISSING, F_CROWD, F_IGNORE, MISSING, CocoColumns, read_coco
 from formats.converters.common import (
@@ -35,7 +36,7 @@ from formats.converters.common import (
     safe_file_names,
     verify_image_files,
 )
-from formats.dataset import DatasetWriter, Manifest, provenance
+from formats.dataset import DatasetWriter, Manifest, part_ranges, provenance
 from formats.json_stream import JSONStructureError
 
 log = logging.getLogger("ovlabel.convert")
@@ -171,7 +172,7 @@ def _check_images(cols: CocoColumns, cfg: CocoConvertConfig, rej: Rejects, probl
                f"{cfg.source} image skipped as MMDetection's coco2odvg.py skips it")
     if cfg.check_images and cfg.image_root:
         idx = np.flatnonzero(keep)
-        bad = verify_image_files(cfg.image_root, names.take(pa.array(idx)).to_pylist(), cols.img_w[idx], cols.img_h[idx])
+        bad = verify_image_files(cfg.image_root, names.take(from_numpy(idx)).to_pylist(), cols.img_w[idx], cols.img_h[idx])
         why = {int(idx[k]): v for k, v in bad.items()}
         for reason in sorted({r for r, _ in why.values()}):
             rows = [i for i, (r, _) in why.items() if r == reason]
@@ -255,38 +256,37 @@ def _write_parts(writer: DatasetWriter, cols: CocoColumns, cfg: CocoConvertConfi
     np.cumsum(counts, out=offsets[1:])
     cat_names = pa.array([c["name"] for c in cats], pa.string())
     cat_labels = np.array([c["label"] for c in cats], dtype=np.int32)
-    step = max(1, cfg.part_images)
-    n_parts = max(1, -(-n_kept // step))
+    ranges = part_ranges(n_kept, cfg.part_images)
     prefix = f"{cfg.source}/"
 
     def build(p: int) -> tuple[str, pa.Table]:
-        a, b = p * step, min(n_kept, (p + 1) * step)
+        a, b = ranges[p]
         rows = kept_idx[a:b]
         sel = order[offsets[a]:offsets[b]]
-        image_id = pc.binary_join_element_wise(prefix, pc.cast(pa.array(cols.img_id[rows]), pa.string()), "")
+        image_id = pc.binary_join_element_wise(prefix, pc.cast(from_numpy(cols.img_id[rows]), pa.string()), "")
         lp = label_pos[sel]
         regions = S.regions_from_columns(  # gold boxes are keyed by position (schema.region_keys)
             offsets[a:b + 1] - offsets[a], xywh_to_xyxy(cols.ann_box[sel]),
-            label=cat_labels[lp], category=cat_names.take(pa.array(lp)), origin="gold",
+            label=cat_labels[lp], category=cat_names.take(from_numpy(lp)), origin="gold",
         )
         data = {
             "image_id": image_id,
             "source": pa.repeat(pa.scalar(cfg.source), b - a),
-            "file_name": names.take(pa.array(rows)),
-            "width": pa.array(cols.img_w[rows].astype(np.int32)),
-            "height": pa.array(cols.img_h[rows].astype(np.int32)),
+            "file_name": names.take(from_numpy(rows)),
+            "width": from_numpy(cols.img_w[rows].astype(np.int32)),
+            "height": from_numpy(cols.img_h[rows].astype(np.int32)),
             "caption": pa.nulls(b - a, pa.string()),
             "regions": regions,
         }
         if extra:
-            data["neg_labels"] = _ids_to_labels(cols.img_neg.take(pa.array(rows)), cats)
-            data["not_exhaustive_labels"] = _ids_to_labels(cols.img_not_exh.take(pa.array(rows)), cats)
+            data["neg_labels"] = _ids_to_labels(cols.img_neg.take(from_numpy(rows)), cats)
+            data["not_exhaustive_labels"] = _ids_to_labels(cols.img_not_exh.take(from_numpy(rows)), cats)
         table = pa.Table.from_arrays(list(data.values()), schema=S.record_schema(extra))
         return f"part-{p:05d}.parquet", table
 
     with ThreadPoolExecutor(2) as pool:
         futures = []
-        for p in range(n_parts):
+        for p in range(len(ranges)):
             name, table = build(p)
             futures.append(pool.submit(writer.write_part, name, table))
             if len(futures) > 2:

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from formats import schema as S
+from formats.arrow_np import from_numpy
 from formats.coco_read import read_tables
 from formats.converters.coco import ConversionError
 from formats.converters.common import (
@@ -32,7 +33,7 @@ from formats.converters.common import (
     later_duplicates,
     safe_file_names,
 )
-from formats.dataset import DatasetWriter, Manifest, provenance
+from formats.dataset import DatasetWriter, Manifest, part_ranges, provenance
 from formats.json_stream import JSONStructureError
 
 log = logging.getLogger("ovlabel.goldg")
@@ -188,8 +189,11 @@ def _check_boxes(imgs: pa.Table, anns: pa.Table, slot: np.ndarray, keep_img: np.
     bad_pair[owner[pair_len != 2]] = True
     reject(bad_pair, "invalid tokens_positive", "every span must be [start, end]")
     ok_pairs = pair_len == 2
-    flat = pairs_list.filter(pa.array(ok_pairs)).flatten().to_numpy(zero_copy_only=False).reshape(-1, 2)
-    owner = owner[ok_pairs]
+    if ok_pairs.all():  # the usual case: no copies
+        flat = pairs_list.flatten().to_numpy(zero_copy_only=False).reshape(-1, 2)
+    else:
+        flat = pairs_list.filter(from_numpy(ok_pairs)).flatten().to_numpy(zero_copy_only=False).reshape(-1, 2)
+        owner = owner[ok_pairs]
     cap_len = pc.utf8_length(imgs.column("caption").combine_chunks()).fill_null(-1).to_numpy(zero_copy_only=False)
     outside = (flat[:, 0] < 0) | (flat[:, 1] <= flat[:, 0]) | (flat[:, 1] > cap_len[keep_slot[owner]])
     bad = np.zeros(n, dtype=bool)
@@ -205,7 +209,8 @@ def _check_boxes(imgs: pa.Table, anns: pa.Table, slot: np.ndarray, keep_img: np.
 
     kept = np.flatnonzero(keep)
     take = keep[owner]
-    flat, owner = flat[take], owner[take]
+    if not take.all():
+        flat, owner = flat[take], owner[take]
     # boxes grouped by caption, in file order (MDETR files are already grouped: no sort)
     order = kept if np.all(np.diff(slot[kept]) >= 0) else kept[np.argsort(slot[kept], kind="stable")]
     rank = np.empty(n, dtype=np.int64)
@@ -245,23 +250,50 @@ def _boxes(bbox: pa.ListArray) -> np.ndarray:
     if ok.all() and values.null_count == 0:  # the usual case: one reshape, no copy of the lists
         return values.to_numpy(zero_copy_only=False).astype(np.float64, copy=False).reshape(n, 4)
     if ok.any():
-        box[ok] = bbox.filter(pa.array(ok)).flatten().fill_null(np.nan).to_numpy(zero_copy_only=False).reshape(-1, 4)
+        box[ok] = bbox.filter(from_numpy(ok)).flatten().fill_null(np.nan).to_numpy(zero_copy_only=False).reshape(-1, 4)
     return box
 
 
 def _phrases(captions: pa.Array, spans: np.ndarray, span_offsets: np.ndarray, slots: np.ndarray) -> pa.Array:
-    """The grounded words of each box: the text at its (sorted) spans, joined by single spaces."""
-    import duckdb
+    """The grounded words of each box: the text at its (sorted) spans, joined by single spaces.
 
-    box = np.repeat(np.arange(len(slots)), np.diff(span_offsets))
-    pairs = pa.table({"caption": captions.take(pa.array(slots[box])),
-                      "s": spans[:, 0].astype(np.int64), "e": spans[:, 1].astype(np.int64)})
-    con = duckdb.connect()
-    con.register("pairs", pairs)  # substring counts characters (code points), as Python's spans do
-    words = con.sql("SELECT substring(caption, s + 1, e - s) AS w FROM pairs").to_arrow_table().column("w")
-    con.close()
-    lists = pa.ListArray.from_arrays(pa.array(span_offsets.astype(np.int32)), words.combine_chunks())
-    return pc.binary_join(lists, " ")
+    Spans count characters (code points), as Python's do; they are mapped to UTF-8 byte positions and the
+    bytes gathered in one vectorised pass. Every span lies inside its caption (checked before).
+    """
+    captions = captions.combine_chunks() if isinstance(captions, pa.ChunkedArray) else captions
+    if captions.type != pa.string():
+        captions = captions.cast(pa.string())
+    _, off_buf, data_buf = captions.buffers()
+    cap_off = np.frombuffer(off_buf, dtype=np.int32)[captions.offset:captions.offset + len(captions) + 1]
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    n_box = len(span_offsets) - 1
+    box = np.repeat(np.arange(n_box), np.diff(span_offsets))
+    cap = slots[box]
+    first = cap_off[cap].astype(np.int64)
+    s, e = spans[:, 0].astype(np.int64), spans[:, 1].astype(np.int64)
+    if not (data[cap_off[0]:cap_off[-1]] & 0x80).any():  # ASCII: characters are bytes
+        b_s, b_e = first + s, first + e
+    else:  # the k-th character of a caption starts at its k-th UTF-8 lead byte
+        lead = np.append(np.flatnonzero((data & 0xC0) != 0x80), len(data))  # + a sentinel past the end
+        base = np.searchsorted(lead, first)
+        last = cap_off[cap + 1].astype(np.int64)
+
+        def byte_at(k):  # a caption's end for k == its length
+            return np.minimum(lead[np.minimum(base + k, len(lead) - 1)], last)
+        b_s, b_e = byte_at(s), byte_at(e)
+    # each span's bytes, followed by a space unless it is its box's last span
+    sep = np.ones(len(s), dtype=np.int64)
+    sep[span_offsets[1:][np.diff(span_offsets) > 0] - 1] = 0
+    piece = b_e - b_s + sep
+    out_off = np.zeros(len(s) + 1, dtype=np.int64)
+    np.cumsum(piece, out=out_off[1:])
+    src = np.arange(out_off[-1], dtype=np.int64) + np.repeat(b_s - out_off[:-1], piece)
+    out = data[np.minimum(src, max(len(data) - 1, 0))] if len(src) else np.zeros(0, np.uint8)
+    out[out_off[1:][sep == 1] - 1] = 32  # ' '
+    box_off = out_off[span_offsets]
+    typ = pa.string() if out_off[-1] < 2**31 else pa.large_string()
+    offsets = box_off.astype(np.int32 if typ == pa.string() else np.int64)
+    return pa.Array.from_buffers(typ, n_box, [None, pa.py_buffer(offsets), pa.py_buffer(out)])
 
 
 def _write_parts(writer: DatasetWriter, imgs: pa.Table, names: pa.Array, keep_img: np.ndarray, regions: dict,
@@ -273,31 +305,33 @@ def _write_parts(writer: DatasetWriter, imgs: pa.Table, names: pa.Array, keep_im
     counts = np.bincount(box_slot, minlength=len(kept_idx))
     offsets = np.zeros(len(kept_idx) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    step = max(1, cfg.part_images)
     so = regions["span_offsets"]
-    phrases = _phrases(imgs.column("caption").combine_chunks(), regions["spans"], so, regions["slot"])
+    captions = imgs.column("caption").combine_chunks()
     pool, futures = ThreadPoolExecutor(2), []  # parquet encoding releases the GIL: write while building
-    for p in range(max(1, -(-len(kept_idx) // step))):
-        a, b = p * step, min(len(kept_idx), (p + 1) * step)
-        rows = pa.array(kept_idx[a:b])
+    for p, (a, b) in enumerate(part_ranges(len(kept_idx), cfg.part_images)):
+        rows = kept_idx[a:b]
+        contiguous = b > a and rows[-1] - rows[0] == b - a - 1  # all kept: a slice, no copy
+        part = imgs.slice(int(rows[0]), b - a) if contiguous else imgs.take(from_numpy(rows))
+        part_names = names.slice(int(rows[0]), b - a) if contiguous else names.take(from_numpy(rows))
         ba, bb = int(offsets[a]), int(offsets[b])
         spans = pa.ListArray.from_arrays(
-            pa.array(so[ba:bb + 1] - so[ba]),
-            pa.FixedSizeListArray.from_arrays(pa.array(regions["spans"][so[ba]:so[bb]].reshape(-1)), 2))
-        regs = S.regions_from_columns(offsets[a:b + 1] - ba, regions["bbox"][ba:bb], phrase=phrases.slice(ba, bb - ba),
+            from_numpy(so[ba:bb + 1] - so[ba]),
+            pa.FixedSizeListArray.from_arrays(from_numpy(regions["spans"][so[ba]:so[bb]].reshape(-1)), 2))
+        phrases = _phrases(captions, regions["spans"][so[ba]:so[bb]], so[ba:bb + 1] - so[ba], regions["slot"][ba:bb])
+        regs = S.regions_from_columns(offsets[a:b + 1] - ba, regions["bbox"][ba:bb], phrase=phrases,
                                       tokens_positive=spans, origin="gold")
-        ids = pc.cast(imgs.column("id").take(rows), pa.string())
+        ids = pc.cast(part.column("id"), pa.string())
         data = {
             "image_id": pc.binary_join_element_wise(f"{cfg.source}/", ids, ""),
             "source": pa.repeat(pa.scalar(cfg.source), b - a),
-            "file_name": names.take(rows),
-            "width": imgs.column("width").take(rows),
-            "height": imgs.column("height").take(rows),
-            "caption": imgs.column("caption").take(rows),
+            "file_name": part_names,
+            "width": part.column("width"),
+            "height": part.column("height"),
+            "caption": part.column("caption"),
             "regions": regs,
         }
         for f in EXTRA_FIELDS:
-            data[f.name] = imgs.column(f.name).take(rows)
+            data[f.name] = part.column(f.name)
         table = S.conform(pa.table(data), EXTRA_FIELDS)
         futures.append(pool.submit(writer.write_part, f"part-{p:05d}.parquet", table))
         if len(futures) > 2:

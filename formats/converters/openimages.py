@@ -21,9 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from formats import schema as S
+from formats.arrow_np import from_numpy
 from formats.converters.coco import ConversionError
 from formats.converters.common import Rejects
-from formats.dataset import DatasetWriter, Manifest, input_entry, prior_run, provenance
+from formats.dataset import DatasetWriter, Manifest, input_entry, part_ranges, prior_run, provenance
 from formats.images import image_size
 
 log = logging.getLogger("ovlabel.openimages")
@@ -94,15 +95,14 @@ def convert_openimages(ann_dir: str | os.PathLike, out_dir: str | os.PathLike, c
                         config=asdict(cfg), provenance=provenance(inputs))
     writer = DatasetWriter(out_dir, manifest, overwrite=True, resume_key=resume_key)
     names = pa.array([c["name"] for c in cats], pa.string())
-    step = max(1, cfg.part_images)
-    for p in range(max(1, -(-t.num_rows // step))):
-        part = t.slice(p * step, step)
+    for p, (a, b) in enumerate(part_ranges(t.num_rows, cfg.part_images)):
+        part = t.slice(a, b - a)
         labels = part.column("labels").combine_chunks()
         lab = labels.flatten().to_numpy(zero_copy_only=False).astype(np.int32)
         boxes = part.column("boxes").combine_chunks().flatten().flatten().to_numpy(zero_copy_only=False)
         offsets = labels.offsets.to_numpy() - labels.offsets.to_numpy()[0]
         regions = S.regions_from_columns(offsets, boxes.reshape(-1, 4), label=lab,
-                                         category=names.take(pa.array(lab)), origin="gold")
+                                         category=names.take(from_numpy(lab)), origin="gold")
         n = part.num_rows
         ids_p = part.column("image_id")
         table = pa.table({
