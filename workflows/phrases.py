@@ -1,7 +1,10 @@
 """`ovlabel phrases`: noun phrases for every caption of a dataset, on Ray Data, one output part per input part.
 
-Output: the same records with an extra ``phrases`` column (``[{phrase, tokens_positive}]``). Parts are
-written atomically; a rerun skips finished ones.
+Output: the same records with an extra ``phrases`` column (``[{phrase, tokens_positive}]``). Each input part
+is cut into units of a few thousand rows, so a part's captions spread over every worker; a pool of phrase
+actors (spaCy loaded once each, several units queued per actor so none waits between units) reads only
+the caption column. The driver joins the phrases back onto each part once all its units are in and
+writes the part atomically; a rerun skips finished parts.
 """
 
 from __future__ import annotations
@@ -9,24 +12,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from formats.dataset import Dataset, DatasetWriter, Manifest, prior_run, provenance
+from formats.dataset import Dataset, DatasetWriter, Manifest, part_ranges, prior_run, provenance
 from labeling.phrases import PhraseConfig
-from labeling.stages import add_phrases
+from labeling.stages import CaptionPhrases
 
 
-def _read_part(units: pa.Table) -> pa.Table:
-    """The records of each listed part, tagged with the part's name."""
-    tables = []
-    for u in units.to_pylist():
-        t = pq.read_table(u["path"])
-        tables.append(t.append_column("_part", pa.repeat(pa.scalar(u["name"]), t.num_rows)))
-    return pa.concat_tables(tables)
+def phrase_units(parts: list[dict], rows_per_unit: int) -> list[dict]:
+    """Row ranges (`name`, `path`, `start`, `stop`) covering every row of the listed parts."""
+    return [{"name": p["name"], "path": p["path"], "start": a, "stop": b}
+            for p in parts for a, b in part_ranges(int(p["rows"]), rows_per_unit) if b > a]
 
 
-def run_phrases(dataset: str | Path, out: str | Path, cfg: PhraseConfig, *, overwrite: bool = False) -> dict:
-    """Adds phrases to every record of `dataset` into the dataset directory `out`."""
+def run_phrases(dataset: str | Path, out: str | Path, cfg: PhraseConfig, *, overwrite: bool = False,
+                workers: int | None = None, rows_per_unit: int = 1000) -> dict:
+    """Adds phrases to every record of `dataset` into the dataset directory `out`.
+
+    `workers`: phrase actors (default: every CPU of the Ray cluster).
+    """
     import ray
 
     from workflows.ray_runtime import init_ray
@@ -42,21 +47,34 @@ def run_phrases(dataset: str | Path, out: str | Path, cfg: PhraseConfig, *, over
                         extra_columns=[*m.extra_columns, "phrases"], config={"phrases": cfg.to_dict()},
                         provenance=provenance([{"path": str(src.root.resolve()), "dataset": True}]))
     writer = DatasetWriter(out, manifest, overwrite=overwrite, resume_key=key)
-    todo = [{"name": p["name"], "path": str(src.root / "records" / p["name"]), "rows": p["rows"]}
+    todo = [{"name": p["name"], "path": str(src.root / "records" / p["name"]), "rows": int(p["rows"])}
             for p in m.parts if not writer.is_done(p["name"])]
-    if todo:
+    units = phrase_units(todo, rows_per_unit)
+    if units:
         init_ray()
-        ds = ray.data.from_items(todo, override_num_blocks=len(todo))
-        ds = ds.map_batches(_read_part, batch_size=1, batch_format="pyarrow", num_cpus=0.25)
-        ds = ds.map_batches(add_phrases, batch_size=512, batch_format="pyarrow", fn_kwargs={"phrase_cfg": cfg.to_dict()})
-        expected = {u["name"]: u["rows"] for u in todo}
-        pending: dict[str, list] = {}
+        size = max(1, min(len(units), workers or int(ray.cluster_resources().get("CPU", 1))))
+        ds = ray.data.from_items(units, override_num_blocks=len(units))
+        ds = ds.map_batches(CaptionPhrases, fn_constructor_kwargs={"phrase_cfg": cfg.to_dict()}, batch_size=None,
+                            batch_format="pyarrow", num_cpus=1,
+                            compute=ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=2))
+        expected = {p["name"]: p["rows"] for p in todo}
+        paths = {p["name"]: p["path"] for p in todo}
+        pending: dict[str, list[pa.Table]] = {}
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            for name in set(batch.column("_part").to_pylist()):
-                pending.setdefault(name, []).append(batch.filter(pa.compute.equal(batch.column("_part"), name)))
+            for name in pc.unique(batch.column("part")).to_pylist():
+                pending.setdefault(name, []).append(batch.filter(pc.equal(batch.column("part"), name)))
                 if sum(t.num_rows for t in pending[name]) == expected[name]:
-                    table = pa.concat_tables(pending.pop(name)).drop_columns(["_part"])
-                    writer.write_part(name, table, validate=False)
+                    writer.write_part(name, _with_phrases(paths[name], pending.pop(name)), validate=False)
     n = sum(int(p["rows"]) for p in writer.manifest.parts)
     return {"dataset": str(out), **writer.finish({"images": n, "boxes": sum(int(p["boxes"]) for p in writer.manifest.parts)}).counts}
 
+
+def _with_phrases(path: str, pieces: list[pa.Table]) -> pa.Table:
+    """The part's records with its phrases (collected from units in any order) as a new column."""
+    got = pa.concat_tables(pieces)
+    order = pc.sort_indices(got.column("row"))
+    records = pq.read_table(path)
+    rows = got.column("row").take(order)
+    if len(rows) != records.num_rows or not pc.all(pc.equal(rows, pa.array(range(len(rows))))).as_py():
+        raise RuntimeError(f"{path}: phrases came back for rows other than the part's {records.num_rows}")
+    return records.append_column("phrases", got.column("phrases").take(order))
