@@ -86,23 +86,23 @@ class PhraseExtractor:
 
     def phrases(self, doc) -> list[dict]:
         """Phrases of one parsed caption, deduplicated, in order of first mention."""
+        text = doc.text  # built from the tokens on every access: once per caption
         spans: list[tuple[int, int]] = []
         for chunk in doc.noun_chunks:
-            span = self._clean(chunk)
+            span = self._clean(chunk, text)
             if span is not None:
                 spans.append(span)
         if self.cfg.referring_expressions:
             spans = self._referring(doc, spans)
         out: dict[str, dict] = {}
         for s, e in spans:
-            text = doc.text[s:e]
-            key = text.lower()
-            entry = out.setdefault(key, {"phrase": text, "tokens_positive": []})
+            phrase = text[s:e]
+            entry = out.setdefault(phrase.lower(), {"phrase": phrase, "tokens_positive": []})
             if [s, e] not in entry["tokens_positive"]:
                 entry["tokens_positive"].append([s, e])
         return list(out.values())
 
-    def _clean(self, chunk) -> tuple[int, int] | None:
+    def _clean(self, chunk, text: str) -> tuple[int, int] | None:
         toks = list(chunk)
         root = chunk.root
         if self.cfg.drop_pronouns and (root.pos_ == "PRON" or root.lower_ in PRONOUN_WORDS):
@@ -117,8 +117,7 @@ class PhraseExtractor:
         if self.cfg.drop_abstract and _is_abstract(root.lower_, self.abstract):
             return None
         start, end = toks[0].idx, toks[-1].idx + len(toks[-1].text)
-        text = chunk.doc.text[start:end]
-        if len(text) < self.cfg.min_chars or len(toks) > self.cfg.max_words:
+        if end - start < self.cfg.min_chars or len(toks) > self.cfg.max_words:
             return None
         return start, end
 
