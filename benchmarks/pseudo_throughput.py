@@ -3,18 +3,18 @@
 phrases:   on N generated CC3M-like captions, the phrase stage (filters, spans, Arrow batches) against bare
            ``nlp.pipe`` (same model, same disabled pipes) on one core, alternating chunk by chunk; then the
            whole ``ovlabel phrases`` pipeline (run_phrases: parts read, cut into units, 2 phrase actors, joined,
-           parts written) on a dataset directory of the same captions. Its start-up (actors spawned, spaCy
-           loaded in each) is measured by the same pipeline on a 4-caption dataset of two parts (two units,
-           so both actors start) and subtracted: the ratio is the rate once started, against bare
-           ``nlp.pipe`` timed before and after (averaged); the rate counting start-up is printed too.
-           Targets: >= 0.85 and >= 1.6.
+           parts written) on a dataset directory of the same captions, against bare ``nlp.pipe`` timed right
+           before and after it (averaged). The pipeline's rate is taken at its output once started: captions
+           whose phrases arrived after each worker's first unit, over the time from the last of those first
+           arrivals to the last arrival (the actors' start and spaCy loads excluded; the rate counting them is
+           printed too). 3 rounds, the median reported. Targets: >= 0.85 and >= 1.6.
 detection: full-size random-weight MM-Grounding-DINO-T (Swin-T + BERT-base, 900 queries, 800x1333) and
            CLIP ViT-B/32 (the real FLOPs) on CPU. The whole pipeline (Ray, phrases, image reads and decoding,
            candidates, filters, atomic writes) against a bare loop calling the same models on the same
            pre-decoded batches, with the same torch thread count as the pipeline's model actor (1).
-           The pipeline's time includes its one-time costs (the model actor's start, imports and model
-           loading; Ray's own start is printed apart), so the ratio is a lower bound on the steady-state
-           one. Target: >= 0.9.
+           Two ratios: the pipeline's whole time (its one-time costs included: the model actor's start,
+           imports and model loading; Ray's own start is printed apart), and its rate once started (a run
+           on a one-batch dataset, start-up plus that batch, subtracted). Target: >= 0.9.
 
 Usage: python benchmarks/pseudo_throughput.py [--captions 20000] [--images 8] [--skip-detection]
 """
@@ -69,7 +69,7 @@ def caption_dataset(root: Path, texts: list[str], part_rows: int = 10_000) -> Pa
     return root
 
 
-def bench_phrases(n: int, workers: int = 2) -> dict:
+def bench_phrases(n: int, workers: int = 2, repeats: int = 3) -> dict:
     import pyarrow as pa
 
     from labeling.phrases import PhraseConfig, PhraseExtractor, load_spacy
@@ -101,23 +101,38 @@ def bench_phrases(n: int, workers: int = 2) -> dict:
 
     # the `ovlabel phrases` pipeline: read parts, units over an actor pool, join, write parts
     work = Path(tempfile.mkdtemp(prefix="ovlabel-bench-phrases-"))
-    small = caption_dataset(work / "small", texts[:2 * workers], part_rows=2)  # one unit (and actor) per worker
     big = caption_dataset(work / "big", texts)
     init_ray(num_cpus=workers)
-    timings = {}
-    for name, src in (("small", small), ("big", big), ("small2", small)):
+
+    def pipeline() -> tuple[float, float]:
+        """Whole time, and the rate at the output once started (from the first unit's phrases to the last's)."""
+        arrivals = []
         t = time.perf_counter()
-        r = run_phrases(src, work / f"out-{name}", cfg, workers=workers, overwrite=True)
-        timings[name] = time.perf_counter() - t
-        assert r["images"] == (n if name == "big" else 2 * workers)
-    startup = min(timings["small"], timings["small2"])  # actors start and load spaCy; Ray's start not counted
-    marginal = timings["big"] - startup
-    bare_pipe = (bare + bare_pass(0, n)) / 2  # bare measured before and after the pipeline runs
+        r = run_phrases(big, work / "out", cfg, workers=workers, overwrite=True,
+                        on_rows=lambda k: arrivals.append((time.perf_counter(), k)))
+        total = time.perf_counter() - t
+        assert r["images"] == n and len(arrivals) > workers + 1
+        # each actor's first unit ran before the window opens: it starts when every actor has delivered one
+        first = arrivals[workers - 1][0]
+        return total, (n - sum(k for _, k in arrivals[:workers])) / (arrivals[-1][0] - first)
+
+    # rounds of: pipeline, bare pass; each round's ratio uses the bare passes before and after it, so the
+    # machine's slow and fast spells hit both sides alike
+    bares, rounds = [bare_pass(0, n)], []
+    for _ in range(repeats):
+        total, steady = pipeline()
+        bares.append(bare_pass(0, n))
+        around = n / ((bares[-2] + bares[-1]) / 2)
+        rounds.append({"total_s": total, "per_s": steady, "bare_per_s": around,
+                       "ratio": steady / around, "ratio_with_startup": n / total / around})
+    mid = sorted(rounds, key=lambda r: r["ratio"])[len(rounds) // 2]
     return {"captions": n, "bare_nlp_pipe_per_s": round(n / bare), "stage_one_core_per_s": round(n / stage),
-            "pipeline_total_s": round(timings["big"], 2), "pipeline_startup_s": round(startup, 2),
-            "pipeline_2_workers_per_s": round(n / marginal), "pipeline_2_workers_per_s_with_startup": round(n / timings["big"]),
-            "ratio_stage_vs_bare": round(bare / stage, 3), "ratio_2_workers_vs_bare": round(bare_pipe / marginal, 3),
-            "ratio_2_workers_vs_bare_with_startup": round(bare_pipe / timings["big"], 3)}
+            "ratio_stage_vs_bare": round(bare / stage, 3),
+            "pipeline_rounds": [{k: round(v, 3) for k, v in r.items()} for r in rounds],
+            "pipeline_total_s": round(mid["total_s"], 2),
+            "pipeline_2_workers_per_s": round(mid["per_s"]), "pipeline_2_workers_per_s_with_startup": round(n / mid["total_s"]),
+            "ratio_2_workers_vs_bare": round(mid["ratio"], 3),
+            "ratio_2_workers_vs_bare_with_startup": round(mid["ratio_with_startup"], 3)}
 
 
 def bench_detection(n_images: int, batch_size: int) -> dict:
@@ -160,16 +175,22 @@ def bench_detection(n_images: int, batch_size: int) -> dict:
             "chelsea": "close up of a tabby cat with green eyes", "coffee": "a cup of coffee on a red saucer with a spoon",
             "rocket": "a rocket on the launch pad between towers", "motorcycle_left": "a red motorcycle in a garage",
             "motorcycle_right": "a red motorcycle parked in front of shelves", "camera": "a man looks through a camera on a tripod"}
-    imgs = [gold["images"][i % len(gold["images"])] for i in range(n_images)]
-    doc = {"images": [{**im, "id": k + 1} for k, im in enumerate(imgs)], "annotations": [], "categories": gold["categories"]}
-    (work / "in.json").write_text(json.dumps(doc))
-    convert_coco(work / "in.json", work / "ds", CocoConvertConfig(source="custom", image_root=str(sample / "images")))
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    part = next((work / "ds" / "records").glob("*.parquet"))
-    t = pq.read_table(part)
-    pq.write_table(t.set_column(5, "caption", pa.array([caps[Path(im["file_name"]).stem] for im in imgs])), part)
+    def caption_images(name: str, n: int) -> Path:
+        imgs = [gold["images"][i % len(gold["images"])] for i in range(n)]
+        doc = {"images": [{**im, "id": k + 1} for k, im in enumerate(imgs)], "annotations": [],
+               "categories": gold["categories"]}
+        (work / f"{name}.json").write_text(json.dumps(doc))
+        convert_coco(work / f"{name}.json", work / name, CocoConvertConfig(source="custom", image_root=str(sample / "images")))
+        part = next((work / name / "records").glob("*.parquet"))
+        t = pq.read_table(part)
+        pq.write_table(t.set_column(5, "caption", pa.array([caps[Path(im["file_name"]).stem] for im in imgs])), part)
+        return part
+
+    part = caption_images("ds", n_images)
+    caption_images("ds_small", batch_size)  # one unit: the pipeline's start-up plus one batch
     settings = {"detector": str(work / "detector"), "clip": str(work / "clip"), "batch_size": batch_size,
                 "box_threshold": 0.1, "clip_margin": 0.1}
     # bare loop: same models, same sub-batches, images decoded beforehand, 1 torch thread like the actor
@@ -193,13 +214,18 @@ def bench_detection(n_images: int, batch_size: int) -> dict:
     pcfg = PseudoConfig(detector=settings["detector"], clip=settings["clip"], box_threshold=0.1,
                         filter=FilterConfig().to_dict(), images_per_part=batch_size)
     t = time.perf_counter()
+    run_pseudo(work / "ds_small", work / "pseudo_small", pcfg, RunOptions(batch_size=batch_size, num_cpus=2))
+    small = time.perf_counter() - t
+    t = time.perf_counter()
     run_pseudo(work / "ds", work / "pseudo", pcfg, RunOptions(batch_size=batch_size, num_cpus=2))
     pipe = time.perf_counter() - t  # Ray was started above (ray_init_s): a cluster's cost, not the pipeline's
+    steady = (n_images - batch_size) / (pipe - small)  # start-up and the first batch subtracted
     return {"images": n_images, "batch_size": batch_size, "resolution": "shortest 800, longest 1333",
             "torch_threads": 1, "bare_loop_s": round(bare, 1), "pipeline_s_total": round(pipe, 1),
-            "model_load_s": round(load_s, 1), "ray_init_s": round(ray_init, 1),
+            "pipeline_one_batch_s": round(small, 1), "model_load_s": round(load_s, 1), "ray_init_s": round(ray_init, 1),
             "bare_images_per_s": round(n_images / bare, 4), "pipeline_images_per_s": round(n_images / pipe, 4),
-            "ratio_pipeline_vs_bare": round(bare / pipe, 3)}
+            "pipeline_images_per_s_started": round(steady, 4),
+            "ratio_pipeline_vs_bare": round(bare / pipe, 3), "ratio_started_vs_bare": round(steady * bare / n_images, 3)}
 
 
 def main() -> None:
@@ -214,7 +240,7 @@ def main() -> None:
     p = res["phrases"]
     print(f"phrases: bare nlp.pipe {p['bare_nlp_pipe_per_s']}/s, stage {p['stage_one_core_per_s']}/s, "
           f"`ovlabel phrases` pipeline with 2 workers {p['pipeline_2_workers_per_s']}/s once started "
-          f"(start-up {p['pipeline_startup_s']} s; {p['pipeline_2_workers_per_s_with_startup']}/s counting it)")
+          f"({p['pipeline_2_workers_per_s_with_startup']}/s counting its start-up)")
     print(f"  stage / bare (1 core)      {p['ratio_stage_vs_bare']:.3f}   target >= 0.85   "
           f"{'PASS' if p['ratio_stage_vs_bare'] >= 0.85 else 'MISS'}")
     print(f"  2 workers / bare (1 core)  {p['ratio_2_workers_vs_bare']:.3f}   target >= 1.6    "
@@ -224,8 +250,11 @@ def main() -> None:
         d = res["detection"] = bench_detection(a.images, a.batch_size)
         print(f"detection (MM-GDINO-T + CLIP-B/32, random weights, CPU, 1 torch thread): bare "
               f"{d['bare_images_per_s']} img/s, pipeline {d['pipeline_images_per_s']} img/s (start-up included)")
-        print(f"  pipeline / bare            {d['ratio_pipeline_vs_bare']:.3f}   target >= 0.9    "
+        print(f"  pipeline / bare, start-up included   {d['ratio_pipeline_vs_bare']:.3f}   target >= 0.9    "
               f"{'PASS' if d['ratio_pipeline_vs_bare'] >= 0.9 else 'MISS'}")
+        print(f"  pipeline / bare, once started        {d['ratio_started_vs_bare']:.3f}   target >= 0.9    "
+              f"{'PASS' if d['ratio_started_vs_bare'] >= 0.9 else 'MISS'}   (start-up + first batch: "
+              f"{d['pipeline_one_batch_s']} s)")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2))
 

@@ -9,6 +9,7 @@ writes the part atomically; a rerun skips finished parts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -27,10 +28,12 @@ def phrase_units(parts: list[dict], rows_per_unit: int) -> list[dict]:
 
 
 def run_phrases(dataset: str | Path, out: str | Path, cfg: PhraseConfig, *, overwrite: bool = False,
-                workers: int | None = None, rows_per_unit: int = 1000) -> dict:
+                workers: int | None = None, rows_per_unit: int = 1000,
+                on_rows: Callable[[int], None] | None = None) -> dict:
     """Adds phrases to every record of `dataset` into the dataset directory `out`.
 
-    `workers`: phrase actors (default: every CPU of the Ray cluster).
+    `workers`: phrase actors (default: every CPU of the Ray cluster); `on_rows(n)` is called as the
+    phrases of n more captions arrive.
     """
     import ray
 
@@ -61,6 +64,8 @@ def run_phrases(dataset: str | Path, out: str | Path, cfg: PhraseConfig, *, over
         paths = {p["name"]: p["path"] for p in todo}
         pending: dict[str, list[pa.Table]] = {}
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            if on_rows is not None:
+                on_rows(batch.num_rows)
             for name in pc.unique(batch.column("part")).to_pylist():
                 pending.setdefault(name, []).append(batch.filter(pc.equal(batch.column("part"), name)))
                 if sum(t.num_rows for t in pending[name]) == expected[name]:
