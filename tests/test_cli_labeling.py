@@ -34,7 +34,10 @@ def test_phrases_of_parts_cut_into_units_come_back_in_row_order(tmp_path):
 
     src = tmp_path / "cc3m"
     run_cli("convert", "cc3m", EXAMPLES / "cc3m_sample", "--out", src)
+    import ray
+
     r = run_phrases(src, tmp_path / "ph", PhraseConfig(), workers=2, rows_per_unit=2)
+    assert not ray.is_initialized()  # it shut down the Ray it started (a later `ray stop` would kill this process)
     got = Dataset(tmp_path / "ph").read().to_pylist()
     assert r["images"] == len(got) == 7
     assert [g["image_id"] for g in got] == Dataset(src).read().column("image_id").to_pylist()

@@ -35,9 +35,7 @@ def run_phrases(dataset: str | Path, out: str | Path, cfg: PhraseConfig, *, over
     `workers`: phrase actors (default: every CPU of the Ray cluster); `on_rows(n)` is called as the
     phrases of n more captions arrive.
     """
-    import ray
-
-    from workflows.ray_runtime import init_ray
+    from workflows.ray_runtime import ray_session
 
     src = Dataset(dataset).require_complete()
     key = {"config": cfg.to_dict(), "input": [(p["name"], p["rows"]) for p in src.manifest.parts],
@@ -54,24 +52,32 @@ def run_phrases(dataset: str | Path, out: str | Path, cfg: PhraseConfig, *, over
             for p in m.parts if not writer.is_done(p["name"])]
     units = phrase_units(todo, rows_per_unit)
     if units:
-        init_ray()
-        size = max(1, min(len(units), workers or int(ray.cluster_resources().get("CPU", 1))))
-        ds = ray.data.from_items(units, override_num_blocks=len(units))
-        ds = ds.map_batches(CaptionPhrases, fn_constructor_kwargs={"phrase_cfg": cfg.to_dict()}, batch_size=None,
-                            batch_format="pyarrow", num_cpus=1,
-                            compute=ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=2))
-        expected = {p["name"]: p["rows"] for p in todo}
-        paths = {p["name"]: p["path"] for p in todo}
-        pending: dict[str, list[pa.Table]] = {}
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            if on_rows is not None:
-                on_rows(batch.num_rows)
-            for name in pc.unique(batch.column("part")).to_pylist():
-                pending.setdefault(name, []).append(batch.filter(pc.equal(batch.column("part"), name)))
-                if sum(t.num_rows for t in pending[name]) == expected[name]:
-                    writer.write_part(name, _with_phrases(paths[name], pending.pop(name)), validate=False)
+        with ray_session():
+            _phrase_parts(units, todo, cfg, writer, workers, on_rows)
     n = sum(int(p["rows"]) for p in writer.manifest.parts)
     return {"dataset": str(out), **writer.finish({"images": n, "boxes": sum(int(p["boxes"]) for p in writer.manifest.parts)}).counts}
+
+
+def _phrase_parts(units: list[dict], todo: list[dict], cfg: PhraseConfig, writer: DatasetWriter,
+                  workers: int | None, on_rows: Callable[[int], None] | None) -> None:
+    """Runs the actor pool over the units and writes each part as soon as all its rows are back."""
+    import ray
+
+    size = max(1, min(len(units), workers or int(ray.cluster_resources().get("CPU", 1))))
+    ds = ray.data.from_items(units, override_num_blocks=len(units))
+    ds = ds.map_batches(CaptionPhrases, fn_constructor_kwargs={"phrase_cfg": cfg.to_dict()}, batch_size=None,
+                        batch_format="pyarrow", num_cpus=1,
+                        compute=ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=2))
+    expected = {p["name"]: p["rows"] for p in todo}
+    paths = {p["name"]: p["path"] for p in todo}
+    pending: dict[str, list[pa.Table]] = {}
+    for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        if on_rows is not None:
+            on_rows(batch.num_rows)
+        for name in pc.unique(batch.column("part")).to_pylist():
+            pending.setdefault(name, []).append(batch.filter(pc.equal(batch.column("part"), name)))
+            if sum(t.num_rows for t in pending[name]) == expected[name]:
+                writer.write_part(name, _with_phrases(paths[name], pending.pop(name)), validate=False)
 
 
 def _with_phrases(path: str, pieces: list[pa.Table]) -> pa.Table:

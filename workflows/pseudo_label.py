@@ -111,9 +111,8 @@ def _slices(units: list, stem: str, path: Path, rows: int, step: int, kind: str,
 def run_pseudo(input_path: str | Path, out_dir: str | Path, cfg: PseudoConfig, opts: RunOptions | None = None, *,
                overwrite: bool = False) -> dict:
     """Pseudo-labels a caption dataset into OUT; returns a summary (images in/kept, boxes, throughput)."""
-    import ray
 
-    from workflows.ray_runtime import cluster_gpus, init_ray
+    from workflows.ray_runtime import cluster_gpus, ray_session
 
     opts = opts or RunOptions()
     out = Path(out_dir)
@@ -134,13 +133,8 @@ def run_pseudo(input_path: str | Path, out_dir: str | Path, cfg: PseudoConfig, o
     log.info("%d units (%d images each at most), %d to do", len(units), cfg.images_per_part, len(pending))
     t0 = time.time()
     if pending:
-        started_here = not ray.is_initialized()
-        init_ray(opts.num_cpus)
-        try:
+        with ray_session(opts.num_cpus):  # a Ray the caller started, or a cluster we joined, is left as it was
             _run_units(pending, cfg, opts, writer, plan.rejects, gpus=cluster_gpus())
-        finally:
-            if started_here:
-                ray.shutdown()  # a Ray the caller started, or a cluster we joined, is left as it was
     summary = _summary(writer, units, time.time() - t0)
     if len(writer.manifest.parts) == len(units):
         writer.finish(summary)

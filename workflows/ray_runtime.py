@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 
 log = logging.getLogger("ovlabel.ray")
 
@@ -22,6 +24,20 @@ def init_ray(num_cpus: int | None = None, object_store_mb: int | None = None) ->
     mb = object_store_mb or int(os.environ.get("OVLABEL_OBJECT_STORE_MB", "512"))
     ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=mb << 20, log_to_driver=True,
              configure_logging=True, logging_level=logging.WARNING)
+
+
+@contextlib.contextmanager
+def ray_session(num_cpus: int | None = None) -> Iterator[None]:
+    """`init_ray` for the length of a block; shuts down only a Ray it started (a caller's or a cluster's stays)."""
+    import ray
+
+    started_here = not ray.is_initialized()
+    init_ray(num_cpus)
+    try:
+        yield
+    finally:
+        if started_here:
+            ray.shutdown()
 
 
 def cluster_gpus() -> float:
