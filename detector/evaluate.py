@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pyarrow.parquet as pq
 
+from formats.boxes import iou_matrix
 from formats.dataset import Dataset
 from formats.images import ImageError, decode_image, read_image_bytes
 
@@ -97,17 +98,6 @@ def coco_ap(detector, dataset_dir: str | os.PathLike, *, max_images: int | None 
     return coco_eval(gt, dets)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of xyxy boxes a (N, 4) and b (M, 4)."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
-
-
 def grounding_recall(detector, dataset_dir: str | os.PathLike, *, ks=(1, 5, 10), iou: float = 0.5,
                      max_images: int | None = None, batch_size: int = 4) -> dict:
     """Recall@k of phrase grounding (Flickr30k protocol: a phrase is found when one of its k best boxes has
@@ -125,7 +115,7 @@ def grounding_recall(detector, dataset_dir: str | os.PathLike, *, ks=(1, 5, 10),
                 gold = np.array([g["bbox"] for g in r["regions"] if g["phrase"] == p], dtype=np.float64)
                 mine = det[det.phrase == j]
                 ranked = mine.boxes[np.argsort(-mine.scores)].astype(np.float64)
-                ok = (_iou(ranked, gold) >= iou).any(1) if len(ranked) else np.zeros(0, bool)
+                ok = (iou_matrix(ranked, gold) >= iou).any(1) if len(ranked) else np.zeros(0, bool)
                 total += 1
                 for k in ks:
                     hits[k] += bool(ok[:k].any())
@@ -154,7 +144,7 @@ def pseudo_quality(pseudo_dir: str | os.PathLike, gold_dir: str | os.PathLike, *
         for x in preds:
             dets.append({"image_id": k, "category_id": 1, "bbox": _xywh(x["bbox"]), "score": float(x["score"] or 0.0)})
         taken = np.zeros(len(gboxes), bool)
-        m = _iou(pboxes, gboxes)
+        m = iou_matrix(pboxes, gboxes)
         for i in range(len(pboxes)):  # greedy, by score
             cand = np.where(~taken & (m[i] >= iou))[0]
             if len(cand):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from formats.boxes import iou_matrix
+
 
 @dataclass
 class FilterConfig:
@@ -49,18 +51,6 @@ class FilterConfig:
 def fused_scores(det: np.ndarray, clip: np.ndarray) -> np.ndarray:
     """sqrt(det * clip), elementwise."""
     return np.sqrt(np.clip(det, 0, None) * np.clip(clip, 0, None)).astype(np.float32)
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in `a` with every box in `b` (xyxy)."""
-    a = a.reshape(-1, 4)[:, None, :]
-    b = b.reshape(-1, 4)[None, :, :]
-    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = iw * ih
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    return inter / np.maximum(area_a + area_b - inter, 1e-9)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, groups: np.ndarray | None = None) -> np.ndarray:
