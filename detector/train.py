@@ -301,15 +301,15 @@ def train(init: str, datasets: list[str], out_dir: str | os.PathLike, cfg: Train
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from workflows.ray_runtime import init_ray
+    from workflows.ray_runtime import ray_session
 
-    init_ray()
-    use_gpu = cfg.use_gpu if cfg.use_gpu is not None else bool(ray.cluster_resources().get("GPU", 0))
-    trainer = TorchTrainer(
-        train_loop, train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": cfg.cpus_per_worker}),
-        run_config=RunConfig(storage_path=str(out.resolve() / "ray_train"), name="train"),
-    )
-    trainer.fit()
+    with ray_session():  # a Ray this call starts is shut down after; a caller's or a cluster's stays
+        use_gpu = cfg.use_gpu if cfg.use_gpu is not None else bool(ray.cluster_resources().get("GPU", 0))
+        trainer = TorchTrainer(
+            train_loop, train_loop_config=config,
+            scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu,
+                                         resources_per_worker={"CPU": cfg.cpus_per_worker}),
+            run_config=RunConfig(storage_path=str(out.resolve() / "ray_train"), name="train"),
+        )
+        trainer.fit()
     return json.loads((out / "train_stats.json").read_text())  # written by rank 0
