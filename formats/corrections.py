@@ -24,11 +24,10 @@ from formats.dataset import (
     Dataset,
     DatasetError,
     DatasetWriter,
-    Manifest,
     atomic_path,
     atomic_write_json,
+    derived_manifest,
     prior_run,
-    provenance,
 )
 
 ACTIONS = ("reject", "accept", "fix", "add")
@@ -100,9 +99,7 @@ def apply_corrections(dataset_dir: str | os.PathLike, corrections_dir: str | os.
         if r["action"] in ("add", "accept", "fix") and r["dataset"] == me:
             adds.setdefault(r["image_id"], []).append(r)  # kept only when the region is not in the dataset
     m = src.manifest
-    manifest = Manifest(kind=m.kind, source=m.source, image_root=m.image_root, categories=m.categories,
-                        extra_columns=m.extra_columns, config={"op": "apply", "corrections": str(corrections_dir)},
-                        provenance=provenance([{"path": me, "dataset": True}], derived_from=m.provenance))
+    manifest = derived_manifest(src, {"op": "apply", "corrections": str(corrections_dir)}, derived_from=m.provenance)
     writer = DatasetWriter(out_dir, manifest, overwrite=overwrite, resume_key=resume_key)
     label_of = {c["name"]: c["label"] for c in m.categories}
     counts = {a: 0 for a in ACTIONS}
@@ -133,16 +130,14 @@ def apply_corrections(dataset_dir: str | os.PathLike, corrections_dir: str | os.
                 out.append(_reviewed({"tokens_positive": None, "det_score": None, "clip_score": None,
                                       "round": None}, c, c["region_id"] or f"{image_id}#review{len(out)}", label_of))
             new_regions.append([_ground(r, captions[row]) for r in out])
-        regions = pa.array(new_regions, pa.list_(S.REGION_TYPE))
-        table = table.set_column(table.schema.get_field_index("regions"), "regions", regions)
         if reviewed_only:
-            keep = [[g for g in r if g["origin"] == "review"] for r in new_regions]
-            table = table.set_column(table.schema.get_field_index("regions"), "regions",
-                                     pa.array(keep, pa.list_(S.REGION_TYPE)))
-            table = table.filter(pa.array([bool(k) for k in keep]))
+            new_regions = [[g for g in r if g["origin"] == "review"] for r in new_regions]
+        table = table.set_column(table.schema.get_field_index("regions"), "regions",
+                                 pa.array(new_regions, pa.list_(S.REGION_TYPE)))
+        if reviewed_only:
+            table = table.filter(pa.array([bool(k) for k in new_regions]))
         writer.write_part(part["name"], table)
-    return writer.finish({"images": sum(p["rows"] for p in writer.manifest.parts),
-                          "boxes": sum(p["boxes"] for p in writer.manifest.parts), "applied": counts}).counts
+    return writer.finish({**writer.manifest.totals(), "applied": counts}).counts
 
 
 def drop_rejected(dataset_dir: str | os.PathLike, corrections: pa.Table, out_dir: str | os.PathLike, *,
@@ -165,10 +160,8 @@ def drop_rejected(dataset_dir: str | os.PathLike, corrections: pa.Table, out_dir
     if done is not None:
         return done.counts
     m = src.manifest
-    manifest = Manifest(kind=m.kind, source=m.source, image_root=m.image_root, categories=m.categories,
-                        extra_columns=m.extra_columns, config={**m.config, "op": "drop_rejected"},
-                        provenance=provenance([{"path": str(src.root.resolve()), "dataset": True}]))
-    writer = DatasetWriter(out_dir, manifest, overwrite=overwrite, resume_key=resume_key)
+    writer = DatasetWriter(out_dir, derived_manifest(src, {**m.config, "op": "drop_rejected"}), overwrite=overwrite,
+                           resume_key=resume_key)
     dropped = 0
     for path, part in zip(src.part_paths, m.parts):
         table = pq.read_table(path)
@@ -181,8 +174,7 @@ def drop_rejected(dataset_dir: str | os.PathLike, corrections: pa.Table, out_dir
         table = table.set_column(table.schema.get_field_index("regions"), "regions",
                                  pa.array(new, pa.list_(S.REGION_TYPE)))
         writer.write_part(part["name"], table)
-    return writer.finish({"images": sum(p["rows"] for p in writer.manifest.parts),
-                          "boxes": sum(p["boxes"] for p in writer.manifest.parts), "dropped_rejected": dropped}).counts
+    return writer.finish({**writer.manifest.totals(), "dropped_rejected": dropped}).counts
 
 
 def _same(region: dict, rejected: dict, iou: float) -> bool:

@@ -146,6 +146,10 @@ class Manifest:
         """MMDetection's label map: label id (as a string) -> category name."""
         return {str(c["label"]): c["name"] for c in self.categories}
 
+    def totals(self) -> dict[str, int]:
+        """Images and boxes over the listed parts."""
+        return {"images": sum(int(p["rows"]) for p in self.parts), "boxes": sum(int(p["boxes"]) for p in self.parts)}
+
 
 def provenance(inputs: Iterable[dict], **more: Any) -> dict:
     """The how-it-was-made block: command line, inputs with checksums, tool version, time."""
@@ -157,6 +161,15 @@ def provenance(inputs: Iterable[dict], **more: Any) -> dict:
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         **more,
     }
+
+
+def derived_manifest(src: Dataset, config: dict, *, extra_columns: list[str] | None = None,
+                     **provenance_more: Any) -> Manifest:
+    """The manifest of a dataset made from `src`: same kind, source, image root and label map."""
+    m = src.manifest
+    return Manifest(kind=m.kind, source=m.source, image_root=m.image_root, categories=m.categories,
+                    extra_columns=m.extra_columns if extra_columns is None else extra_columns, config=config,
+                    provenance=provenance([{"path": str(src.root.resolve()), "dataset": True}], **provenance_more))
 
 
 class Dataset:

@@ -32,8 +32,8 @@ from formats.dataset import (
     DatasetWriter,
     Manifest,
     atomic_write_json,
+    derived_manifest,
     prior_run,
-    provenance,
 )
 from formats.query import connect, register_records
 
@@ -89,11 +89,8 @@ def write_filtered(src: Dataset, out: str | os.PathLike, keep_sql: str, con: duc
                    config: dict, resume_key: dict, report: dict, *, overwrite: bool = False) -> Manifest:
     """Writes the records of `src` whose image_id is in ``keep_sql`` (a query over `con`) as a new dataset."""
     m = src.manifest
-    manifest = Manifest(kind=m.kind, source=m.source, image_root=m.image_root, categories=m.categories,
-                        extra_columns=m.extra_columns, config=config,
-                        provenance=provenance([{"path": str(src.root.resolve()), "dataset": True}],
-                                              derived_from=m.provenance))
-    writer = DatasetWriter(out, manifest, overwrite=overwrite, resume_key=resume_key)
+    writer = DatasetWriter(out, derived_manifest(src, config, derived_from=m.provenance), overwrite=overwrite,
+                           resume_key=resume_key)
     con.execute(f"CREATE OR REPLACE TEMP TABLE _keep AS {keep_sql}")
     for path, part in zip(src.part_paths, m.parts):
         name = part["name"]

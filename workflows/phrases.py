@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from formats.dataset import Dataset, DatasetWriter, Manifest, part_ranges, prior_run, provenance
+from formats.dataset import Dataset, DatasetWriter, derived_manifest, part_ranges, prior_run
 from labeling.phrases import PhraseConfig
 from labeling.stages import CaptionPhrases
 
@@ -43,19 +43,15 @@ def run_phrases(dataset: str | Path, out: str | Path, cfg: PhraseConfig, *, over
     done = prior_run(out, key, overwrite)
     if done is not None:
         return {"dataset": str(out), **done.counts}
-    m = src.manifest
-    manifest = Manifest(kind=m.kind, source=m.source, image_root=m.image_root, categories=m.categories,
-                        extra_columns=[*m.extra_columns, "phrases"], config={"phrases": cfg.to_dict()},
-                        provenance=provenance([{"path": str(src.root.resolve()), "dataset": True}]))
+    manifest = derived_manifest(src, {"phrases": cfg.to_dict()}, extra_columns=[*src.manifest.extra_columns, "phrases"])
     writer = DatasetWriter(out, manifest, overwrite=overwrite, resume_key=key)
     todo = [{"name": p["name"], "path": str(src.root / "records" / p["name"]), "rows": int(p["rows"])}
-            for p in m.parts if not writer.is_done(p["name"])]
+            for p in src.manifest.parts if not writer.is_done(p["name"])]
     units = phrase_units(todo, rows_per_unit)
     if units:
         with ray_session():
             _phrase_parts(units, todo, cfg, writer, workers, on_rows)
-    n = sum(int(p["rows"]) for p in writer.manifest.parts)
-    return {"dataset": str(out), **writer.finish({"images": n, "boxes": sum(int(p["boxes"]) for p in writer.manifest.parts)}).counts}
+    return {"dataset": str(out), **writer.finish(writer.manifest.totals()).counts}
 
 
 def _phrase_parts(units: list[dict], todo: list[dict], cfg: PhraseConfig, writer: DatasetWriter,

@@ -226,8 +226,7 @@ def _train(run: Run, k: int, datasets: list[str]) -> dict:
 def _count(dataset_dir: str) -> dict:
     from formats.dataset import Dataset
 
-    m = Dataset(dataset_dir).manifest
-    return {"images": sum(p["rows"] for p in m.parts), "boxes": sum(p["boxes"] for p in m.parts)}
+    return Dataset(dataset_dir).manifest.totals()
 
 
 def run_selftrain(config: SelfTrainConfig, run_dir: str | os.PathLike) -> dict:
