@@ -12,12 +12,10 @@ every record can be accepted or rejected on its own, with its index and byte off
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -58,7 +56,7 @@ class JSONObjectStream:
     """Iterates a top-level JSON object: yields ``(key, value)`` for small values and Windows for big arrays."""
 
     def __init__(self, f: BinaryIO, name: str, *, big_arrays: set[str], fast_parse: Callable[[str, memoryview], Any],
-                 window_bytes: int = 32 << 20, hash_sha256: bool = True, progress: Callable[[int], None] | None = None):
+                 window_bytes: int = 32 << 20, progress: Callable[[int], None] | None = None):
         self.f = f
         self.name = name
         self.big = big_arrays
@@ -70,9 +68,6 @@ class JSONObjectStream:
         self.base = 0  # file offset of buf[0]
         self.eof = False
         self.progress = progress
-        self._hasher = hashlib.sha256() if hash_sha256 else None
-        self._pool = ThreadPoolExecutor(1) if hash_sha256 else None
-        self._pending: list = []
         self.keys: list[str] = []  # top-level keys in file order
 
     # -- buffer -------------------------------------------------------------------------------------------
@@ -81,10 +76,6 @@ class JSONObjectStream:
         if self.end - self.pos >= need or self.eof:
             return
         rest = self.end - self.pos
-        if self._pending:  # the hasher may still read the bytes about to be overwritten
-            for p in self._pending:
-                p.result()
-            self._pending = []
         if rest:
             self.buf[:rest] = self.buf[self.pos:self.end]
         self.base += self.pos
@@ -99,25 +90,8 @@ class JSONObjectStream:
                 self.eof = True
                 break
             self.end += n
-        if self.end > start:
-            if self._hasher is not None:  # hash a copy: the buffer is compacted and windows are edited in place
-                chunk = bytes(view[start:self.end])
-                if self._pending:  # at most one chunk waits, so memory stays bounded
-                    self._pending.pop().result()
-                self._pending.append(self._pool.submit(self._hasher.update, chunk))
-            if self.progress:
-                self.progress(self.end - start)
-
-    def sha256(self) -> str | None:
-        """Hex sha256 of every byte read (call after the stream is exhausted)."""
-        if self._hasher is None:
-            return None
-        for p in self._pending:
-            p.result()
-        while rest := self.f.read(8 << 20):
-            self._hasher.update(rest)
-        self._pool.shutdown()
-        return self._hasher.hexdigest()
+        if self.end > start and self.progress:
+            self.progress(self.end - start)
 
     def _skip_ws(self) -> None:
         while True:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 from conftest import run_cli
@@ -164,3 +165,29 @@ def test_malformed_files_fail_clearly(tmp_path, text, why):
     assert proc.returncode == 1
     assert str(p) in proc.stderr and proc.stdout == ""
     assert not (tmp_path / "o" / "manifest.json").exists()
+
+
+def test_convert_process_skips_pandas_and_pandas_still_works_after(tmp_path):
+    """The convert commands spare pyarrow's pandas import; explicit pandas calls afterwards must still work."""
+    import subprocess
+    import sys
+
+    p = tmp_path / "flickr.json"
+    p.write_text(json.dumps(mdetr_doc()))
+    script = (
+        "import sys\n"
+        "from formats.arrow_np import skip_pandas_probe\n"
+        "from formats.converters.goldg import GoldGConvertConfig, convert_goldg\n"
+        "assert skip_pandas_probe()\n"
+        f"m = convert_goldg({str(p)!r}, {str(tmp_path / 'out')!r}, GoldGConvertConfig(source='flickr30k'))\n"
+        "assert 'pandas' not in sys.modules, 'pandas was imported'\n"
+        "import pyarrow as pa\n"
+        "df = pa.table({'a': [1, 2]}).to_pandas()\n"
+        "print(m.counts['boxes'], list(df['a']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=str(Path(__file__).resolve().parents[1]))
+    assert proc.returncode == 0, proc.stderr
+    boxes, values = proc.stdout.split(" ", 1)
+    assert int(boxes) == convert_goldg(p, tmp_path / "in_process", GoldGConvertConfig(source="flickr30k")).counts["boxes"]
+    assert values.strip() == "[1, 2]"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -99,7 +100,7 @@ def register_convert_coco(csub) -> None:
     c.add_argument("--fix-o365-names", action="store_true", help="fix the 13 misspelled Objects365 v2 names")
     c.add_argument("--part-images", type=int, default=100_000, help="at most this many images per parquet part; parts are balanced (default 100000)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
-    c.set_defaults(func=cmd_convert_coco)
+    c.set_defaults(func=cmd_convert_coco, pandas_free=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,11 +156,24 @@ def _extensions() -> list[Callable]:
     return [cli_ingest.register, cli_labeling.register, cli_review.register, cli_selftrain.register]
 
 
-def main(argv: list[str] | None = None) -> int:
+def entry() -> None:
+    """The ``ovlabel`` console script: settings for a process that runs one command, then `main`."""
+    # numpy's OpenBLAS starts a thread per core that spins after start-up; ovlabel's numpy work is element-wise
+    # (the heavy math runs in duckdb, Arrow and torch, each with its own threads), so the spin only steals cores
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    sys.exit(main(own_process=True))
+
+
+def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
+    """Runs one ovlabel command; returns the exit code. `own_process`: this process runs nothing else."""
     parser = build_parser()
     a = parser.parse_args(argv)
     level = logging.DEBUG if a.verbose else logging.WARNING if a.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if own_process and getattr(a, "pandas_free", False):
+        from formats.arrow_np import skip_pandas_probe
+
+        skip_pandas_probe()
     try:
         a.func(a)
     except (CLIError, OSError, ValueError) as e:  # our data errors are ValueErrors naming file, record, reason
@@ -174,4 +188,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
