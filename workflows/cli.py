@@ -89,18 +89,18 @@ def cmd_stats(a: argparse.Namespace) -> None:
 
 def register_convert_coco(csub) -> None:
     """`convert coco`."""
-    from formats.converters.coco import SOURCES
+    from formats.converters import COCO_SOURCES
 
     c = csub.add_parser("coco", help="COCO-format detection JSON (Objects365, COCO, LVIS, V3Det, custom)")
     c.add_argument("annotations", help="the COCO-format JSON file")
-    c.add_argument("--source", required=True, choices=SOURCES, help="label-id convention and source fixes")
+    c.add_argument("--source", required=True, choices=COCO_SOURCES, help="label-id convention and source fixes")
     c.add_argument("--out", required=True, help="dataset directory to write")
     c.add_argument("--image-root", help="folder the file names are relative to (recorded in the manifest)")
     c.add_argument("--check-images", action="store_true", help="check every image exists and its size matches")
     c.add_argument("--fix-o365-names", action="store_true", help="fix the 13 misspelled Objects365 v2 names")
     c.add_argument("--part-images", type=int, default=100_000, help="at most this many images per parquet part; parts are balanced (default 100000)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
-    c.set_defaults(func=cmd_convert_coco, pandas_free=True)
+    c.set_defaults(func=cmd_convert_coco, bulk=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,11 +157,32 @@ def _extensions() -> list[Callable]:
 
 
 def entry() -> None:
-    """The ``ovlabel`` console script: settings for a process that runs one command, then `main`."""
-    # numpy's OpenBLAS starts a thread per core that spins after start-up; ovlabel's numpy work is element-wise
-    # (the heavy math runs in duckdb, Arrow and torch, each with its own threads), so the spin only steals cores
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    """The ``ovlabel`` console script: `main` in a process of its own."""
     sys.exit(main(own_process=True))
+
+
+def _tune_bulk_process() -> None:
+    """Settings for a process that runs one bulk conversion (big columns, no pandas); call before numpy loads."""
+    # numpy's OpenBLAS starts a thread per core that spins after start-up; the converters' numpy work is
+    # element-wise (the heavy parts run in duckdb and Arrow, with threads of their own), so it only steals cores
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # glibc hands every freed block over 128 KB (numpy columns) back to the kernel, and the next one is faulted
+    # in and zeroed page by page again: keep blocks up to 32 MB (glibc's cap) for reuse instead
+    if sys.platform.startswith("linux") and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        import ctypes
+
+        try:
+            mallopt = ctypes.CDLL(None).mallopt
+        except (OSError, AttributeError):  # not glibc
+            mallopt = None
+        if mallopt is not None:
+            m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+            mallopt(m_mmap_threshold, 32 << 20)
+            mallopt(m_trim_threshold, 1 << 30)
+            mallopt(m_top_pad, 256 << 20)
+    from formats.arrow_np import skip_pandas_probe
+
+    skip_pandas_probe()
 
 
 def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
@@ -170,10 +191,8 @@ def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
     a = parser.parse_args(argv)
     level = logging.DEBUG if a.verbose else logging.WARNING if a.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if own_process and getattr(a, "pandas_free", False):
-        from formats.arrow_np import skip_pandas_probe
-
-        skip_pandas_probe()
+    if own_process and getattr(a, "bulk", False):
+        _tune_bulk_process()
     try:
         a.func(a)
     except (CLIError, OSError, ValueError) as e:  # our data errors are ValueErrors naming file, record, reason

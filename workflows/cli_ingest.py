@@ -88,7 +88,7 @@ def register_convert(csub) -> None:
                    help="keep only captions of this data_source (coco: as extract_coco_from_mixed.py)")
     p.add_argument("--part-images", type=int, default=100_000)
     p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=cmd_convert_goldg, pandas_free=True)
+    p.set_defaults(func=cmd_convert_goldg, bulk=True)
 
     p = csub.add_parser("grit", help="GRIT downloaded by `ovlabel download grit` (img2dataset shards) -> VG dataset")
     p.add_argument("raw_dir")
@@ -98,14 +98,14 @@ def register_convert(csub) -> None:
     p.add_argument("--min-score", type=float, default=0.0, help="leave out boxes with a lower GRIT score")
     p.add_argument("--source", default="grit")
     p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=cmd_convert_img2dataset, pandas_free=True)
+    p.set_defaults(func=cmd_convert_img2dataset, bulk=True)
 
     p = csub.add_parser("cc3m", help="img2dataset output (CC3M or any URL list) -> caption dataset")
     p.add_argument("raw_dir", help="the img2dataset output folder")
     p.add_argument("--out", required=True)
     p.add_argument("--source", default="cc3m")
     p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=cmd_convert_img2dataset, pandas_free=True)
+    p.set_defaults(func=cmd_convert_img2dataset, bulk=True)
 
     p = csub.add_parser("openimages", help="Open Images v6 box CSVs -> OD dataset")
     p.add_argument("ann_dir", help="folder with *-annotations-bbox.csv and class-descriptions-boxable.csv")
@@ -117,7 +117,7 @@ def register_convert(csub) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--part-images", type=int, default=100_000)
     p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=cmd_convert_openimages, pandas_free=True)
+    p.set_defaults(func=cmd_convert_openimages, bulk=True)
 
 
 def add_download_args(p: argparse.ArgumentParser) -> None:

@@ -27,6 +27,7 @@ from formats import schema as S
 from formats.arrow_np import from_numpy
 from formats.boxes import xywh_to_xyxy
 from formats.coco_read import F_AREA_MISSING, F_CROWD, F_IGNORE, MISSING, CocoColumns, read_coco
+from formats.converters import COCO_SOURCES
 from formats.converters.common import (
     MaskRejects,
     Rejects,
@@ -41,7 +42,7 @@ from formats.json_stream import JSONStructureError
 
 log = logging.getLogger("ovlabel.convert")
 
-SOURCES = ("o365v1", "o365v2", "coco2017", "lvis_v1", "v3det", "custom")
+SOURCES = COCO_SOURCES
 ID_MINUS_ONE = {"o365v1", "o365v2", "v3det", "lvis_v1"}
 KNOWN_BROKEN = {"o365v1": {6, 19, 23}, "o365v2": {908726, 320532, 320534}}
 COCO80_IDS = [i for i in range(1, 91) if i not in {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}]
