@@ -13,7 +13,6 @@ import math
 import os
 import tempfile
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from formats.arrow_np import from_numpy, warm_pandas_import
-from formats.dataset import sha256_file
+from formats.digest import sha256_async
 from formats.json_stream import FastParseError, JSONObjectStream, JSONStructureError, Window
 
 log = logging.getLogger("ovlabel.coco")
@@ -147,21 +146,13 @@ def _fast_tmp_dir() -> str | None:
     return None
 
 
-def _sha256_in_background(path: str) -> Future:
-    """The file's sha256, computed on a thread of its own (it reads the file again, from the page cache)."""
-    pool = ThreadPoolExecutor(1, thread_name_prefix="ovlabel-sha256")
-    future = pool.submit(sha256_file, path)
-    pool.shutdown(wait=False)
-    return future
-
-
 def read_coco(path: str | os.PathLike, *, tmp_dir: str | os.PathLike | None = None,
               progress: Callable[[int], None] | None = None, window_bytes: int = 128 << 20) -> CocoColumns:
     """Streams a COCO JSON file into CocoColumns; raises JSONStructureError for structural problems."""
     path = str(path)
     warm_pandas_import()
     out = CocoColumns(path=path)
-    digest = _sha256_in_background(path)
+    digest = sha256_async(path)
     parser = _DuckParser(tmp_dir)
     imgs: list[dict] = []
     anns: list[dict] = []
@@ -219,7 +210,7 @@ def read_tables(path: str | os.PathLike, specs: dict[str, dict[str, str]], *,
     """Streams the arrays named in `specs` (key -> {column: duckdb type}) of a JSON object into Arrow tables."""
     path = str(path)
     warm_pandas_import()
-    digest = _sha256_in_background(path)
+    digest = sha256_async(path)
     parser = _DuckParser(specs=specs)
     pieces: dict[str, list[pa.Table]] = {k: [] for k in specs}
     other: dict = {}

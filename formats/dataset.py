@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from formats import schema as S
+from formats.digest import sha256_file
 
 MANIFEST = "manifest.json"
 RECORDS = "records"
@@ -81,17 +82,6 @@ class atomic_path:
             os.replace(self.tmp, self.path)
         else:
             self.tmp.unlink(missing_ok=True)
-
-
-def sha256_file(path: str | os.PathLike, bufsize: int = 1 << 22) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    buf = bytearray(bufsize)  # one buffer reused: no fresh allocation (and page faults) per chunk
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            h.update(view[:n])  # releases the GIL: hashing on a thread runs beside the caller
-    return h.hexdigest()
 
 
 def input_entry(path: str | os.PathLike, sha256: str | None = None) -> dict:

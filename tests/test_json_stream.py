@@ -102,3 +102,20 @@ def test_checksum_is_of_the_file_while_windows_are_edited_in_place(tmp_path):
     got = read_tables(path, {"annotations": {"id": "BIGINT", "bbox": "DOUBLE[]"}}, window_bytes=4096)
     assert got.tables["annotations"].column("id").to_pylist() == list(range(2000))
     assert got.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_prefetched_checksum_is_used_once_and_never_for_a_changed_file(tmp_path):
+    import hashlib
+    import os
+
+    from formats.digest import prefetch_sha256, sha256_async
+
+    p = tmp_path / "a.json"
+    p.write_bytes(b'{"images": []}')
+    prefetch_sha256(p)
+    prefetch_sha256(tmp_path / "missing.json")  # the reader reports a missing file, not the prefetch
+    assert sha256_async(p).result() == hashlib.sha256(b'{"images": []}').hexdigest()
+    prefetch_sha256(p)
+    p.write_bytes(b'{"images": [1]}')  # changed after the prefetch started: size (and mtime) differ
+    os.utime(p, ns=(1, 1))
+    assert sha256_async(p).result() == hashlib.sha256(b'{"images": [1]}').hexdigest()

@@ -161,8 +161,12 @@ def entry() -> None:
     sys.exit(main(own_process=True))
 
 
-def _tune_bulk_process() -> None:
+def _tune_bulk_process(a: argparse.Namespace) -> None:
     """Settings for a process that runs one bulk conversion (big columns, no pandas); call before numpy loads."""
+    if getattr(a, "annotations", None):  # hash the input file while the libraries load (one core is idle then)
+        from formats.digest import prefetch_sha256
+
+        prefetch_sha256(a.annotations)
     # numpy's OpenBLAS starts a thread per core that spins after start-up; the converters' numpy work is
     # element-wise (the heavy parts run in duckdb and Arrow, with threads of their own), so it only steals cores
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -192,7 +196,7 @@ def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
     level = logging.DEBUG if a.verbose else logging.WARNING if a.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if own_process and getattr(a, "bulk", False):
-        _tune_bulk_process()
+        _tune_bulk_process(a)
     try:
         a.func(a)
     except (CLIError, OSError, ValueError) as e:  # our data errors are ValueErrors naming file, record, reason
