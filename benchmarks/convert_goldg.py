@@ -5,7 +5,9 @@ boxes, MDETR's field layout and compact separators), then times as separate proc
   baseline: json.load + group annotations by image + phrases from spans (what goldg2odvg.py does, minus
             pycocotools and the writing);
   ovlabel:  ``ovlabel convert goldg`` (parse, validate, group, write the parquet dataset).
-Prints the median wall time of interleaved runs, peak RSS and the ratio against the target (>= 5x faster).
+Prints the median wall time of interleaved runs, peak RSS and the ratio against the target (>= 5x faster),
+then checks ovlabel's output against the baseline's records: every caption and every box (xyxy, sorted spans,
+phrase) must match (the generated file has nothing to drop).
 
 Usage: python benchmarks/convert_goldg.py [--captions 148915] [--boxes 640000] [--workdir DIR]
 """
@@ -83,11 +85,40 @@ def generate(path: Path, captions: int, boxes: int, seed: int = 0) -> None:
         f.write('], "categories": [{"supercategory": "object", "id": 1, "name": "object"}]}')
 
 
+def baseline_records(src: Path) -> list[dict]:
+    """The baseline's records, computed in this process (the timed baseline script builds the same)."""
+    scope: dict = {"SRC": str(src), "__name__": "baseline"}
+    code = BASELINE.replace("doc = json.load(open(sys.argv[1]))", "doc = json.load(open(SRC))").replace("print(", "(")
+    exec(code, scope)  # noqa: S102 - our own script text
+    return scope["records"]
+
+
+def check_output(src: Path, out: Path) -> int:
+    """Compares every record of the converted dataset with the baseline's; returns the boxes compared."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from formats.dataset import Dataset
+
+    expected = baseline_records(src)
+    got = Dataset(out).read(["file_name", "height", "width", "caption", "regions"]).to_pylist()
+    assert len(got) == len(expected), (len(got), len(expected))
+    boxes = 0
+    for g, e in zip(got, expected):
+        assert (g["file_name"], g["height"], g["width"]) == (e["filename"], e["height"], e["width"]), (g, e)
+        assert g["caption"] == e["grounding"]["caption"]
+        assert len(g["regions"]) == len(e["grounding"]["regions"]), g["file_name"]
+        for rg, re_ in zip(g["regions"], e["grounding"]["regions"]):
+            assert rg["phrase"] == re_["phrase"] and [list(s) for s in rg["tokens_positive"]] == re_["tokens_positive"]
+            assert max(abs(a - b) for a, b in zip(rg["bbox"], re_["bbox"])) < 0.01, (rg["bbox"], re_["bbox"])  # ovlabel clips to the image
+            boxes += 1
+    return boxes
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--captions", type=int, default=148_915)
     ap.add_argument("--boxes", type=int, default=640_000)
     ap.add_argument("--repeat", type=int, default=3, help="runs of each side; the median is reported")
+    ap.add_argument("--no-check", action="store_true", help="skip comparing the output with the baseline's records")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "ovlabel-bench-goldg")
     a = ap.parse_args()
     a.workdir.mkdir(parents=True, exist_ok=True)
@@ -111,6 +142,9 @@ def main() -> None:
     print(f"ovlabel convert goldg:      {ours['wall_s']:7.2f} s  peak {ours['peak_rss_mb']:7.0f} MB")
     print(f"speed-up {ratio:.2f}x (target >= 5x: {'PASS' if ratio >= 5 else 'MISS'}); "
           f"memory {ours['peak_rss_mb'] / base['peak_rss_mb']:.2f} of the baseline")
+    if not a.no_check:
+        print(f"output checked against the baseline's records: {check_output(src, a.workdir / 'out'):,} boxes match "
+              "(caption, file, size, sorted spans, phrase; xyxy within 0.01 px, ovlabel clipping to the image)")
 
 
 if __name__ == "__main__":
