@@ -124,14 +124,19 @@ class _DuckParser:
         Path(self.tmp).unlink(missing_ok=True)
 
 
-def _separator_commas(a: np.ndarray) -> np.ndarray:
-    """Positions of the commas in ``},{`` and ``}, {`` (candidate element separators)."""
-    if len(a) < 3:
+def _separator_commas(a: np.ndarray, step: int = 1 << 20) -> np.ndarray:
+    """Positions of the commas in ``},{`` and ``}, {`` (candidate element separators).
+
+    The ``}`` are found 1 MB at a time: a window-sized boolean temporary would be a fresh mapping (and page
+    faults) per window, a small one stays in cache and is reused.
+    """
+    n = len(a)
+    if n < 3:
         return np.zeros(0, dtype=np.int64)
-    brace = np.flatnonzero(a[:-2] == 125) + 1  # after a '}'
+    brace = np.concatenate([np.flatnonzero(a[s:min(s + step, n - 2)] == 125) + (s + 1) for s in range(0, n - 2, step)])
     brace = brace[a[brace] == 44]  # '},'
-    nxt = a[np.minimum(brace + 1, len(a) - 1)]
-    nxt2 = a[np.minimum(brace + 2, len(a) - 1)]
+    nxt = a[np.minimum(brace + 1, n - 1)]
+    nxt2 = a[np.minimum(brace + 2, n - 1)]
     return brace[(nxt == 123) | ((nxt == 32) & (nxt2 == 123))]
 
 

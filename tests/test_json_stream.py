@@ -119,3 +119,19 @@ def test_prefetched_checksum_is_used_once_and_never_for_a_changed_file(tmp_path)
     p.write_bytes(b'{"images": [1]}')  # changed after the prefetch started: size (and mtime) differ
     os.utime(p, ns=(1, 1))
     assert sha256_async(p).result() == hashlib.sha256(b'{"images": [1]}').hexdigest()
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 7, 64, 1 << 20])
+def test_separator_search_in_steps_finds_every_candidate(step):
+    """The separator search scans in steps; a `}, {` split across two steps must still be found."""
+    import re
+
+    import numpy as np
+
+    from formats.coco_read import _separator_commas
+
+    anns = [{"id": i, "note": "}, {" if i % 3 else "},{", "b": [{"x": 1}, {"y": 2}]} for i in range(40)]
+    data = json.dumps(anns)[1:-1].encode() + b"},{}"  # also a candidate ending at the very last bytes
+    expected = [m.start() + 1 for m in re.finditer(rb"\}(?=,\{|, \{)", data)]
+    got = _separator_commas(np.frombuffer(data, dtype=np.uint8), step=step).tolist()
+    assert got == expected and len(expected) > 100
