@@ -108,3 +108,51 @@ def test_yolo_world_class_texts(write_json, tmp_path):
     convert_coco(write_json(doc), tmp_path / "ds", CocoConvertConfig(source="o365v1"))
     r = export_yolo_world(tmp_path / "ds", tmp_path / "yw")
     assert json.load(open(r["class_texts"])) == [["person"], ["car"], ["cabinet", "shelf"]]
+
+
+def test_images_dir_writes_shard_images_once_and_points_the_exports_at_them(sample_gold, tmp_path):
+    """GRIT/CC3M records point inside img2dataset shards; with --images-dir the exports name real files."""
+    from conftest import EXAMPLES, run_cli
+    from PIL import Image
+    from pycocotools.coco import COCO
+
+    from formats.dataset import Dataset
+    from formats.images import read_image_bytes
+
+    ds_dir = tmp_path / "cc3m"
+    run_cli("convert", "cc3m", EXAMPLES / "cc3m_sample", "--out", ds_dir)
+    ds = Dataset(ds_dir)
+    stored = ds.read(["file_name", "width", "height"]).to_pylist()
+    assert all(r["file_name"].startswith("tar://") for r in stored)
+    images = tmp_path / "images"
+    summary = json.loads(run_cli("export", "odvg", ds_dir, "--out", tmp_path / "cc3m.jsonl",
+                                 "--images-dir", images).stdout)
+    assert summary["images_written"] == len(stored) and summary["images_present"] == 0
+    exported = lines(tmp_path / "cc3m.jsonl")
+    assert len(exported) == len(stored)
+    for rec, orig in zip(exported, stored):  # record order kept
+        path = images / rec["filename"]
+        assert not rec["filename"].startswith("/") and path.is_file()
+        assert path.read_bytes() == read_image_bytes(ds.manifest.image_root, orig["file_name"])
+        assert Image.open(path).size == (orig["width"], orig["height"]) == (rec["width"], rec["height"])
+    before = {p: p.stat().st_mtime_ns for p in images.rglob("*.jpg")}
+    again = export_coco(ds_dir, tmp_path / "cc3m.json", images_dir=images)  # a rerun writes nothing
+    assert again["images_written"] == 0 and again["images_present"] == len(stored)
+    assert {p: p.stat().st_mtime_ns for p in images.rglob("*.jpg")} == before
+    coco = COCO(str(tmp_path / "cc3m.json"))
+    assert [coco.imgs[i]["file_name"] for i in sorted(coco.imgs)] == [r["filename"] for r in exported]
+    # images that are files already: absolute paths, nothing copied
+    plain = export_odvg(sample_gold, tmp_path / "gold.jsonl", images_dir=tmp_path / "gold_images")
+    assert plain["images_written"] == 0 and not (tmp_path / "gold_images").exists()
+    for rec in lines(tmp_path / "gold.jsonl"):
+        assert rec["filename"].startswith("/") and (images / rec["filename"]).is_file()  # join keeps absolute paths
+
+
+@pytest.mark.parametrize("name", ["tar://../../evil.jpg::00000.tar", "tar://a.jpg::../../00000.tar",
+                                  "parquet://../x::00000.parquet", "tar:///etc/passwd::00000.tar"])
+def test_images_dir_never_writes_outside_it(name):
+    from formats.export.images import local_name
+    from formats.paths import UnsafePathError
+
+    with pytest.raises(UnsafePathError):
+        local_name(name)

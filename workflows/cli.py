@@ -54,13 +54,13 @@ def cmd_convert_coco(a: argparse.Namespace) -> None:
 def cmd_export_odvg(a: argparse.Namespace) -> None:
     from formats.export.odvg import export_odvg
 
-    print_json(export_odvg(a.dataset, a.out, a.label_map))
+    print_json(export_odvg(a.dataset, a.out, a.label_map, images_dir=a.images_dir))
 
 
 def cmd_export_coco(a: argparse.Namespace) -> None:
     from formats.export.coco import export_coco
 
-    print_json(export_coco(a.dataset, a.out))
+    print_json(export_coco(a.dataset, a.out, images_dir=a.images_dir))
 
 
 def cmd_export_hf(a: argparse.Namespace) -> None:
@@ -72,7 +72,7 @@ def cmd_export_hf(a: argparse.Namespace) -> None:
 def cmd_export_yolo_world(a: argparse.Namespace) -> None:
     from formats.export.yolo_world import export_yolo_world
 
-    print_json(export_yolo_world(a.dataset, a.out))
+    print_json(export_yolo_world(a.dataset, a.out, images_dir=a.images_dir))
 
 
 def cmd_stats(a: argparse.Namespace) -> None:
@@ -103,6 +103,12 @@ def register_convert_coco(csub) -> None:
     c.set_defaults(func=cmd_convert_coco, bulk=True)
 
 
+def add_images_dir(p: argparse.ArgumentParser) -> None:
+    """The exports' ``--images-dir`` option."""
+    p.add_argument("--images-dir", help="write images kept inside img2dataset shards (GRIT, CC3M) there as files "
+                   "and name them relative to it, others by absolute path: use it as the trainer's data root")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ovlabel", description="Training data engine for open-vocabulary detection.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
@@ -122,10 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("dataset")
     e.add_argument("--out", required=True, help="the .jsonl file to write")
     e.add_argument("--label-map", help="label map path (default: OUT with .label_map.json)")
+    add_images_dir(e)
     e.set_defaults(func=cmd_export_odvg)
     e = esub.add_parser("coco", help="COCO JSON (pycocotools; CC3M-Lite style for VG data)")
     e.add_argument("dataset")
     e.add_argument("--out", required=True, help="the .json file to write")
+    add_images_dir(e)
     e.set_defaults(func=cmd_export_coco)
     e = esub.add_parser("hf", help="Hugging Face datasets parquet with declared features")
     e.add_argument("dataset")
@@ -136,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = esub.add_parser("yolo-world", help="YOLO-World class texts (and grounding COCO file for VG data)")
     e.add_argument("dataset")
     e.add_argument("--out", required=True, help="folder to write")
+    add_images_dir(e)
     e.set_defaults(func=cmd_export_yolo_world)
 
     s = sub.add_parser("stats", help="summary of a dataset directory (duckdb)")

@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 
 from formats.dataset import Dataset, atomic_path
-from formats.query import connect, register_records
+from formats.export.images import register_export_records
+from formats.query import connect
 
 
 def coco_categories(ds: Dataset, con) -> list[dict]:
@@ -34,11 +35,15 @@ def coco_categories(ds: Dataset, con) -> list[dict]:
     return [{"id": i + 1, "name": p} for i, (p,) in enumerate(phrases)]
 
 
-def export_coco(dataset_dir: str | os.PathLike, out: str | os.PathLike) -> dict:
-    """Writes the dataset as one COCO JSON file; returns counts."""
+def export_coco(dataset_dir: str | os.PathLike, out: str | os.PathLike, *,
+                images_dir: str | os.PathLike | None = None) -> dict:
+    """Writes the dataset as one COCO JSON file; returns counts.
+
+    `images_dir`: write images kept inside img2dataset shards there and name them relative to it
+    (`formats.export.images`)."""
     ds = Dataset(dataset_dir).require_complete()
     con = connect()
-    register_records(con, ds, with_order=True)
+    image_counts = register_export_records(con, ds, images_dir, with_order=True)
     vg = ds.manifest.kind == "vg"
     cats = coco_categories(ds, con)
     extra_img = ""
@@ -81,4 +86,4 @@ def export_coco(dataset_dir: str | os.PathLike, out: str | os.PathLike) -> dict:
             f.write(b"}\n")
     n_img = sum(int(p["rows"]) for p in ds.manifest.parts)
     n_box = sum(int(p["boxes"]) for p in ds.manifest.parts)
-    return {"file": Path(out), "images": n_img, "annotations": n_box, "categories": len(cats)}
+    return {"file": Path(out), "images": n_img, "annotations": n_box, "categories": len(cats), **image_counts}

@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 
 from formats.dataset import Dataset, atomic_path, atomic_write_json
-from formats.query import connect, register_records
+from formats.export.images import register_export_records
+from formats.query import connect
 
 
 def default_label_map_path(out: str | os.PathLike) -> Path:
@@ -21,11 +22,15 @@ def default_label_map_path(out: str | os.PathLike) -> Path:
     return out.with_name(f"{stem}.label_map.json")
 
 
-def export_odvg(dataset_dir: str | os.PathLike, out: str | os.PathLike, label_map: str | os.PathLike | None = None) -> dict:
-    """Writes the dataset as ODVG JSON lines (and, for OD data, the label map); returns what was written."""
+def export_odvg(dataset_dir: str | os.PathLike, out: str | os.PathLike, label_map: str | os.PathLike | None = None,
+                *, images_dir: str | os.PathLike | None = None) -> dict:
+    """Writes the dataset as ODVG JSON lines (and, for OD data, the label map); returns what was written.
+
+    `images_dir`: write images kept inside img2dataset shards there and name them relative to it
+    (`formats.export.images`)."""
     ds = Dataset(dataset_dir).require_complete()
     con = connect()
-    register_records(con, ds)
+    image_counts = register_export_records(con, ds, images_dir)
     score = ", 'score': r.score" if ds.has_scores else ""
     if ds.manifest.kind == "od":
         inner = f"{{'bbox': r.bbox, 'label': r.label, 'category': r.category{score}}}"
@@ -37,7 +42,7 @@ def export_odvg(dataset_dir: str | os.PathLike, out: str | os.PathLike, label_ma
     with atomic_path(out) as tmp:
         con.execute(f"""COPY (SELECT file_name AS filename, height, width, {body} FROM records)
                         TO '{tmp}' (FORMAT JSON)""")
-    result = {"records": out, "lines": sum(int(p["rows"]) for p in ds.manifest.parts)}
+    result = {"records": out, "lines": sum(int(p["rows"]) for p in ds.manifest.parts), **image_counts}
     if ds.manifest.kind == "od":
         lm = Path(label_map) if label_map else default_label_map_path(out)
         atomic_write_json(lm, ds.manifest.label_map())

@@ -30,8 +30,10 @@ def class_texts(category: dict) -> list[str]:
     return seen
 
 
-def export_yolo_world(dataset_dir: str | os.PathLike, out: str | os.PathLike) -> dict:
-    """Writes class_texts.json (and grounding.json for VG data) into the folder `out`."""
+def export_yolo_world(dataset_dir: str | os.PathLike, out: str | os.PathLike, *,
+                      images_dir: str | os.PathLike | None = None) -> dict:
+    """Writes class_texts.json (and grounding.json for VG data) into the folder `out`; `images_dir` as for
+    `export_coco`."""
     ds = Dataset(dataset_dir).require_complete()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -43,6 +45,7 @@ def export_yolo_world(dataset_dir: str | os.PathLike, out: str | os.PathLike) ->
         register_records(con, ds)
         texts = [[c["name"]] for c in coco_categories(ds, con)]
         result = {"class_texts": out / "class_texts.json", "classes": len(texts),
-                  **{f"grounding_{k}": v for k, v in export_coco(dataset_dir, out / "grounding.json").items()}}
+                  **{f"grounding_{k}": v for k, v in export_coco(dataset_dir, out / "grounding.json",
+                                                                         images_dir=images_dir).items()}}
     atomic_write_json(out / "class_texts.json", texts)
     return result

@@ -1,0 +1,99 @@
+"""Image files for trainers that open paths: images kept inside img2dataset shards are written out.
+
+Records of GRIT/CC3M datasets point into their shards (``tar://KEY.jpg::00000.tar``,
+``parquet://KEY::00000.parquet``), which MMDetection, Open-GroundingDino and YOLO-World cannot open. An
+export given an images folder writes each such image there once (``DIR/00000/KEY.jpg``, written under a
+temp name and renamed, so a rerun skips what is there) and names it relative to that folder; images that
+are files already are named by their absolute path, which those trainers' ``os.path.join(data_root, name)``
+keeps as it is. The folder is then the trainer's data root.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
+
+import duckdb
+import pyarrow as pa
+
+from formats import paths as P
+from formats.dataset import Dataset
+from formats.images import read_image_bytes, split_parquet_url, split_tar_url
+from formats.query import register_records
+
+
+def local_name(file_name: str) -> str | None:
+    """Where a shard image goes, relative to the images folder (``00000/KEY.jpg``); None for plain files."""
+    tar = split_tar_url(file_name)
+    if tar is not None:
+        member, shard = tar
+    else:
+        in_parquet = split_parquet_url(file_name)
+        if in_parquet is None:
+            return None
+        key, shard = in_parquet
+        member = key if PurePosixPath(key).suffix else f"{key}.jpg"  # img2dataset keeps the bytes in a `jpg` column
+    folder = PurePosixPath(P.check_relative(shard))
+    return P.check_relative(str(folder.with_suffix("") / P.check_relative(member)))
+
+
+def write_images(ds: Dataset, images_dir: str | os.PathLike, *, workers: int | None = None) -> tuple[pa.Table, dict]:
+    """Writes the dataset's shard images under `images_dir`; returns (file_name -> exported name, counts)."""
+    con = duckdb.connect()
+    register_records(con, ds)
+    names = [n for (n,) in con.execute("SELECT DISTINCT file_name FROM records ORDER BY 1").fetchall()]
+    con.close()
+    root = Path(images_dir)
+    image_root = ds.manifest.image_root or "."
+    by_shard: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    exported: dict[str, str] = {}
+    for name in names:
+        local = local_name(name)
+        if local is None:
+            exported[name] = str(P.resolve(image_root, name))
+        else:
+            exported[name] = local
+            by_shard[str(PurePosixPath(local).parent)].append((name, local))
+    counts = {"images_written": 0, "images_present": 0}
+
+    def write_shard(items: list[tuple[str, str]]) -> tuple[int, int]:
+        written = present = 0
+        for name, local in items:
+            dest = P.resolve(root, local)  # the folder exists by now; symlinks in it may not lead out
+            if dest.exists():
+                present += 1
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+            tmp.write_bytes(read_image_bytes(image_root, name))
+            os.replace(tmp, dest)
+            written += 1
+        return written, present
+
+    if by_shard:
+        root.mkdir(parents=True, exist_ok=True)
+        with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1), thread_name_prefix="ovlabel-images") as pool:
+            for written, present in pool.map(write_shard, by_shard.values()):
+                counts["images_written"] += written
+                counts["images_present"] += present
+    table = pa.table({"file_name": pa.array(list(exported), pa.string()),
+                      "exported_name": pa.array(list(exported.values()), pa.string())})
+    return table, counts
+
+
+def register_export_records(con: duckdb.DuckDBPyConnection, ds: Dataset, images_dir: str | os.PathLike | None, *,
+                            with_order: bool = False) -> dict:
+    """View `records` for an export: as stored, or with file names pointing at `images_dir` (then it holds
+    ``_ord`` and is ordered by it). Returns the image counts (empty without an images folder)."""
+    if images_dir is None:
+        register_records(con, ds, with_order=with_order)
+        return {}
+    names, counts = write_images(ds, images_dir)
+    register_records(con, ds, "stored_records", with_order=True)
+    con.register("exported_names", names)
+    con.execute("""CREATE OR REPLACE VIEW records AS
+                   SELECT r.* REPLACE (n.exported_name AS file_name)
+                   FROM stored_records r JOIN exported_names n USING (file_name) ORDER BY r._ord""")
+    return counts
