@@ -24,6 +24,7 @@ log = logging.getLogger("ovlabel.json")
 _WS = b" \t\r\n"
 _SEP_RE = re.compile(rb"\}[ \t\r\n]*,")
 _END_RE = re.compile(rb"\}[ \t\r\n]*\]")
+_FIRST_KEY_RE = re.compile(rb'[ \t\r\n]*\{[ \t\r\n]*"([^"\\]{0,64})"')
 _DECODER = json.JSONDecoder()
 
 
@@ -179,8 +180,17 @@ class JSONObjectStream:
         while True:
             self._fill(self.window_bytes)
             start = self.pos
-            # 1. the last element separator in the buffer: right unless the array ends inside it
             cut = None if self.eof else _last_match(_SEP_RE, self.buf, start, self.end)
+            if cut is not None and not self._same_kind(start, cut):
+                # the last element in the buffer does not start like the first: likely the next array's,
+                # so first try where this array seems to end (one guess, proved by parsing like any cut)
+                first_end = _END_RE.search(self.buf, start, cut.start())
+                window = self._try(key, index, start, first_end)
+                if window is not None:
+                    self.pos = first_end.end()
+                    yield window
+                    return
+            # 1. the last element separator in the buffer: right unless the array ends inside it
             window = self._try(key, index, start, cut)
             if window is not None:
                 self.pos = cut.end()
@@ -201,6 +211,13 @@ class JSONObjectStream:
             yield window
             if done:
                 return
+
+    def _same_kind(self, start: int, cut: re.Match) -> bool:
+        """Whether the element ending at `cut` starts with the same key as the element at `start` (a hint)."""
+        before = _last_match(_SEP_RE, self.buf, start, cut.start())
+        first = _FIRST_KEY_RE.match(self.buf, start)
+        last = _FIRST_KEY_RE.match(self.buf, before.end() if before is not None else start)
+        return first is None or last is None or first.group(1) == last.group(1)
 
     def _try(self, key: str, index: int, start: int, m: re.Match | None) -> Window | None:
         """Parses buf[start:m.start()+1] fast; None when the cut is wrong or the parser refuses it."""

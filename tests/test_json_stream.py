@@ -135,3 +135,43 @@ def test_separator_search_in_steps_finds_every_candidate(step):
     expected = [m.start() + 1 for m in re.finditer(rb"\}(?=,\{|, \{)", data)]
     got = _separator_commas(np.frombuffer(data, dtype=np.uint8), step=step).tolist()
     assert got == expected and len(expected) > 100
+
+
+@pytest.mark.parametrize("window", [100, 257, 1000, 1 << 20])
+def test_adjacent_arrays_and_elements_of_mixed_shapes_are_read_whole(window, caplog):
+    """Windows crossing from one array into the next are cut at the array's end (guessed from the elements'
+    first keys, proved by parsing); arrays whose elements start with different keys are read whole too."""
+    images = [{"file_name": f"{i}.jpg", "id": i, "height": 5, "width": 5} for i in range(50)]
+    anns = [({"id": 100 + i, "image_id": i % 50, "bbox": [1, 2, 3, 4], "parts": [{"a": "}]"}]} if i % 2 else
+             {"bbox": [1, 2, 3, 4], "parts": [{"b": 1}], "image_id": 0, "id": 100 + i}) for i in range(80)]
+    data = json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "a"}]}).encode()
+    with caplog.at_level("INFO", logger="ovlabel.json"):
+        ids, small, windows = collect(data, window, big=("images", "annotations"))
+    assert ids == list(range(50)) + list(range(100, 180))
+    assert small == {"categories": [{"id": 1, "name": "a"}]}
+    assert "slow path" not in caplog.text  # every window was cut and parsed fast
+
+
+def test_window_crossing_into_the_next_array_is_cut_at_its_end_first_time():
+    """The array's end is tried before the last separator when the elements change shape: no refused parse."""
+    from formats.json_stream import FastParseError
+
+    images = [{"file_name": f"{i}.jpg", "id": i, "height": 5, "width": 5} for i in range(30)]
+    anns = [{"area": 1.0, "id": 100 + i, "image_id": i % 30, "bbox": [1, 2, 3, 4]} for i in range(200)]
+    data = json.dumps({"images": images, "annotations": anns, "categories": []}).encode()
+    parser, refused, ids = _DuckParser(), [], []
+
+    def counting(key, window):
+        try:
+            return parser(key, window)
+        except FastParseError:
+            refused.append(key)
+            raise
+
+    try:
+        stream = JSONObjectStream(io.BytesIO(data), "t.json", big_arrays={"images", "annotations"},
+                                  fast_parse=counting, window_bytes=len(json.dumps(images)) + 500)
+        ids = [i for it in stream if isinstance(it, Window) for i in it.table.column("id").to_pylist()]
+    finally:
+        parser.close()
+    assert ids == list(range(30)) + list(range(100, 300)) and refused == []
