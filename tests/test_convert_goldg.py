@@ -191,3 +191,11 @@ def test_convert_process_skips_pandas_and_pandas_still_works_after(tmp_path):
     boxes, values = proc.stdout.split(" ", 1)
     assert int(boxes) == convert_goldg(p, tmp_path / "in_process", GoldGConvertConfig(source="flickr30k")).counts["boxes"]
     assert values.strip() == "[1, 2]"
+
+
+def test_progress_reports_every_byte_read(tmp_path):
+    p = tmp_path / "flickr.json"
+    p.write_text(json.dumps(mdetr_doc()))
+    seen: list[int] = []
+    convert_goldg(p, tmp_path / "out", GoldGConvertConfig(source="flickr30k"), progress=seen.append)
+    assert sum(seen) == p.stat().st_size

@@ -13,20 +13,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from workflows.stdio import print_json
+from workflows.stdio import print_json, reading_progress
 
 log = logging.getLogger("ovlabel")
 
 
 class CLIError(Exception):
     """An error worth one clear line on stderr and exit code 1."""
-
-
-def _progress_bytes(total: int, desc: str) -> tuple[Callable[[int], None], Callable[[], None]]:
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, unit="B", unit_scale=True, desc=desc, file=sys.stderr, disable=None, leave=False)
-    return bar.update, bar.close
 
 
 
@@ -37,12 +30,8 @@ def cmd_convert_coco(a: argparse.Namespace) -> None:
 
     cfg = CocoConvertConfig(source=a.source, image_root=a.image_root, check_images=a.check_images,
                             fix_o365_names=a.fix_o365_names, part_images=a.part_images)
-    size = Path(a.annotations).stat().st_size if Path(a.annotations).is_file() else 0
-    update, close = _progress_bytes(size, f"reading {Path(a.annotations).name}")
-    try:
+    with reading_progress(a.annotations) as update:
         m = convert_coco(a.annotations, a.out, cfg, overwrite=a.overwrite, progress=update)
-    finally:
-        close()
     c = m.counts
     log.info("%s: %s images, %s boxes; dropped %s; rejected %s", a.out, f"{c['images']:,}", f"{c['boxes']:,}",
              c.get("dropped") or "none", c.get("rejected") or "none")

@@ -7,7 +7,7 @@ import argparse
 from dataclasses import asdict
 from pathlib import Path
 
-from workflows.stdio import print_json
+from workflows.stdio import print_json, reading_progress
 
 
 def _summary(out: str, manifest) -> dict:
@@ -19,7 +19,9 @@ def cmd_convert_goldg(a: argparse.Namespace) -> None:
 
     cfg = GoldGConvertConfig(source=a.source, image_root=a.image_root, data_source=a.data_source,
                              part_images=a.part_images)
-    print_json(_summary(a.out, convert_goldg(a.annotations, a.out, cfg, overwrite=a.overwrite)))
+    with reading_progress(a.annotations) as update:
+        m = convert_goldg(a.annotations, a.out, cfg, overwrite=a.overwrite, progress=update)
+    print_json(_summary(a.out, m))
 
 
 def img2dataset_config(a: argparse.Namespace, spans: str | None = None):

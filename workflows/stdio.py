@@ -1,4 +1,4 @@
-"""stdout is for data: keeping libraries that print progress or banners off it."""
+"""stdout is for data: keeping libraries that print progress or banners off it; progress goes to stderr."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 
 def print_json(obj) -> None:
@@ -25,3 +27,18 @@ def stdout_to_stderr():
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
+
+
+@contextlib.contextmanager
+def reading_progress(path: str | os.PathLike) -> Iterator[Callable[[int], None]]:
+    """A bytes progress bar on stderr for reading `path` (hidden when stderr is not a terminal); yields its update."""
+    from tqdm import tqdm
+
+    p = Path(path)
+    total = p.stat().st_size if p.is_file() else 0
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"reading {p.name}", file=sys.stderr, disable=None,
+               leave=False)
+    try:
+        yield bar.update
+    finally:
+        bar.close()
