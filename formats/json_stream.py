@@ -24,6 +24,7 @@ log = logging.getLogger("ovlabel.json")
 _WS = b" \t\r\n"
 _SEP_RE = re.compile(rb"\}[ \t\r\n]*,")
 _END_RE = re.compile(rb"\}[ \t\r\n]*\]")
+_END_TRIES = 4
 _FIRST_KEY_RE = re.compile(rb'[ \t\r\n]*\{[ \t\r\n]*"([^"\\]{0,64})"')
 _DECODER = json.JSONDecoder()
 
@@ -197,13 +198,14 @@ class JSONObjectStream:
                 index += window.count
                 yield window
                 continue
-            # 2. the end of the array inside the buffer
-            for m in _END_RE.finditer(self.buf, start, self.end):
-                window = self._try(key, index, start, m)
-                if window is not None:
-                    self.pos = m.end()
-                    yield window
-                    return
+            # 2. the end of the array inside the buffer: the first few candidates, then the last few (an array
+            # followed by little, as a file's last big one is). Not all: elements holding lists of objects end
+            # in `}]` too, and trying each of those would parse the window once per element
+            window, m = self._try_ends(key, index, start)
+            if window is not None:
+                self.pos = m.end()
+                yield window
+                return
             # 3. slow, exact: element by element
             log.info("%s: %s[%d...] decoded element by element (slow path)", self.name, key, index)
             window, done = self._exact_window(key, index)
@@ -211,6 +213,24 @@ class JSONObjectStream:
             yield window
             if done:
                 return
+
+    def _try_ends(self, key: str, index: int, start: int) -> tuple[Window | None, re.Match | None]:
+        tried = -1
+        for m, _ in zip(_END_RE.finditer(self.buf, start, self.end), range(_END_TRIES)):
+            window = self._try(key, index, start, m)
+            if window is not None:
+                return window, m
+            tried = m.start()
+        end = self.end
+        for _ in range(_END_TRIES):
+            m = _last_match(_END_RE, self.buf, start, end)
+            if m is None or m.start() <= tried:
+                break
+            window = self._try(key, index, start, m)
+            if window is not None:
+                return window, m
+            end = m.start()
+        return None, None
 
     def _same_kind(self, start: int, cut: re.Match) -> bool:
         """Whether the element ending at `cut` starts with the same key as the element at `start` (a hint)."""

@@ -175,3 +175,24 @@ def test_window_crossing_into_the_next_array_is_cut_at_its_end_first_time():
     finally:
         parser.close()
     assert ids == list(range(30)) + list(range(100, 300)) and refused == []
+
+
+def test_elements_holding_lists_of_objects_cost_a_bounded_number_of_parses():
+    """`}]` closes every element's inner list: the array's end is not tried at each of them (one parse each)."""
+    anns = [{"id": i, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "attributes": [{"k": i}]}
+            for i in range(400)]
+    data = json.dumps({"annotations": anns, "categories": [{"id": 1, "name": "a"}]}).encode()
+    parser, calls = _DuckParser(), []
+
+    def counting(key, window):
+        calls.append(len(window))
+        return parser(key, window)
+
+    try:
+        stream = JSONObjectStream(io.BytesIO(data), "t.json", big_arrays={"annotations"}, fast_parse=counting,
+                                  window_bytes=1 << 20)
+        ids = [i for it in stream if isinstance(it, Window)
+               for i in (it.table.column("id").to_pylist() if it.objects is None else [o["id"] for o in it.objects])]
+    finally:
+        parser.close()
+    assert ids == list(range(400)) and len(calls) <= 8
