@@ -97,6 +97,13 @@ def test_grit_parquet_output_format(tmp_path, image_server):
         assert r["file_name"].startswith("parquet://")
         img = Image.open(io.BytesIO(read_image_bytes(ds.manifest.image_root, r["file_name"])))
         assert img.size == (r["width"], r["height"])
+    # an ODVG export that trainers can open: the images written out of the parquet shard
+    images = tmp_path / "images"
+    run_cli("export", "odvg", tmp_path / "g", "--out", tmp_path / "g.jsonl", "--images-dir", images)
+    lines = [json.loads(x) for x in (tmp_path / "g.jsonl").read_text().splitlines()]
+    for line, r in zip(lines, ds.read().to_pylist()):
+        assert line["filename"].endswith(".jpg") and not line["filename"].startswith("/")
+        assert (images / line["filename"]).read_bytes() == read_image_bytes(ds.manifest.image_root, r["file_name"])
 
 
 def test_grit_shards_convert_in_parallel_on_ray(tmp_path, image_server):
