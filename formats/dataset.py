@@ -325,8 +325,8 @@ class DatasetWriter:
         """Marks the dataset complete with its final counts."""
         if counts is not None:
             self.manifest.counts = counts
-        self.manifest.counts.setdefault("images", sum(p["rows"] for p in self.manifest.parts))
-        self.manifest.counts.setdefault("boxes", sum(p["boxes"] for p in self.manifest.parts))
+        for k, v in self.manifest.totals().items():
+            self.manifest.counts.setdefault(k, v)
         self.manifest.complete = True
         with self._lock:
             self._save()

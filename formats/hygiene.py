@@ -100,9 +100,8 @@ def write_filtered(src: Dataset, out: str | os.PathLike, keep_sql: str, con: duc
                         SEMI JOIN _keep k USING (image_id) ORDER BY r.file_row_number""").to_arrow_table()
         t = t.drop_columns(["file_row_number"])
         writer.write_part(name, t.cast(pq_schema(path)), validate=False)
-    kept = sum(p["rows"] for p in writer.manifest.parts)
     atomic_write_json(Path(out) / "report.json", report)
-    return writer.finish({"images_in": sum(int(p["rows"]) for p in m.parts), "images": kept,
+    return writer.finish({"images_in": m.totals()["images"], "images": writer.manifest.totals()["images"],
                           "removed": report.get("removed", 0)})
 
 
@@ -183,7 +182,7 @@ def dedup(dirs: list[str | os.PathLike], out: str | os.PathLike, *, overwrite: b
         across = con.execute(f"SELECT count(*) FROM ranked WHERE src = {k} AND owner < {k}").fetchone()[0]
         within = con.execute(f"SELECT count(*) FROM ranked WHERE src = {k} AND owner = {k} AND nth > 1").fetchone()[0]
         report["inputs"].append({"dataset": str(d.root.resolve()), "out": str(out / names[k]),
-                                 "records": int(sum(p["rows"] for p in d.manifest.parts)),
+                                 "records": d.manifest.totals()["images"],
                                  "removed_seen_in_earlier_dataset": int(across), "removed_repeated_within": int(within)})
         report["removed"] += int(across + within)
     for k, d in enumerate(dsets):
@@ -227,7 +226,7 @@ def split(dataset_dir: str | os.PathLike, out: str | os.PathLike, cfg: SplitConf
     if cfg.n < -1:
         raise DatasetError(f"--n must be -1 (all) or a count, not {cfg.n}")
     ds = _dataset(dataset_dir)
-    total = sum(int(p["rows"]) for p in ds.manifest.parts)
+    total = ds.manifest.totals()["images"]
     n = total if cfg.n == -1 else cfg.n
     if n > total:
         log.warning("%s has %d records; --n %d takes them all", dataset_dir, total, cfg.n)

@@ -111,7 +111,6 @@ def _slices(units: list, stem: str, path: Path, rows: int, step: int, kind: str,
 def run_pseudo(input_path: str | Path, out_dir: str | Path, cfg: PseudoConfig, opts: RunOptions | None = None, *,
                overwrite: bool = False) -> dict:
     """Pseudo-labels a caption dataset into OUT; returns a summary (images in/kept, boxes, throughput)."""
-
     from workflows.ray_runtime import cluster_gpus, ray_session
 
     opts = opts or RunOptions()
@@ -202,7 +201,7 @@ def _summary(writer: DatasetWriter, units: list[dict], seconds: float) -> dict:
     parts = writer.manifest.parts
     images_in = sum(int(p.get("images_in", 0)) for p in parts)
     return {"units": len(units), "units_done": len(parts), "images_in": images_in,
-            "images": sum(int(p["rows"]) for p in parts), "boxes": sum(int(p["boxes"]) for p in parts),
+            **writer.manifest.totals(),
             "candidates": sum(int(p.get("candidates", 0)) for p in parts),
             "rejected": sum(int(p.get("rejected", 0)) for p in parts),
             "seconds": round(seconds, 1)}
@@ -231,5 +230,4 @@ def refilter(pseudo_dir: str | Path, out_dir: str | Path, filt: FilterConfig, *,
                           candidates=part.get("candidates"))
     parts = writer.manifest.parts
     return {"dataset": str(writer.root), **writer.finish({
-        "images_in": sum(int(p.get("images_in") or 0) for p in parts), "images": sum(int(p["rows"]) for p in parts),
-        "boxes": sum(int(p["boxes"]) for p in parts)}).counts}
+        "images_in": sum(int(p.get("images_in") or 0) for p in parts), **writer.manifest.totals()}).counts}

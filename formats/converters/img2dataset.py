@@ -246,10 +246,9 @@ def _counts(writer: DatasetWriter) -> dict:
     rejects = Dataset(writer.root).read_rejects() if writer.manifest.reject_parts else None
     reasons = {} if rejects is None else {
         d["values"]: d["counts"] for d in pc.value_counts(rejects.column("reason")).to_pylist()}
-    images = sum(p["rows"] for p in writer.manifest.parts)
+    totals = writer.manifest.totals()
     failed = sum(p.get("images_rejected", 0) for p in writer.manifest.parts)
-    counts = {"images_in": images + failed, "images": images,
-              "boxes": sum(p["boxes"] for p in writer.manifest.parts), "rejected": dict(sorted(reasons.items()))}
+    counts = {"images_in": totals["images"] + failed, **totals, "rejected": dict(sorted(reasons.items()))}
     dropped = sum(p.get("boxes_dropped", 0) for p in writer.manifest.parts)
     if dropped:
         counts["dropped"] = {"box empty after clipping or under min_score": dropped}

@@ -84,6 +84,6 @@ def export_coco(dataset_dir: str | os.PathLike, out: str | os.PathLike, *,
                 with open(path, "rb") as src:
                     shutil.copyfileobj(src, f, 16 << 20)
             f.write(b"}\n")
-    n_img = sum(int(p["rows"]) for p in ds.manifest.parts)
-    n_box = sum(int(p["boxes"]) for p in ds.manifest.parts)
-    return {"file": Path(out), "images": n_img, "annotations": n_box, "categories": len(cats), **image_counts}
+    totals = ds.manifest.totals()
+    return {"file": Path(out), "images": totals["images"], "annotations": totals["boxes"], "categories": len(cats),
+            **image_counts}

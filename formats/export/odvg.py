@@ -42,7 +42,7 @@ def export_odvg(dataset_dir: str | os.PathLike, out: str | os.PathLike, label_ma
     with atomic_path(out) as tmp:
         con.execute(f"""COPY (SELECT file_name AS filename, height, width, {body} FROM records)
                         TO '{tmp}' (FORMAT JSON)""")
-    result = {"records": out, "lines": sum(int(p["rows"]) for p in ds.manifest.parts), **image_counts}
+    result = {"records": out, "lines": ds.manifest.totals()["images"], **image_counts}
     if ds.manifest.kind == "od":
         lm = Path(label_map) if label_map else default_label_map_path(out)
         atomic_write_json(lm, ds.manifest.label_map())
