@@ -182,6 +182,7 @@ class JSONObjectStream:
             self._fill(self.window_bytes)
             start = self.pos
             cut = None if self.eof else _last_match(_SEP_RE, self.buf, start, self.end)
+            tried_end = -1  # the array-end candidates up to here were tried and refused
             if cut is not None and not self._same_kind(start, cut):
                 # the last element in the buffer does not start like the first: likely the next array's,
                 # so first try where this array seems to end (one guess, proved by parsing like any cut)
@@ -191,6 +192,7 @@ class JSONObjectStream:
                     self.pos = first_end.end()
                     yield window
                     return
+                tried_end = first_end.start() if first_end is not None else -1
             # 1. the last element separator in the buffer: right unless the array ends inside it
             window = self._try(key, index, start, cut)
             if window is not None:
@@ -201,7 +203,7 @@ class JSONObjectStream:
             # 2. the end of the array inside the buffer: the first few candidates, then the last few (an array
             # followed by little, as a file's last big one is). Not all: elements holding lists of objects end
             # in `}]` too, and trying each of those would parse the window once per element
-            window, m = self._try_ends(key, index, start)
+            window, m = self._try_ends(key, index, start, tried_end)
             if window is not None:
                 self.pos = m.end()
                 yield window
@@ -214,9 +216,9 @@ class JSONObjectStream:
             if done:
                 return
 
-    def _try_ends(self, key: str, index: int, start: int) -> tuple[Window | None, re.Match | None]:
-        tried = -1
-        for m, _ in zip(_END_RE.finditer(self.buf, start, self.end), range(_END_TRIES)):
+    def _try_ends(self, key: str, index: int, start: int, tried: int) -> tuple[Window | None, re.Match | None]:
+        """The first few array-end candidates after `tried`, then the last few; (window, its match) or Nones."""
+        for m, _ in zip(_END_RE.finditer(self.buf, max(start, tried + 1), self.end), range(_END_TRIES)):
             window = self._try(key, index, start, m)
             if window is not None:
                 return window, m

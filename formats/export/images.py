@@ -39,12 +39,10 @@ def local_name(file_name: str) -> str | None:
     return P.check_relative(str(folder.with_suffix("") / P.check_relative(member)))
 
 
-def write_images(ds: Dataset, images_dir: str | os.PathLike, *, workers: int | None = None) -> tuple[pa.Table, dict]:
-    """Writes the dataset's shard images under `images_dir`; returns (file_name -> exported name, counts)."""
-    con = duckdb.connect()
-    register_records(con, ds)
-    names = [n for (n,) in con.execute("SELECT DISTINCT file_name FROM records ORDER BY 1").fetchall()]
-    con.close()
+def write_images(ds: Dataset, names: list[str], images_dir: str | os.PathLike, *,
+                 workers: int | None = None) -> tuple[pa.Table, dict]:
+    """Writes the shard images among the dataset's file `names` under `images_dir`; returns (file_name ->
+    exported name, counts)."""
     root = Path(images_dir)
     image_root = ds.manifest.image_root or "."
     by_shard: dict[str, list[tuple[str, str]]] = defaultdict(list)
@@ -90,9 +88,10 @@ def register_export_records(con: duckdb.DuckDBPyConnection, ds: Dataset, images_
     if images_dir is None:
         register_records(con, ds, with_order=with_order)
         return {}
-    names, counts = write_images(ds, images_dir)
     register_records(con, ds, "stored_records", with_order=True)
-    con.register("exported_names", names)
+    names = [n for (n,) in con.execute("SELECT DISTINCT file_name FROM stored_records ORDER BY 1").fetchall()]
+    exported, counts = write_images(ds, names, images_dir)
+    con.register("exported_names", exported)
     con.execute("""CREATE OR REPLACE VIEW records AS
                    SELECT r.* REPLACE (n.exported_name AS file_name)
                    FROM stored_records r JOIN exported_names n USING (file_name) ORDER BY r._ord""")
