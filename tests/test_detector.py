@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from detector.clip_scorer import RegionScorer
-from detector.grounding import GroundingDetector, _positive_map, build_prompts
+from detector.grounding import GroundingDetector, _positive_map
+from detector.prompts import build_prompts
 
 
 def test_prompts_fit_the_token_limit_and_keep_spans():
