@@ -1,10 +1,16 @@
-"""CLIP re-scoring: crop-vs-phrase and image-vs-caption cosine similarity, batched.
+"""CLIP re-scoring: crop-vs-phrase and image-vs-caption cosine similarity, batched on the model's device.
 
-Scores are CLIP's cosine similarities (the same quantity YOLO-World's CC3M-Lite recipe thresholds), clipped
-to [0, 1]. Crops take a configurable context margin around the box.
+Scores are CLIP's cosine similarities (the quantity YOLO-World's CC3M-Lite recipe thresholds), clipped to
+[0, 1]. A crop is cut on the device from the image tensor (``detector.device_ops``): the box grown by
+``margin``, made square with image context (the short side extended about the centre, past the border
+padded with CLIP's mean colour), resized to CLIP's input size. CLIP's own processor instead resizes the short
+side and centre-crops, which judges a 60x180 standing person on its middle third. The whole image is scored
+the same way (square, letterboxed). Text embeddings are cached per scorer (phrases repeat across images).
 """
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import numpy as np
 
@@ -17,10 +23,11 @@ def _features(out):
 
 
 class RegionScorer:
-    """``score_regions(image, boxes, texts)`` and ``score_images(images, captions)`` with one CLIP model."""
+    """One CLIP model: ``embed_texts``, ``embed_regions`` (device crops), ``embed_images`` (PIL), ``similarity``."""
 
     def __init__(self, model: str = DEFAULT_CLIP, *, device: str | None = None, precision: str = "auto",
-                 batch_size: int = 64, margin: float = 0.1, trust_remote_code: bool = False):
+                 batch_size: int = 256, margin: float = 0.1, trust_remote_code: bool = False,
+                 cache_size: int = 100_000):
         import torch
         from transformers import AutoModel, AutoProcessor
 
@@ -31,43 +38,99 @@ class RegionScorer:
         self.margin = margin
         self.processor = load_pretrained(AutoProcessor, model, trust_remote_code=trust_remote_code)
         self.model = load_pretrained(AutoModel, model, trust_remote_code=trust_remote_code).to(self.device).eval()
+        ip = self.processor.image_processor
+        crop = getattr(ip, "crop_size", None) or {"height": 224}
+        self.input_size = int(crop["height"] if isinstance(crop, dict) else crop.height)
+        self.mean, self.std = list(ip.image_mean), list(ip.image_std)
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, object] = OrderedDict()
         self._torch = torch
 
+    # -- texts -----------------------------------------------------------------------------------------------
+
+    def text_features(self, texts: list[str]):
+        """L2-normalised text embeddings ``(N, D)`` float32 on the device; cached by text (LRU)."""
+        torch = self._torch
+        new = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        for b in range(0, len(new), self.batch_size):
+            chunk = new[b:b + self.batch_size]
+            enc = self.processor.tokenizer(chunk, padding=True, truncation=True, max_length=77,
+                                           return_tensors="pt").to(self.device)
+            for t, f in zip(chunk, self._embed_tokens(enc["input_ids"], enc["attention_mask"])):
+                self._cache[t] = f
+        for t in texts:
+            self._cache.move_to_end(t)
+        while len(self._cache) > max(self.cache_size, len(texts)):
+            self._cache.popitem(last=False)
+        if not texts:
+            return torch.zeros((0, self.model.config.projection_dim), device=self.device)
+        return torch.stack([self._cache[t] for t in texts])
+
+    def token_features(self, ids: list[list[int]]):
+        """L2-normalised embeddings ``(N, D)`` of already tokenized texts (CLIP ids, <= 77 each)."""
+        torch = self._torch
+        if not ids:
+            return torch.zeros((0, self.model.config.projection_dim), device=self.device)
+        pad = self.processor.tokenizer.pad_token_id or 0
+        T = max(len(x) for x in ids)
+        arr = np.full((len(ids), T), pad, np.int64)
+        mask = np.zeros((len(ids), T), np.int64)
+        for i, x in enumerate(ids):
+            arr[i, :len(x)], mask[i, :len(x)] = x, 1
+        return self._embed_tokens(torch.from_numpy(arr).to(self.device), torch.from_numpy(mask).to(self.device))
+
+    def _embed_tokens(self, input_ids, attention_mask):
+        torch = self._torch
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            f = _features(self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)).float()
+        return torch.nn.functional.normalize(f, dim=-1)
+
     def embed_texts(self, texts: list[str]) -> np.ndarray:
-        """L2-normalised text embeddings (N, D)."""
+        """L2-normalised text embeddings ``(N, D)`` as numpy (YOLO-World class embeddings)."""
+        return self.text_features(texts).cpu().numpy()
+
+    # -- images and regions ----------------------------------------------------------------------------------
+
+    def region_pixels(self, canvas, sizes, boxes):
+        """CLIP inputs ``(B, K, 3, S, S)`` for ``boxes (B, K, 4)`` (xyxy, canvas pixels) of uint8 canvases
+        ``(B, H, W, 3)`` whose images occupy ``sizes (B, 2)`` = (h, w): square context, margin, no centre crop."""
+        from detector.device_ops import crop_resize, normalize_pad, square_context_boxes
+
+        src, _ = normalize_pad(canvas, sizes, self.mean, self.std)
+        return crop_resize(src, square_context_boxes(boxes, self.margin), self.input_size)
+
+    def image_features(self, pixel_values):
+        """L2-normalised image embeddings ``(M, D)`` of CLIP inputs ``(M, 3, S, S)``, in chunks of batch_size."""
         torch = self._torch
         rows = []
-        for b in range(0, len(texts), self.batch_size):
-            enc = self.processor.tokenizer(texts[b:b + self.batch_size], padding=True, truncation=True,
-                                           max_length=77, return_tensors="pt").to(self.device)
+        for b in range(0, len(pixel_values), self.batch_size):
             with torch.inference_mode(), autocast(self.device, self.precision):
-                f = _features(self.model.get_text_features(**enc)).float()
-            rows.append(torch.nn.functional.normalize(f, dim=-1).cpu().numpy())
-        return np.concatenate(rows) if rows else np.zeros((0, self.model.config.projection_dim), np.float32)
+                f = _features(self.model.get_image_features(pixel_values=pixel_values[b:b + self.batch_size])).float()
+            rows.append(torch.nn.functional.normalize(f, dim=-1))
+        if not rows:
+            return torch.zeros((0, self.model.config.projection_dim), device=self.device)
+        return torch.cat(rows)
 
     def embed_images(self, images: list) -> np.ndarray:
-        """L2-normalised image embeddings (N, D)."""
+        """L2-normalised embeddings ``(N, D)`` of whole PIL images (each letterboxed to a square)."""
+        return np.concatenate([self.embed_boxes(im, np.array([[0, 0, im.width, im.height]], np.float32), margin=0.0)
+                               for im in images]) if images else np.zeros((0, self.model.config.projection_dim), np.float32)
+
+    def embed_boxes(self, image, boxes: np.ndarray, margin: float | None = None) -> np.ndarray:
+        """L2-normalised embeddings ``(K, D)`` of square-context crops of ``boxes (K, 4)`` (xyxy) of a PIL image."""
         torch = self._torch
-        rows = []
-        for b in range(0, len(images), self.batch_size):
-            pix = self.processor.image_processor(images=images[b:b + self.batch_size], return_tensors="pt")
-            with torch.inference_mode(), autocast(self.device, self.precision):
-                f = _features(self.model.get_image_features(pixel_values=pix["pixel_values"].to(self.device))).float()
-            rows.append(torch.nn.functional.normalize(f, dim=-1).cpu().numpy())
-        return np.concatenate(rows) if rows else np.zeros((0, self.model.config.projection_dim), np.float32)
+        canvas = torch.from_numpy(np.asarray(image.convert("RGB"), np.uint8).copy())[None].to(self.device)
+        sizes = torch.tensor([[image.height, image.width]], device=self.device)
+        b = torch.as_tensor(np.asarray(boxes, np.float32).reshape(1, -1, 4), device=self.device)
+        keep, self.margin = self.margin, self.margin if margin is None else margin
+        try:
+            px = self.region_pixels(canvas, sizes, b)[0]
+        finally:
+            self.margin = keep
+        return self.image_features(px).cpu().numpy()
 
-    def crops(self, image, boxes: np.ndarray) -> list:
-        """Crops of `boxes` (xyxy) with the context margin, clipped to the image."""
-        w, h = image.size
-        out = []
-        for x1, y1, x2, y2 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
-            mx, my = (x2 - x1) * self.margin, (y2 - y1) * self.margin
-            box = (max(0, int(x1 - mx)), max(0, int(y1 - my)), min(w, int(np.ceil(x2 + mx))), min(h, int(np.ceil(y2 + my))))
-            if box[2] <= box[0] or box[3] <= box[1]:
-                box = (0, 0, w, h)
-            out.append(image.crop(box))
-        return out
-
-    def similarity(self, image_emb: np.ndarray, text_emb: np.ndarray) -> np.ndarray:
-        """Row-wise cosine similarity of paired embeddings, clipped to [0, 1]."""
-        return np.clip((image_emb * text_emb).sum(-1), 0.0, 1.0).astype(np.float32)
+    @staticmethod
+    def similarity(image_emb, text_emb):
+        """Row-wise cosine similarity of paired L2-normalised embeddings, clipped to [0, 1] (numpy or torch)."""
+        s = (image_emb * text_emb).sum(-1)
+        return s.clamp(0.0, 1.0) if hasattr(s, "clamp") else np.clip(s, 0.0, 1.0).astype(np.float32)

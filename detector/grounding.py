@@ -1,9 +1,13 @@
 """Grounding detectors (MM-Grounding-DINO, Grounding DINO) from transformers: boxes for phrases.
 
 Each image gets its own prompt (``"phrase one . phrase two ."``); phrases past the text encoder's limit
-(256 tokens) go into further prompts for the same image, and the boxes are merged. A box is scored for
-every phrase from the token probabilities of *that phrase's own span* (mean over its tokens, as
-MMDetection's grounding heads do), not from the processor's decoded word pieces.
+(256 tokens) go into further prompts for the same image. A box is scored for every phrase from the token
+probabilities of *that phrase's own tokens* (mean over them, as MMDetection's grounding heads do), through a
+positive map built on the device from token ranges (``detector.device_ops.positive_map``).
+
+Two entry points share one device path (``propose``): the pseudo-labeling actor hands uint8 canvases and
+token ranges made by the CPU stages; ``detect(images, phrases)`` (evaluation) makes them itself from PIL
+images with the same resize rule and the same prompt tokenization.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.models import DEFAULT_DETECTOR, autocast, load_pretrained, pick_device
-from detector.prompts import build_prompts
 
 log = logging.getLogger("ovlabel.detector")
 
@@ -46,13 +49,28 @@ class Detections:
                    np.concatenate([p.phrase for p in parts]))
 
 
+@dataclass
+class Proposals:
+    """Per prompt (N prompts, K slots each), on the model's device: ``boxes (N, K, 4)`` xyxy in the original
+    image's pixels, ``scores (N, K)`` (the best phrase's score), ``phrase (N, K)`` (index into the prompt's
+    phrases), ``keep (N, K)`` bool (above the box threshold, large enough, survived NMS)."""
+
+    boxes: object
+    scores: object
+    phrase: object
+    keep: object
+
+
 class GroundingDetector:
     """Proposes boxes for phrases. ``detect(images, phrases)`` -> one Detections per image."""
 
     def __init__(self, model: str = DEFAULT_DETECTOR, *, device: str | None = None, precision: str = "auto",
-                 batch_size: int = 4, box_threshold: float = 0.1, trust_remote_code: bool = False):
+                 batch_size: int = 4, box_threshold: float = 0.1, trust_remote_code: bool = False,
+                 canvas_multiple: int = 64):
         import torch
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+
+        from labeling.image_stages import ResizeRule
 
         self.name = model
         self.device = pick_device(device)
@@ -64,57 +82,106 @@ class GroundingDetector:
                                      trust_remote_code=trust_remote_code).to(self.device).eval()
         self.tokenizer = self.processor.tokenizer
         self.max_tokens = int(getattr(self.model.config, "max_text_len", 256))
+        ip = self.processor.image_processor
+        self.resize_rule = ResizeRule.from_processor(ip, canvas_multiple)
+        self.mean, self.std = list(ip.image_mean), list(ip.image_std)
         self._torch = torch
 
+    # -- the device path -----------------------------------------------------------------------------------
+
+    def propose(self, canvas, sizes, image_sizes, input_ids, attention_mask, token_spans, prompt_image, *,
+                top_k: int | None = None, nms_iou: float | None = None, min_box_size: float = 0.0) -> Proposals:
+        """Candidate boxes for N prompts over B images sharing one canvas, all on the model's device.
+
+        ``canvas (B, H, W, 3)`` uint8 (each image resized by ``resize_rule`` at its top-left), ``sizes (B, 2)``
+        resized (h, w), ``image_sizes (B, 2)`` original (w, h) that boxes are mapped to, ``input_ids`` /
+        ``attention_mask (N, T)``, ``token_spans (N, P, 2)`` token range of each prompt phrase (``(0, 0)``:
+        padding), ``prompt_image (N,)`` the image of each prompt. Every query keeps its best phrase; queries
+        under ``box_threshold`` or with a side under `min_box_size` px are dropped; then the `top_k` best per
+        prompt, then greedy NMS within each phrase at `nms_iou` (None: no NMS).
+        """
+        torch = self._torch
+        from detector.device_ops import batched_nms, normalize_pad, positive_map
+
+        pv, pm = normalize_pad(canvas, sizes, self.mean, self.std)
+        if len(prompt_image) != len(pv) or bool((prompt_image != torch.arange(len(pv), device=pv.device)).any()):
+            pv, pm = pv[prompt_image], pm[prompt_image]
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            out = self.model(pixel_values=pv, pixel_mask=pm, input_ids=input_ids, attention_mask=attention_mask,
+                             token_type_ids=torch.zeros_like(input_ids))
+        probs = out.logits.float().sigmoid()  # (N, Q, max_text_len)
+        pos = positive_map(token_spans, probs.shape[-1])  # (N, P, max_text_len)
+        scores = probs @ pos.transpose(1, 2)  # (N, Q, P): mean prob over each phrase's tokens
+        scores = scores.masked_fill((token_spans[..., 1] <= token_spans[..., 0])[:, None, :], -1.0)
+        best, phrase = scores.max(-1) if scores.shape[-1] else (scores.new_full(scores.shape[:2], -1.0),
+                                                               scores.new_zeros(scores.shape[:2], dtype=torch.long))
+        wh = image_sizes[prompt_image].to(probs.dtype)  # (N, 2) original (w, h)
+        cx, cy, bw, bh = out.pred_boxes.float().unbind(-1)
+        boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1) * wh.repeat(1, 2)[:, None, :]
+        boxes = torch.minimum(boxes.clamp_min(0), wh.repeat(1, 2)[:, None, :])
+        ok = best >= self.box_threshold
+        if min_box_size > 0:
+            ok &= ((boxes[..., 2] - boxes[..., 0]) >= min_box_size) & ((boxes[..., 3] - boxes[..., 1]) >= min_box_size)
+        if top_k is not None and top_k < best.shape[1]:
+            idx = torch.where(ok, best, torch.full_like(best, -2.0)).topk(top_k, dim=1).indices
+            idx = idx.sort(dim=1).values  # query order, as without top-k
+            boxes, best, phrase, ok = (boxes.gather(1, idx[..., None].expand(-1, -1, 4)), best.gather(1, idx),
+                                       phrase.gather(1, idx), ok.gather(1, idx))
+        if nms_iou is not None:
+            ok = batched_nms(boxes, best, phrase, ok, nms_iou)
+        return Proposals(boxes, best, phrase, ok)
+
+    # -- PIL images in, Detections out (evaluation) ----------------------------------------------------------
+
     def detect(self, images: list, phrases: list[list[str]]) -> list[Detections]:
-        """Boxes for each image's phrases (images are PIL RGB images)."""
-        requests = []  # (image index, phrase indices, prompt, spans)
+        """Boxes for each image's phrases (images are PIL RGB images): every query above the box threshold,
+        labelled with its best phrase; no NMS (evaluation caps detections itself)."""
+        torch = self._torch
+        from detector.prompts import build_prompts
+        from labeling.image_stages import LoadImages
+        from labeling.prompt_stages import token_spans
+
+        loader = LoadImages(self.resize_rule)
+        requests = []  # (image index, phrase indices, prompt text, char spans)
         for i, ph in enumerate(phrases):
-            if not ph:
-                continue
-            counts = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in ph]
-            for idx, text, spans in build_prompts(ph, counts, self.max_tokens):
-                requests.append((i, idx, text, spans))
+            if ph:
+                counts = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in ph]
+                requests += [(i, idx, text, spans) for idx, text, spans in build_prompts(ph, counts, self.max_tokens)]
         found: list[list[Detections]] = [[] for _ in images]
+        resized = {}
         for b in range(0, len(requests), self.batch_size):
             batch = requests[b:b + self.batch_size]
-            for (i, idx, _, _), det in zip(batch, self._run([images[r[0]] for r in batch], batch)):
-                det.phrase = np.asarray(idx, dtype=np.int64)[det.phrase]
-                found[i].append(det)
+            for r in batch:
+                if r[0] not in resized:
+                    resized[r[0]] = loader.resize(images[r[0]])
+            # one canvas per call: group the batch's requests by canvas
+            by_canvas: dict = {}
+            for r in batch:
+                by_canvas.setdefault(resized[r[0]][1], []).append(r)
+            for (cw, ch), reqs in by_canvas.items():
+                imgs = list(dict.fromkeys(r[0] for r in reqs))
+                canvas = np.zeros((len(imgs), ch, cw, 3), np.uint8)
+                for k, i in enumerate(imgs):
+                    a = resized[i][0]
+                    canvas[k, :a.shape[0], :a.shape[1]] = a
+                enc = self.tokenizer([r[2] for r in reqs], padding="longest", truncation=True,
+                                     max_length=self.max_tokens, return_offsets_mapping=True, return_tensors="pt")
+                offsets = enc["offset_mapping"].numpy()
+                P = max(len(r[1]) for r in reqs)
+                spans = np.zeros((len(reqs), P, 2), np.int64)
+                for k, r in enumerate(reqs):
+                    spans[k, :len(r[1])] = token_spans(r[3], offsets[k], self.max_tokens)
+                dev = self.device
+                prop = self.propose(
+                    torch.from_numpy(canvas).to(dev),
+                    torch.tensor([resized[i][0].shape[:2] for i in imgs], device=dev),
+                    torch.tensor([images[i].size for i in imgs], device=dev),
+                    enc["input_ids"].to(dev), enc["attention_mask"].to(dev), torch.from_numpy(spans).to(dev),
+                    torch.tensor([imgs.index(r[0]) for r in reqs], device=dev))
+                boxes, scores = prop.boxes.cpu().numpy(), prop.scores.cpu().numpy()
+                phrase, keep = prop.phrase.cpu().numpy(), prop.keep.cpu().numpy()
+                for k, r in enumerate(reqs):
+                    m = keep[k]
+                    found[r[0]].append(Detections(boxes[k][m].astype(np.float32), scores[k][m].astype(np.float32),
+                                                  np.asarray(r[1], np.int64)[phrase[k][m]]))
         return [Detections.concat(f) for f in found]
-
-    def _run(self, images: list, batch: list) -> list[Detections]:
-        torch = self._torch
-        texts = [r[2] for r in batch]
-        enc = self.tokenizer(texts, padding="longest", truncation=True, max_length=self.max_tokens,
-                             return_offsets_mapping=True, return_tensors="pt")
-        offsets = enc.pop("offset_mapping").numpy()
-        pix = self.processor.image_processor(images=images, return_tensors="pt")
-        inputs = {k: v.to(self.device) for k, v in {**enc, **pix}.items()}
-        with torch.inference_mode(), autocast(self.device, self.precision):
-            out = self.model(**inputs)
-        probs = out.logits.float().sigmoid().cpu().numpy()  # (B, Q, max_text_len)
-        boxes = out.pred_boxes.float().cpu().numpy()  # (B, Q, 4) cxcywh, normalised
-        results = []
-        for k, (_, _, _, spans) in enumerate(batch):
-            pos = _positive_map(spans, offsets[k], enc["attention_mask"][k].numpy(), probs.shape[-1])
-            scores = probs[k] @ pos.T  # (Q, phrases): mean prob over each phrase's tokens
-            best = scores.argmax(1)
-            best_score = scores[np.arange(len(best)), best]
-            keep = best_score >= self.box_threshold
-            w, h = images[k].size
-            cx, cy, bw, bh = boxes[k].T
-            xyxy = np.stack([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h], 1)
-            xyxy = np.clip(xyxy, 0, [w, h, w, h]).astype(np.float32)
-            results.append(Detections(xyxy[keep], best_score[keep].astype(np.float32), best[keep]))
-        return results
-
-
-def _positive_map(spans: list[tuple[int, int]], offsets: np.ndarray, mask: np.ndarray, width: int) -> np.ndarray:
-    """(phrases, width) rows averaging the token positions whose characters fall in each phrase's span."""
-    pos = np.zeros((len(spans), width), np.float32)
-    for j, (s, e) in enumerate(spans):
-        toks = [t for t, (a, b) in enumerate(offsets) if mask[t] and b > a and a >= s and b <= e and t < width]
-        if toks:
-            pos[j, toks] = 1.0 / len(toks)
-    return pos

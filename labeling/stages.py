@@ -1,14 +1,14 @@
 """The pseudo-labeling stages as plain functions over Arrow batches (testable without Ray).
 
-load_units -> add_phrases -> ModelStage (detect + CLIP) -> select_regions. Ray Data composes them in
-``workflows/pseudo_label.py``; each stage only adds columns, so a batch can be inspected at any point.
+load_units -> add_phrases -> (labeling.image_stages, labeling.prompt_stages) -> labeling.model_stage.ModelStage
+-> AssembleCandidates -> select_regions. Ray Data composes them in ``workflows/pseudo_label.py``; each stage
+declares the columns it reads and adds, so a batch can be inspected at any point.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 from formats import schema as S
 from formats.arrow_np import from_numpy
 from formats.converters.img2dataset import shard_records
-from formats.images import ImageError, decode_image, read_image_bytes
 from labeling.fuse import FilterConfig, fused_scores, select
 from labeling.phrases import PhraseConfig, PhraseExtractor
+from labeling.stage import Resources, Stage
 
 log = logging.getLogger("ovlabel.stages")
 
@@ -49,6 +49,18 @@ def load_units(units: pa.Table) -> pa.Table:
     return pa.concat_tables(out)
 
 
+class LoadUnits(Stage):
+    """Stage form of `load_units`: unit descriptions in, the units' records (+ ``unit``, ``row``) out."""
+
+    name = "load-units"
+    resources = Resources(cpus=0.25)
+    reads = ("unit", "path", "start", "stop", "kind", "image_root", "source")
+    adds = ("unit", "row", *ROW_COLUMNS[2:], "image_root")
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        return load_units(batch)
+
+
 # -- phrases ---------------------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=4)
@@ -61,6 +73,21 @@ def add_phrases(batch: pa.Table, phrase_cfg: dict) -> pa.Table:
     ex = _extractor(tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in phrase_cfg.items())))
     phrases = ex(batch.column("caption").to_pylist())
     return batch.append_column("phrases", pa.array(phrases, PHRASES_TYPE))
+
+
+class AddPhrases(Stage):
+    """Stage form of `add_phrases` (spaCy loads once per worker process)."""
+
+    name = "phrases"
+    resources = Resources(cpus=1.0)
+    reads = ("caption",)
+    adds = ("phrases",)
+
+    def __init__(self, phrase_cfg: dict):
+        self.phrase_cfg = phrase_cfg
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        return add_phrases(batch, self.phrase_cfg)
 
 
 class CaptionPhrases:
@@ -93,98 +120,44 @@ def _part_captions(path: str) -> pa.ChunkedArray:
     return pq.read_table(path, columns=["caption"]).column("caption")
 
 
-# -- detect and score ------------------------------------------------------------------------------------
+# -- candidates ------------------------------------------------------------------------------------------
 
-@dataclass
-class ModelSettings:
-    detector: str
-    clip: str
-    device: str | None = None
-    precision: str = "auto"
-    batch_size: int = 4
-    box_threshold: float = 0.1
-    clip_margin: float = 0.1
-    round: int | None = None
-    torch_threads: int | None = None  # the actor's CPU share; None leaves torch's default
+class AssembleCandidates(Stage):
+    """Turns the model actor's arrays into ``candidates`` (regions with every score; what ``refilter`` reads).
 
+    Runs on CPU workers after the actor, so the actor never builds per-box Python objects. Region ids are
+    ``IMAGE_ID#r<round>c<k>``, k the candidate's position in the image's candidate list.
+    """
 
-class ModelStage:
-    """Loads the detector and CLIP once (per actor); per batch adds `candidates` and `image_score`."""
+    name = "assemble-candidates"
+    resources = Resources(cpus=0.25)
+    reads = ("image_id", "phrases", "cand_boxes", "cand_det", "cand_clip", "cand_phrase")
+    adds = ("candidates",)
+    drops = ("cand_boxes", "cand_det", "cand_clip", "cand_phrase", "pixel_h", "pixel_w", "canvas_h", "canvas_w",
+             "image_w", "image_h")
 
-    def __init__(self, settings: dict):
-        from detector.clip_scorer import RegionScorer
-        from detector.grounding import GroundingDetector
+    def __init__(self, round_: int | None = None):
+        self.round = round_
 
-        self.s = ModelSettings(**settings)
-        if self.s.torch_threads:
-            import torch
-
-            torch.set_num_threads(self.s.torch_threads)
-        self.detector = GroundingDetector(self.s.detector, device=self.s.device, precision=self.s.precision,
-                                          batch_size=self.s.batch_size, box_threshold=self.s.box_threshold)
-        self.scorer = RegionScorer(self.s.clip, device=self.s.device, precision=self.s.precision,
-                                   margin=self.s.clip_margin)
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        """Detects and scores a unit's rows in fixed sub-batches (results never depend on Ray's grouping)."""
-        step = self.s.batch_size * 4
-        parts = [self._score(batch.slice(i, step)) for i in range(0, batch.num_rows, step)]
-        return pa.concat_tables(parts) if parts else batch
-
-    def _score(self, batch: pa.Table) -> pa.Table:
-        rows = batch.to_pylist()
-        images: list = [None] * len(rows)
-        errors: list = [None] * len(rows)
-        for i, r in enumerate(rows):
-            try:
-                images[i] = decode_image(read_image_bytes(r["image_root"], r["file_name"]), r["image_id"])
-            except (ImageError, ValueError) as e:
-                errors[i] = str(e)
-        cand, score = self.score_decoded(rows, images)
-        return (batch.drop_columns(["image_root"]).append_column("error", pa.array(errors, pa.string()))
-                .append_column("candidates", pa.array(cand, CANDIDATES_TYPE))
-                .append_column("image_score", pa.array(score, pa.float32())))
-
-    def score_decoded(self, rows: list[dict], images: list) -> tuple[list, np.ndarray]:
-        """Candidates and image scores for rows whose images are decoded (None: skipped)."""
-        live = [i for i, im in enumerate(images) if im is not None]
-        texts = [[p["phrase"] for p in (rows[i]["phrases"] or [])] for i in live]
-        dets = self.detector.detect([images[i] for i in live], texts) if live else []
-        crops, crop_texts = [], []
-        for k, (i, det) in enumerate(zip(live, dets)):
-            crops += self.scorer.crops(images[i], det.boxes)
-            crop_texts += [texts[k][j] for j in det.phrase]
-        clip = np.zeros(0, np.float32)
-        if crops:
-            uniq = sorted(set(crop_texts))
-            temb = self.scorer.embed_texts(uniq)
-            pos = {t: j for j, t in enumerate(uniq)}
-            clip = self.scorer.similarity(self.scorer.embed_images(crops), temb[[pos[t] for t in crop_texts]])
-        caps = [rows[i]["caption"] or "" for i in live]
-        img_scores = (self.scorer.similarity(self.scorer.embed_images([images[i] for i in live]),
-                                             self.scorer.embed_texts(caps)) if live else np.zeros(0, np.float32))
-        cand: list = [[] for _ in rows]
-        score = np.full(len(rows), np.nan, np.float32)
-        at = 0
-        for k, (i, det) in enumerate(zip(live, dets)):
-            c = clip[at:at + len(det)]
-            at += len(det)
-            score[i] = img_scores[k]
-            cand[i] = _regions(rows[i], det, c, self.s.round)
-        return cand, score
-
-
-def _regions(row: dict, det, clip: np.ndarray, round_: int | None) -> list[dict]:
-    phrases = row["phrases"] or []
-    fused = fused_scores(det.scores, clip)
-    out = []
-    for k in range(len(det)):
-        p = phrases[int(det.phrase[k])]
-        out.append({"region_id": f"{row['image_id']}#r{round_ or 0}c{k}", "bbox": [float(v) for v in det.boxes[k]],
-                    "label": None, "category": None, "phrase": p["phrase"], "tokens_positive": p["tokens_positive"],
-                    "score": float(fused[k]), "det_score": float(det.scores[k]), "clip_score": float(clip[k]),
-                    "origin": "pseudo", "round": round_})
-    return out
+    def process(self, batch: pa.Table) -> pa.Table:
+        cols = batch.select(list(self.reads)).to_pylist()
+        out = []
+        for r in cols:
+            phrases = r["phrases"] or []
+            det = np.asarray(r["cand_det"] or [], np.float32)
+            clip = np.asarray(r["cand_clip"] or [], np.float32)
+            fused = fused_scores(det, clip)
+            regions = []
+            for k, (box, j) in enumerate(zip(r["cand_boxes"] or [], r["cand_phrase"] or [])):
+                p = phrases[j]
+                regions.append({"region_id": f"{r['image_id']}#r{self.round or 0}c{k}",
+                                "bbox": [float(v) for v in box], "label": None, "category": None,
+                                "phrase": p["phrase"], "tokens_positive": p["tokens_positive"],
+                                "score": float(fused[k]), "det_score": float(det[k]), "clip_score": float(clip[k]),
+                                "origin": "pseudo", "round": self.round})
+            out.append(regions)
+        drop = [c for c in self.drops if c in batch.column_names]
+        return batch.drop_columns(drop).append_column("candidates", pa.array(out, CANDIDATES_TYPE))
 
 
 # -- select ----------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from workflows.stdio import print_json
 log = logging.getLogger("ovlabel")
 
 
-
 def add_pseudo_args(p: argparse.ArgumentParser) -> None:
     """The pseudo-labeling options, shared by `ovlabel pseudo` and pipelines/cc3m_pseudo.py."""
     from detector.models import DEFAULT_CLIP, DEFAULT_DETECTOR
@@ -30,9 +29,12 @@ def add_pseudo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images-per-part", type=int, help="images per output part, the unit of resume (default 1000)")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when visible)")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
-    p.add_argument("--batch-size", type=int, default=4, help="images per detector forward pass")
-    p.add_argument("--model-actors", type=int, default=1, help="model replicas (one GPU each on a cluster)")
+    p.add_argument("--batch-size", type=int, help="images per model batch (default 16 on GPU clusters, 4 on CPU)")
+    p.add_argument("--model-actors", type=int, help="model replicas (default: one per GPU; 1 without GPUs)")
+    p.add_argument("--top-k", type=int, help="candidates kept per prompt before CLIP (default 100)")
+    p.add_argument("--candidate-nms-iou", type=float, help="per-phrase NMS before CLIP (default 0.7)")
     p.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
+    p.add_argument("--ray-address", help="join this Ray cluster (default: RAY_ADDRESS if set, else start a local Ray)")
     p.add_argument("--source", default="cc3m", help="source name for img2dataset input (default cc3m)")
     p.add_argument("--coco-out", help="also export the result as CC3M-Lite style COCO JSON here")
     p.add_argument("--overwrite", action="store_true", help="discard an existing output and start over")
@@ -48,7 +50,8 @@ def pseudo_config(a: argparse.Namespace):
     cfg.filter = FilterConfig.load(a.config, det_threshold=a.det_threshold, fused_threshold=a.fused_threshold,
                                    image_threshold=a.image_threshold).to_dict()
     for flag, key in (("detector", "detector"), ("clip", "clip"), ("box_threshold", "box_threshold"),
-                      ("round", "round"), ("images_per_part", "images_per_part")):
+                      ("round", "round"), ("images_per_part", "images_per_part"), ("top_k", "top_k"),
+                      ("candidate_nms_iou", "candidate_nms_iou")):
         if getattr(a, flag) is not None:
             setattr(cfg, key, getattr(a, flag))
     return cfg
@@ -59,7 +62,7 @@ def cmd_pseudo(a: argparse.Namespace) -> dict:
 
     cfg = pseudo_config(a)
     opts = RunOptions(device=a.device, precision=a.precision, batch_size=a.batch_size, model_actors=a.model_actors,
-                      num_cpus=a.num_cpus, source=a.source)
+                      num_cpus=a.num_cpus, ray_address=a.ray_address, source=a.source)
     summary = run_pseudo(a.input, a.out, cfg, opts, overwrite=a.overwrite)
     if a.coco_out:
         from formats.export.coco import export_coco

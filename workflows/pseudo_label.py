@@ -34,7 +34,7 @@ from formats.dataset import (
 )
 from labeling.fuse import FilterConfig
 from labeling.phrases import PhraseConfig
-from labeling.stages import add_phrases, load_units, select_regions
+from labeling.stages import select_regions
 
 log = logging.getLogger("ovlabel.pseudo")
 CANDIDATES = "candidates"
@@ -48,6 +48,13 @@ class PseudoConfig:
     clip: str = DEFAULT_CLIP
     box_threshold: float = 0.1  # detector candidates kept (recall first); the filters decide later
     clip_margin: float = 0.1
+    # which candidates are CLIP-scored and stored (what `refilter` can see): the top_k best queries per prompt,
+    # greedy NMS within each phrase at candidate_nms_iou (None: off), boxes with a side under min_box_size px
+    # dropped; images padded to canvases rounded up to canvas_multiple px (results never depend on batch mates)
+    top_k: int = 100
+    candidate_nms_iou: float | None = 0.7
+    min_box_size: float = 2.0
+    canvas_multiple: int = 64
     round: int | None = None
     phrases: dict = field(default_factory=lambda: PhraseConfig().to_dict())
     filter: dict = field(default_factory=lambda: FilterConfig().to_dict())
@@ -60,10 +67,10 @@ class RunOptions:
 
     device: str | None = None
     precision: str = "auto"
-    batch_size: int = 4
-    model_actors: int = 1
-    gpus_per_actor: float | None = None  # default: 1 when the cluster has GPUs, else 0
-    num_cpus: int | None = None
+    batch_size: int | None = None  # images per model batch; default 16 on GPU clusters, 4 on CPU
+    model_actors: int | None = None  # default: one per GPU, 1 on CPU clusters
+    num_cpus: int | None = None  # CPUs of the local Ray this run starts (ignored when joining a cluster)
+    ray_address: str | None = None  # join this cluster (else RAY_ADDRESS; else start a local Ray)
     source: str = "cc3m"
     max_units: int | None = None  # stop after this many units (tests simulate a crash)
 
@@ -111,7 +118,7 @@ def _slices(units: list, stem: str, path: Path, rows: int, step: int, kind: str,
 def run_pseudo(input_path: str | Path, out_dir: str | Path, cfg: PseudoConfig, opts: RunOptions | None = None, *,
                overwrite: bool = False) -> dict:
     """Pseudo-labels a caption dataset into OUT; returns a summary (images in/kept, boxes, throughput)."""
-    from workflows.ray_runtime import cluster_gpus, ray_session
+    from workflows.ray_runtime import ray_session
 
     opts = opts or RunOptions()
     out = Path(out_dir)
@@ -132,34 +139,63 @@ def run_pseudo(input_path: str | Path, out_dir: str | Path, cfg: PseudoConfig, o
     log.info("%d units (%d images each at most), %d to do", len(units), cfg.images_per_part, len(pending))
     t0 = time.time()
     if pending:
-        with ray_session(opts.num_cpus):  # a Ray the caller started, or a cluster we joined, is left as it was
-            _run_units(pending, cfg, opts, writer, plan.rejects, gpus=cluster_gpus())
+        # a Ray the caller started, or a cluster we joined, is left as it was
+        with ray_session(opts.num_cpus, address=opts.ray_address):
+            _run_units(pending, cfg, opts, writer, plan.rejects)
     summary = _summary(writer, units, time.time() - t0)
     if len(writer.manifest.parts) == len(units):
         writer.finish(summary)
     return {"dataset": str(out), **summary}
 
 
+def build_stages(cfg: PseudoConfig, opts: RunOptions, gpus: float) -> list:
+    """The pipeline's stages in order, configured (plain objects: nothing is loaded before ``setup()``)."""
+    from transformers import AutoConfig, AutoImageProcessor
+
+    from labeling.image_stages import LoadImages, OrderByCanvas, ResizeRule
+    from labeling.model_stage import ModelSettings, ModelStage
+    from labeling.prompt_stages import TokenizePrompts
+    from labeling.stages import AddPhrases, AssembleCandidates, LoadUnits
+
+    rule = ResizeRule.from_processor(AutoImageProcessor.from_pretrained(cfg.detector), cfg.canvas_multiple)
+    max_tokens = int(getattr(AutoConfig.from_pretrained(cfg.detector), "max_text_len", 256))
+    settings = ModelSettings(detector=cfg.detector, clip=cfg.clip, device=opts.device, precision=opts.precision,
+                             batch_size=batch_size(opts, gpus), box_threshold=cfg.box_threshold,
+                             clip_margin=cfg.clip_margin, top_k=cfg.top_k, candidate_nms_iou=cfg.candidate_nms_iou,
+                             min_box_size=cfg.min_box_size, canvas_multiple=cfg.canvas_multiple, round=cfg.round,
+                             torch_threads=None if gpus else 1)
+    return [LoadUnits(), AddPhrases(cfg.phrases), OrderByCanvas(rule), LoadImages(rule, 4 * settings.batch_size),
+            TokenizePrompts(cfg.detector, cfg.clip, max_tokens), ModelStage(settings), AssembleCandidates(cfg.round)]
+
+
+def batch_size(opts: RunOptions, gpus: float) -> int:
+    """Images per model batch: the option, else 16 on GPU clusters and 4 on CPU ones."""
+    return opts.batch_size or (16 if gpus else 4)
+
+
 def _run_units(units: list[dict], cfg: PseudoConfig, opts: RunOptions, writer: DatasetWriter,
-               known_rejects: dict[str, list[dict]], gpus: float) -> None:
+               known_rejects: dict[str, list[dict]]) -> None:
     import ray
 
-    from labeling.stages import ModelStage
+    from workflows.ray_stages import apply_stage, plan_resources
 
-    gpus_per_actor = opts.gpus_per_actor if opts.gpus_per_actor is not None else (1.0 if gpus else 0.0)
-    settings = {"detector": cfg.detector, "clip": cfg.clip, "device": opts.device, "precision": opts.precision,
-                "batch_size": opts.batch_size, "box_threshold": cfg.box_threshold, "clip_margin": cfg.clip_margin,
-                "round": cfg.round, "torch_threads": 1}  # the actor reserves 1 CPU
+    res = ray.cluster_resources()
+    gpus = float(res.get("GPU", 0))
+    stages = build_stages(cfg, opts, gpus)
+    model = next(s for s in stages if s.actor)
+    plan = plan_resources(stages, float(res.get("CPU", 0)), gpus,
+                          {model.name: opts.model_actors} if opts.model_actors else None)
+    log.info("stages: %s", ", ".join(f"{s.name} ({plan[s.name].resources.cpus:g} CPU"
+                                          f"{f', {plan[s.name].resources.gpus:g} GPU' if plan[s.name].resources.gpus else ''}"
+                                          f"{f', {plan[s.name].pool} actors' if plan[s.name].pool else ''})"
+                                          for s in stages))
     expected = {u["unit"]: u["stop"] - u["start"] for u in units}
     ds = ray.data.from_items(units, override_num_blocks=len(units))
-    # One block per unit all the way (batch_size=None), so the model sees the same sub-batches on every run;
-    # distinct resources keep the CPU stages as their own tasks instead of fused into the model actor.
-    ds = ds.map_batches(load_units, batch_size=1, batch_format="pyarrow", num_cpus=0.25)
-    ds = ds.map_batches(add_phrases, batch_size=None, batch_format="pyarrow", fn_kwargs={"phrase_cfg": cfg.phrases},
-                        num_cpus=0.5)
-    ds = ds.map_batches(ModelStage, fn_constructor_kwargs={"settings": settings}, batch_size=None,
-                        batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=opts.model_actors),
-                        num_gpus=gpus_per_actor, num_cpus=1)
+    # One block per unit; images are loaded in slices of a few model batches (LoadImages.rows_per_block), each
+    # its own block, so a block of pixels stays small and never mixes units. Every stage takes blocks whole
+    # (batch_size None): the actor batches rows of one canvas within a block, the same batches on every run.
+    for s in stages:
+        ds = apply_stage(ds, s, plan[s.name], batch_size=1 if s.name == "load-units" else None)
     filt = FilterConfig(**cfg.filter)
     pending: dict[str, list[pa.Table]] = {}
     for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):

@@ -1,0 +1,131 @@
+"""Batched tensor operations of the model actor, in plain torch (no torchvision): they run where the model
+runs (GPU on clusters, CPU in CI) and launch a fixed number of kernels per batch, not per box.
+
+Conventions: images are ``(B, H, W, 3)`` uint8 canvases whose top-left ``(h, w)`` is the image (the rest is
+padding); boxes are absolute-pixel ``xyxy`` in the canvas's pixels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def normalize_pad(canvas: torch.Tensor, sizes: torch.Tensor, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pixel_values (B, 3, H, W) float32, pixel_mask (B, H, W) int64) from uint8 canvases (B, H, W, 3).
+
+    Rescale by 1/255, normalise with `mean`/`std` (per channel), and zero everything outside each image's
+    ``sizes[b] = (h, w)``: what transformers' DETR-family processors produce with ``pad_size=(H, W)``
+    (resize -> rescale -> normalise -> pad with 0 at the bottom and right, mask 1 on the image).
+    """
+    B, H, W, _ = canvas.shape
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=canvas.device).view(1, 3, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float32, device=canvas.device).view(1, 3, 1, 1)
+    x = canvas.permute(0, 3, 1, 2).float().mul_(1 / 255.0).sub_(mean).div_(std)
+    mask = valid_mask(sizes, H, W)
+    return x.mul_(mask[:, None].to(x.dtype)), mask.long()
+
+
+def valid_mask(sizes: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """(B, H, W) bool: True on each image's top-left ``sizes[b] = (h, w)`` block of the canvas."""
+    ys = torch.arange(H, device=sizes.device)[None, :, None] < sizes[:, 0, None, None]
+    xs = torch.arange(W, device=sizes.device)[None, None, :] < sizes[:, 1, None, None]
+    return ys & xs
+
+
+def positive_map(token_spans: torch.Tensor, width: int) -> torch.Tensor:
+    """(N, P, width) float: row p averages the tokens ``[start, end)`` of ``token_spans[n, p]``.
+
+    A phrase's tokens are contiguous in its prompt; an empty span (``start == end``, padding phrases) gives a
+    zero row. This is the phrase-to-token map MMDetection's grounding heads average token scores with.
+    """
+    t = torch.arange(width, device=token_spans.device)
+    s, e = token_spans[..., 0:1], token_spans[..., 1:2]
+    m = ((t >= s) & (t < e)).float()
+    return m / m.sum(-1, keepdim=True).clamp_min(1.0)
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of xyxy boxes ``a (..., N, 4)`` with ``b (..., M, 4)`` -> ``(..., N, M)``."""
+    lt = torch.maximum(a[..., :, None, :2], b[..., None, :, :2])
+    rb = torch.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
+    inter = (rb - lt).clamp_min(0).prod(-1)
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    return inter / (area_a[..., :, None] + area_b[..., None, :] - inter).clamp_min(1e-9)
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, valid: torch.Tensor,
+                iou: float) -> torch.Tensor:
+    """Greedy NMS within groups, for every image of a batch at once: keep mask ``(B, K)``.
+
+    ``boxes (B, K, 4)`` xyxy, ``scores (B, K)``, ``groups (B, K)`` (a box suppresses only boxes of its own
+    group: per-phrase NMS), ``valid (B, K)`` bool. Exactly the classic sequential rule (highest score first; a
+    kept box removes later boxes of its group with IoU > `iou`), run as K vectorised steps over the batch
+    instead of one loop per image, so the kernels launched do not grow with the batch size.
+    """
+    B, K = scores.shape
+    if K == 0:
+        return valid.clone()
+    order = torch.where(valid, scores, torch.full_like(scores, -math.inf)).argsort(dim=1, descending=True, stable=True)
+    bx = boxes.gather(1, order[..., None].expand(B, K, 4))
+    gr = groups.gather(1, order)
+    va = valid.gather(1, order)
+    suppress = (box_iou(bx, bx) > iou) & (gr[:, :, None] == gr[:, None, :])
+    suppress &= torch.ones(K, K, dtype=torch.bool, device=boxes.device).triu(1)  # only later boxes
+    keep = va.clone()
+    for k in range(K):
+        keep &= ~(suppress[:, k, :] & keep[:, k:k + 1])
+    out = torch.zeros_like(keep)
+    return out.scatter_(1, order, keep)
+
+
+def square_context_boxes(boxes: torch.Tensor, margin: float) -> torch.Tensor:
+    """The square region a crop is cut from: the box grown by `margin` of its size on each side, then its
+    short side extended (about the centre) to the long side. ``(..., 4)`` xyxy in, xyxy out.
+
+    No centre crop: a 60x180 standing person is judged on all of its 180 px, with image context beside it.
+    """
+    w = boxes[..., 2] - boxes[..., 0]
+    h = boxes[..., 3] - boxes[..., 1]
+    side = torch.maximum(w, h) * (1 + 2 * margin)
+    cx = (boxes[..., 0] + boxes[..., 2]) / 2
+    cy = (boxes[..., 1] + boxes[..., 3]) / 2
+    return torch.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], -1)
+
+
+def crop_resize(images: torch.Tensor, regions: torch.Tensor, size: int, max_level: int = 3) -> torch.Tensor:
+    """Bilinear crops ``(B, K, C, size, size)`` of ``regions (B, K, 4)`` (xyxy pixels) from ``images (B, C, H, W)``.
+
+    Past the image's border the crop reads 0 (the caller passes normalised images whose padding is 0, i.e.
+    the model's mean colour). Downscaled crops read from an average-pooled pyramid level (2x, 4x, 8x) chosen
+    per crop, so a 900-px box is not aliased the way one bilinear sample per output pixel would alias it (the
+    role of antialiased resizing in CLIP's processor). One ``grid_sample`` per pyramid level for the batch.
+    """
+    B, C, H, W = images.shape
+    K = regions.shape[1]
+    if K == 0:
+        return images.new_zeros(B, 0, C, size, size)
+    side = (regions[..., 2] - regions[..., 0]).clamp_min(1e-3)
+    level = torch.floor(torch.log2((side / size).clamp_min(1.0))).clamp(0, max_level).long()  # (B, K)
+    # sampling grid in pixel centres of the output, mapped to the region, normalised to [-1, 1]
+    t = (torch.arange(size, device=images.device, dtype=torch.float32) + 0.5) / size
+    x = regions[..., 0, None] + t * (regions[..., 2] - regions[..., 0])[..., None]  # (B, K, S)
+    y = regions[..., 1, None] + t * (regions[..., 3] - regions[..., 1])[..., None]
+    gx = (2 * x / W - 1)[:, :, None, :].expand(B, K, size, size)
+    gy = (2 * y / H - 1)[:, :, :, None].expand(B, K, size, size)
+    grid = torch.stack([gx, gy], -1).reshape(B, K * size, size, 2)
+    out = images.new_zeros(B, K, C, size, size)
+    src = images
+    for lvl in range(int(level.max()) + 1):
+        if lvl:
+            src = F.avg_pool2d(src, 2, ceil_mode=True)
+        if not bool((level == lvl).any()):
+            continue
+        # align_corners=False: -1/+1 are the outer edges of the canvas at every pyramid level
+        s = F.grid_sample(src, grid.to(src.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+        s = s.reshape(B, C, K, size, size).permute(0, 2, 1, 3, 4)
+        out = torch.where((level == lvl)[..., None, None, None], s, out)
+    return out

@@ -1,0 +1,258 @@
+"""The model actor: device work only. uint8 canvases in, candidate arrays out.
+
+Per batch of one canvas: the rows' resized uint8 pixels are copied once into a (pinned, on GPU) host buffer
+and sent with one non-blocking copy; on the device: rescale/normalise/pad, the detector forward (autocast
+on GPU), phrase scores from the positive map, threshold + top-k + per-phrase NMS, then CLIP on square-context
+crops of the surviving candidates only (cut from the same image tensor), and CLIP on the whole image against
+the caption. The host side is array bookkeeping: no decoding, resizing, tokenizing of prompts or per-box
+Python objects (the CPU stages before and after it do that). ``timings`` keeps the seconds spent outside the
+model forwards, for ``benchmarks/pseudo_throughput.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from formats.arrow_np import from_numpy
+from labeling.image_stages import canvas_groups
+from labeling.stage import Resources, Stage
+
+CANDIDATE_ARRAYS = ("cand_boxes", "cand_det", "cand_clip", "cand_phrase", "image_score")
+
+
+@dataclass
+class ModelSettings:
+    """How the actor runs its models (recorded in the pseudo manifest through PseudoConfig/RunOptions).
+
+    ``top_k`` candidates per prompt, ``candidate_nms_iou`` per-phrase NMS before CLIP (``None``: off),
+    ``min_box_size`` px: smaller boxes are never scored. These decide which candidates ``refilter`` can see.
+    """
+
+    detector: str
+    clip: str
+    device: str | None = None
+    precision: str = "auto"
+    batch_size: int = 4
+    box_threshold: float = 0.1
+    clip_margin: float = 0.1
+    top_k: int = 100
+    candidate_nms_iou: float | None = 0.7
+    min_box_size: float = 2.0
+    canvas_multiple: int = 64
+    round: int | None = None
+    torch_threads: int | None = None  # the actor's CPU share; None leaves torch's default
+
+    def candidate_rule(self) -> dict:
+        """What decides which candidates are stored (manifest: what ``refilter`` can still see)."""
+        return {"box_threshold": self.box_threshold, "top_k_per_prompt": self.top_k,
+                "nms_iou_within_phrase": self.candidate_nms_iou, "min_box_size_px": self.min_box_size,
+                "clip_crop": f"square context, margin {self.clip_margin:.2f}, no centre crop"}
+
+
+class ModelStage(Stage):
+    """Adds ``cand_boxes`` (per row: (K, 4) xyxy original pixels), ``cand_det``, ``cand_clip``, ``cand_phrase``
+    (index into the row's phrases) and ``image_score`` (CLIP image vs caption; NaN where the image failed)."""
+
+    name = "detect-and-score"
+    resources = Resources(cpus=1.0, gpus=1.0)
+    actor = True
+    reads = ("pixels", "pixel_h", "pixel_w", "canvas_h", "canvas_w", "image_w", "image_h", "error", "phrases",
+             "prompt_ids", "prompt_phrases", "prompt_token_spans", "caption_clip_ids")
+    adds = CANDIDATE_ARRAYS
+    drops = ("pixels", "prompt_ids", "prompt_phrases", "prompt_token_spans", "caption_clip_ids")
+
+    def __init__(self, settings: dict | ModelSettings):
+        self.s = settings if isinstance(settings, ModelSettings) else ModelSettings(**settings)
+        self.timings = {"host_s": 0.0, "forward_s": 0.0, "device_s": 0.0, "images": 0}
+        self._buffers: dict = {}
+
+    def setup(self) -> None:
+        import torch
+
+        from detector.clip_scorer import RegionScorer
+        from detector.grounding import GroundingDetector
+
+        if self.s.torch_threads:
+            torch.set_num_threads(self.s.torch_threads)
+        self.torch = torch
+        self.detector = GroundingDetector(self.s.detector, device=self.s.device, precision=self.s.precision,
+                                          batch_size=self.s.batch_size, box_threshold=self.s.box_threshold,
+                                          canvas_multiple=self.s.canvas_multiple)
+        self.scorer = RegionScorer(self.s.clip, device=self.s.device, precision=self.s.precision,
+                                   margin=self.s.clip_margin)
+        self.device = self.detector.device
+        self.pin = self.device.startswith("cuda")
+        self._ready = True
+
+    def process(self, batch: pa.Table) -> pa.Table:
+        n = batch.num_rows
+        results: list = [None] * n
+        for rows in canvas_groups(batch, self.s.batch_size):
+            for i, res in zip(rows.tolist(), self.run_group(batch, rows)):
+                results[i] = res
+        return self._finish(batch, results)
+
+    # -- one batch of one canvas ---------------------------------------------------------------------------
+
+    def run_group(self, batch: pa.Table, rows: np.ndarray) -> list[tuple]:
+        """(boxes, det, clip, phrase, image_score) per row of `rows` (all of one canvas)."""
+        torch, dev = self.torch, self.device
+        t0 = time.perf_counter()
+        canvas, sizes, image_sizes = self._canvas(batch, rows)
+        prompts = self._prompts(batch, rows)
+        if prompts is None:  # no phrases in any row: no detector call, only the image scores
+            return self._images_only(batch, rows, canvas, sizes, t0)
+        ids, mask, spans, prompt_row, prompt_phr = prompts
+        phrases = batch.column("phrases").take(from_numpy(rows)).to_pylist()
+        caption_ids = batch.column("caption_clip_ids").take(from_numpy(rows)).to_pylist()
+        t1 = time.perf_counter()
+        canvas = canvas.to(dev, non_blocking=True)
+        sizes, image_sizes = sizes.to(dev, non_blocking=True), image_sizes.to(dev, non_blocking=True)
+        prop = self.detector.propose(canvas, sizes, image_sizes, ids.to(dev, non_blocking=True),
+                                     mask.to(dev, non_blocking=True), spans.to(dev, non_blocking=True),
+                                     prompt_row.to(dev, non_blocking=True), top_k=self.s.top_k,
+                                     nms_iou=self.s.candidate_nms_iou, min_box_size=self.s.min_box_size)
+        # keep the survivors, compacted to the front of each prompt's slots
+        keep = prop.keep
+        order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
+        counts = keep.sum(1)
+        K = int(counts.max()) if len(counts) else 0
+        order = order[:, :K]
+        boxes = prop.boxes.gather(1, order[..., None].expand(-1, -1, 4))
+        det = prop.scores.gather(1, order)
+        local = prop.phrase.gather(1, order)
+        # CLIP on the device: crops of the survivors (canvas pixels) and the whole images
+        scale = (sizes.flip(1) / image_sizes)[prompt_row.to(dev)].repeat(1, 2)  # original px -> canvas px
+        crop_px = self.scorer.region_pixels(canvas[prompt_row.to(dev)], sizes[prompt_row.to(dev)],
+                                            boxes * scale[:, None, :])
+        slot = torch.arange(K, device=dev)[None, :] < counts[:, None]
+        crop_feat = self.scorer.image_features(crop_px[slot])
+        whole = torch.cat([torch.zeros_like(sizes), sizes.flip(1)], 1)[:, None, :].float()
+        img_px = self.scorer.region_pixels(canvas, sizes, whole)[:, 0]
+        img_feat = self.scorer.image_features(img_px)
+        # the phrase text of every survivor, for the cached text embeddings
+        counts_np, local_np = counts.cpu().numpy(), local.cpu().numpy()
+        texts = []
+        for p in range(len(counts_np)):
+            names = phrases[int(prompt_row[p])]
+            texts += [names[int(prompt_phr[p][j])]["phrase"] for j in local_np[p, :counts_np[p]]]
+        clip = self.scorer.similarity(crop_feat, self.scorer.text_features(texts)) if texts else crop_feat.new_zeros(0)
+        img_score = self.scorer.similarity(img_feat, self.scorer.token_features(caption_ids))
+        out = [t.cpu().numpy() for t in (boxes[slot], det[slot], clip, img_score)]
+        t2 = time.perf_counter()
+        # back to rows: prompts in order, their survivors in query order
+        boxes_np, det_np, clip_np, img_np = out
+        res, at = [[[], [], [], []] for _ in rows], 0
+        for p, c in enumerate(counts_np.tolist()):
+            r = int(prompt_row[p])
+            res[r][0].append(boxes_np[at:at + c])
+            res[r][1].append(det_np[at:at + c])
+            res[r][2].append(clip_np[at:at + c])
+            res[r][3].append(np.asarray(prompt_phr[p], np.int32)[local_np[p, :c]])
+            at += c
+        final = [tuple(np.concatenate(x) if x else np.zeros(0) for x in parts) + (float(img_np[k]),)
+                 for k, parts in enumerate(res)]
+        t3 = time.perf_counter()
+        self.timings["host_s"] += (t1 - t0) + (t3 - t2)
+        self.timings["device_s"] += t2 - t1
+        self.timings["images"] += len(rows)
+        return final
+
+    def _images_only(self, batch: pa.Table, rows: np.ndarray, canvas, sizes, t0: float) -> list[tuple]:
+        dev = self.device
+        t1 = time.perf_counter()
+        canvas, sizes = canvas.to(dev, non_blocking=True), sizes.to(dev, non_blocking=True)
+        caption_ids = batch.column("caption_clip_ids").take(from_numpy(rows)).to_pylist()
+        whole = self.torch.cat([self.torch.zeros_like(sizes), sizes.flip(1)], 1)[:, None, :].float()
+        feat = self.scorer.image_features(self.scorer.region_pixels(canvas, sizes, whole)[:, 0])
+        img = self.scorer.similarity(feat, self.scorer.token_features(caption_ids)).cpu().numpy()
+        t2 = time.perf_counter()
+        self.timings["host_s"] += t1 - t0
+        self.timings["device_s"] += t2 - t1
+        self.timings["images"] += len(rows)
+        return [(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32),
+                 np.zeros(0, np.int32), float(v)) for v in img]
+
+    def _canvas(self, batch: pa.Table, rows: np.ndarray):
+        """uint8 (B, H, W, 3) canvas (pinned on GPU hosts, reused per shape), resized (h, w), original (w, h).
+
+        Only each image's own block is written: the padding is zeroed on the device (``normalize_pad``)."""
+        torch = self.torch
+        col = batch.column("pixels")
+        ints = {c: batch.column(c).to_numpy(zero_copy_only=False)[rows] for c in
+                ("pixel_h", "pixel_w", "canvas_h", "canvas_w", "image_w", "image_h")}
+        H, W = int(ints["canvas_h"][0]), int(ints["canvas_w"][0])
+        key = (len(rows), H, W)
+        buf = self._buffers.get(key)
+        if buf is None:
+            buf = torch.empty(key + (3,), dtype=torch.uint8, pin_memory=self.pin)
+            self._buffers = {key: buf}  # one shape kept: canvases change rarely within a run
+        view = buf.numpy()
+        for k, i in enumerate(rows.tolist()):
+            h, w = int(ints["pixel_h"][k]), int(ints["pixel_w"][k])
+            view[k, :h, :w] = np.frombuffer(col[i].as_buffer(), np.uint8).reshape(h, w, 3)
+        sizes = torch.from_numpy(np.stack([ints["pixel_h"], ints["pixel_w"]], 1).astype(np.int64))
+        image_sizes = torch.from_numpy(np.stack([ints["image_w"], ints["image_h"]], 1).astype(np.int64))
+        return buf, sizes, image_sizes
+
+    def _prompts(self, batch: pa.Table, rows: np.ndarray):
+        """Padded prompt tensors of the rows: ids/mask (N, T), token spans (N, P, 2), prompt -> row (N,),
+        and the phrase indices of each prompt (a list per prompt)."""
+        torch = self.torch
+        take = from_numpy(rows)
+        ids = batch.column("prompt_ids").take(take).to_pylist()
+        phr = batch.column("prompt_phrases").take(take).to_pylist()
+        spans = batch.column("prompt_token_spans").take(take).to_pylist()
+        flat = [(r, x, p, s) for r in range(len(rows)) for x, p, s in zip(ids[r], phr[r], spans[r])]
+        if not flat:
+            return None
+        T = max(1, max(len(f[1]) for f in flat))
+        P = max(1, max(len(f[2]) for f in flat))
+        pad = self.detector.tokenizer.pad_token_id or 0
+        a_ids = np.full((len(flat), T), pad, np.int64)
+        a_mask = np.zeros((len(flat), T), np.int64)
+        a_spans = np.zeros((len(flat), P, 2), np.int64)
+        for k, (_, x, _, s) in enumerate(flat):
+            a_ids[k, :len(x)], a_mask[k, :len(x)] = x, 1
+            if s:
+                a_spans[k, :len(s)] = s
+        return (torch.from_numpy(a_ids), torch.from_numpy(a_mask), torch.from_numpy(a_spans),
+                torch.tensor([f[0] for f in flat], dtype=torch.long), [f[2] for f in flat])
+
+    def _finish(self, batch: pa.Table, results: list) -> pa.Table:
+        """The candidate arrays as list columns (rows without results: empty lists, NaN image score)."""
+        t0 = time.perf_counter()
+        empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32),
+                 np.zeros(0, np.int32), np.nan)
+        res = [r if r is not None else empty for r in results]
+        counts = np.array([len(r[1]) for r in res], np.int32)
+        offsets = from_numpy(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+
+        def lst(values: list, dtype, width: int | None = None) -> pa.Array:
+            flat = np.concatenate([np.asarray(v, dtype).reshape(-1) for v in values]) if values else np.zeros(0, dtype)
+            inner = from_numpy(flat)
+            if width:
+                inner = pa.FixedSizeListArray.from_arrays(inner, width)
+            return pa.ListArray.from_arrays(offsets, inner)
+
+        out = batch.drop_columns([c for c in self.drops if c in batch.column_names])
+        out = (out.append_column("cand_boxes", lst([r[0] for r in res], np.float32, 4))
+               .append_column("cand_det", lst([r[1] for r in res], np.float32))
+               .append_column("cand_clip", lst([r[2] for r in res], np.float32))
+               .append_column("cand_phrase", lst([r[3] for r in res], np.int32))
+               .append_column("image_score", from_numpy(np.array([r[4] for r in res], np.float32))))
+        self.timings["host_s"] += time.perf_counter() - t0
+        return out
+
+    def settings(self) -> dict:
+        return asdict(self.s)
+
+
+def failed_rows(batch: pa.Table) -> np.ndarray:
+    """Indices of rows whose image failed to load."""
+    return np.flatnonzero(pc.is_valid(batch.column("error")).to_numpy(zero_copy_only=False))
