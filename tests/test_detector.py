@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from detector.clip_scorer import RegionScorer
-from detector.grounding import GroundingDetector, _positive_map
+from detector.grounding import GroundingDetector
 from detector.prompts import build_prompts
 
 
@@ -21,10 +21,19 @@ def test_prompts_fit_the_token_limit_and_keep_spans():
 
 
 def test_positive_map_averages_each_phrase_own_tokens():
+    import torch
+
+    from detector.device_ops import positive_map
+    from labeling.prompt_stages import token_spans
+
     # "red car . dog ." -> tokens: [CLS] red car . dog . [SEP]
     offsets = np.array([[0, 0], [0, 3], [4, 7], [8, 9], [10, 13], [14, 15], [0, 0]])
-    pos = _positive_map([(0, 7), (10, 13)], offsets, np.ones(7), width=8)
+    spans = token_spans([(0, 7), (10, 13)], offsets, limit=8)
+    assert spans.tolist() == [[1, 3], [4, 5]]
+    pos = positive_map(torch.from_numpy(spans)[None], width=8)[0]
     assert pos[0].tolist() == [0, 0.5, 0.5, 0, 0, 0, 0, 0] and pos[1].tolist() == [0, 0, 0, 0, 1, 0, 0, 0]
+    # tokens past the text limit are not part of any phrase; a span without tokens maps to nothing
+    assert token_spans([(10, 13), (20, 25)], offsets, limit=4).tolist() == [[0, 0], [0, 0]]
 
 
 def test_detect_returns_boxes_inside_images_for_every_phrase(tiny_models, sample_images):
@@ -54,15 +63,15 @@ def test_detector_is_deterministic_on_cpu(tiny_models, sample_images):
 
 def test_clip_scores(tiny_models, sample_images):
     s = RegionScorer(str(tiny_models["clip"]), margin=0.5)
-    crops = s.crops(sample_images[0], np.array([[100, 100, 200, 150], [5, 5, 5, 5]]))
-    assert crops[0].size == (200, 100) and crops[1].size == sample_images[0].size  # degenerate -> whole image
-    e = s.embed_images(crops)
+    e = s.embed_boxes(sample_images[0], np.array([[100, 100, 200, 150], [5, 5, 5, 5]]))
     t = s.embed_texts(["cup", "plate"])
     assert e.shape == t.shape == (2, 16)
     assert np.linalg.norm(e, axis=1) == pytest.approx(1, abs=1e-5)
     sim = s.similarity(e, t)
     assert ((sim >= 0) & (sim <= 1)).all()
     assert s.similarity(e[:1], e[:1])[0] == pytest.approx(1.0, abs=1e-5)
+    # cached text embeddings equal fresh ones
+    assert np.allclose(s.embed_texts(["plate"]), t[1:], atol=1e-6)
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
