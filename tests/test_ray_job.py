@@ -55,3 +55,22 @@ def test_job_submit_runs_the_pipeline_on_the_cluster(ray_head, tiny_models, tmp_
     assert "joining the Ray cluster" in proc.stdout + proc.stderr
     ds = Dataset(out).require_complete()
     assert ds.manifest.counts["images_in"] == 8 and ds.manifest.counts["images"] == 7
+
+
+def test_a_run_beside_an_unrelated_cluster_starts_its_own_ray_even_on_one_cpu(ray_head, tiny_models, tmp_path):
+    """A cluster runs on the machine (started by someone else), RAY_ADDRESS is not set: the pipeline starts its
+    own local Ray instead of joining it (Ray would refuse num_cpus there), and --num-cpus 1 does not hang."""
+    env, _ = ray_head
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"filter": {"fused_threshold": 0.0, "image_threshold": -1.0}, "box_threshold": 0.0}))
+    out = tmp_path / "pseudo"
+    proc = subprocess.run(
+        [sys.executable, "pipelines/cc3m_pseudo.py", "--input", str(EXAMPLES / "cc3m_sample"), "--out", str(out),
+         "--detector", str(tiny_models["detector"]), "--clip", str(tiny_models["clip"]), "--config", str(cfg),
+         "--images-per-part", "4", "--num-cpus", "1"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "joining the Ray cluster" not in proc.stdout + proc.stderr
+    assert "detect-and-score (0.5 CPU, 1 actors)" in proc.stderr  # half of the one CPU, the rest for the tasks
+    ds = Dataset(out).require_complete()
+    assert ds.manifest.counts["images_in"] == 8 and ds.manifest.counts["images"] == 7
