@@ -91,13 +91,26 @@ class RegionScorer:
 
     # -- images and regions ----------------------------------------------------------------------------------
 
-    def region_pixels(self, canvas, sizes, boxes):
-        """CLIP inputs ``(B, K, 3, S, S)`` for ``boxes (B, K, 4)`` (xyxy, canvas pixels) of uint8 canvases
-        ``(B, H, W, 3)`` whose images occupy ``sizes (B, 2)`` = (h, w): square context, margin, no centre crop."""
-        from detector.device_ops import crop_resize, normalize_pad, square_context_boxes
+    def region_pixels(self, images, boxes, mean=None, std=None):
+        """CLIP inputs ``(B, K, 3, S, S)`` for ``boxes (B, K, 4)`` (xyxy pixels) of normalised ``images
+        (B, 3, H, W)`` whose padding is 0: square context, margin, no centre crop.
 
-        src, _ = normalize_pad(canvas, sizes, self.mean, self.std)
-        return crop_resize(src, square_context_boxes(boxes, self.margin), self.input_size)
+        `images` are normalised with `mean`/`std` (per channel; None: CLIP's own). The pseudo-labeling actor
+        passes the detector's ``pixel_values``, so no second pass over the canvas is made; the crops are then
+        moved to CLIP's normalisation (past the border they read the detector's mean colour, ImageNet's,
+        within 0.02 of CLIP's).
+        """
+        from detector.device_ops import crop_resize, square_context_boxes
+
+        crops = crop_resize(images, square_context_boxes(boxes, self.margin), self.input_size)
+        if mean is None:
+            return crops
+        torch = self._torch
+
+        def vec(v):
+            return torch.as_tensor(v, dtype=crops.dtype, device=crops.device).view(3, 1, 1)
+
+        return (crops * vec(std) + vec(mean) - vec(self.mean)) / vec(self.std)
 
     def image_features(self, pixel_values):
         """L2-normalised image embeddings ``(M, D)`` of CLIP inputs ``(M, 3, S, S)``, in chunks of batch_size."""
@@ -119,12 +132,15 @@ class RegionScorer:
     def embed_boxes(self, image, boxes: np.ndarray, margin: float | None = None) -> np.ndarray:
         """L2-normalised embeddings ``(K, D)`` of square-context crops of ``boxes (K, 4)`` (xyxy) of a PIL image."""
         torch = self._torch
+        from detector.device_ops import normalize_pad
+
         canvas = torch.from_numpy(np.asarray(image.convert("RGB"), np.uint8).copy())[None].to(self.device)
         sizes = torch.tensor([[image.height, image.width]], device=self.device)
+        src, _ = normalize_pad(canvas, sizes, self.mean, self.std)
         b = torch.as_tensor(np.asarray(boxes, np.float32).reshape(1, -1, 4), device=self.device)
         keep, self.margin = self.margin, self.margin if margin is None else margin
         try:
-            px = self.region_pixels(canvas, sizes, b)[0]
+            px = self.region_pixels(src, b)[0]
         finally:
             self.margin = keep
         return self.image_features(px).cpu().numpy()

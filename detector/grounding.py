@@ -53,12 +53,14 @@ class Detections:
 class Proposals:
     """Per prompt (N prompts, K slots each), on the model's device: ``boxes (N, K, 4)`` xyxy in the original
     image's pixels, ``scores (N, K)`` (the best phrase's score), ``phrase (N, K)`` (index into the prompt's
-    phrases), ``keep (N, K)`` bool (above the box threshold, large enough, survived NMS)."""
+    phrases), ``keep (N, K)`` bool (above the box threshold, large enough, survived NMS); and the images'
+    normalised ``pixel_values (B, 3, H, W)`` (padding 0), for crops cut from the same tensor."""
 
     boxes: object
     scores: object
     phrase: object
     keep: object
+    pixel_values: object = None
 
 
 class GroundingDetector:
@@ -103,7 +105,8 @@ class GroundingDetector:
         torch = self._torch
         from detector.device_ops import batched_nms, normalize_pad, positive_map
 
-        pv, pm = normalize_pad(canvas, sizes, self.mean, self.std)
+        images, masks = normalize_pad(canvas, sizes, self.mean, self.std)
+        pv, pm = images, masks
         if len(prompt_image) != len(pv) or bool((prompt_image != torch.arange(len(pv), device=pv.device)).any()):
             pv, pm = pv[prompt_image], pm[prompt_image]
         with torch.inference_mode(), autocast(self.device, self.precision):
@@ -129,7 +132,7 @@ class GroundingDetector:
                                        phrase.gather(1, idx), ok.gather(1, idx))
         if nms_iou is not None:
             ok = batched_nms(boxes, best, phrase, ok, nms_iou)
-        return Proposals(boxes, best, phrase, ok)
+        return Proposals(boxes, best, phrase, ok, images)
 
     # -- PIL images in, Detections out (evaluation) ----------------------------------------------------------
 

@@ -127,14 +127,14 @@ class ModelStage(Stage):
         det = prop.scores.gather(1, order)
         local = prop.phrase.gather(1, order)
         # CLIP on the device: crops of the survivors (canvas pixels) and the whole images
-        scale = (sizes.flip(1) / image_sizes)[prompt_row.to(dev)].repeat(1, 2)  # original px -> canvas px
-        crop_px = self.scorer.region_pixels(canvas[prompt_row.to(dev)], sizes[prompt_row.to(dev)],
-                                            boxes * scale[:, None, :])
+        rows_dev = prompt_row.to(dev)
+        scale = (sizes.flip(1) / image_sizes)[rows_dev].repeat(1, 2)  # original px -> canvas px
+        norm = (self.detector.mean, self.detector.std)
+        crop_px = self.scorer.region_pixels(prop.pixel_values[rows_dev], boxes * scale[:, None, :], *norm)
         slot = torch.arange(K, device=dev)[None, :] < counts[:, None]
         crop_feat = self.scorer.image_features(crop_px[slot])
         whole = torch.cat([torch.zeros_like(sizes), sizes.flip(1)], 1)[:, None, :].float()
-        img_px = self.scorer.region_pixels(canvas, sizes, whole)[:, 0]
-        img_feat = self.scorer.image_features(img_px)
+        img_feat = self.scorer.image_features(self.scorer.region_pixels(prop.pixel_values, whole, *norm)[:, 0])
         # the phrase text of every survivor, for the cached text embeddings
         counts_np, local_np = counts.cpu().numpy(), local.cpu().numpy()
         texts = []
@@ -168,8 +168,12 @@ class ModelStage(Stage):
         t1 = time.perf_counter()
         canvas, sizes = canvas.to(dev, non_blocking=True), sizes.to(dev, non_blocking=True)
         caption_ids = batch.column("caption_clip_ids").take(from_numpy(rows)).to_pylist()
+        from detector.device_ops import normalize_pad
+
+        norm = (self.detector.mean, self.detector.std)  # as in run_group: the same score either way
+        src, _ = normalize_pad(canvas, sizes, *norm)
         whole = self.torch.cat([self.torch.zeros_like(sizes), sizes.flip(1)], 1)[:, None, :].float()
-        feat = self.scorer.image_features(self.scorer.region_pixels(canvas, sizes, whole)[:, 0])
+        feat = self.scorer.image_features(self.scorer.region_pixels(src, whole, *norm)[:, 0])
         img = self.scorer.similarity(feat, self.scorer.token_features(caption_ids)).cpu().numpy()
         t2 = time.perf_counter()
         self.timings["host_s"] += t1 - t0
