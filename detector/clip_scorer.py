@@ -91,9 +91,9 @@ class RegionScorer:
 
     # -- images and regions ----------------------------------------------------------------------------------
 
-    def region_pixels(self, images, boxes, mean=None, std=None):
-        """CLIP inputs ``(B, K, 3, S, S)`` for ``boxes (B, K, 4)`` (xyxy pixels) of normalised ``images
-        (B, 3, H, W)`` whose padding is 0: square context, margin, no centre crop.
+    def region_pixels(self, images, boxes, image_index, mean=None, std=None):
+        """CLIP inputs ``(M, 3, S, S)`` for ``boxes (M, 4)`` (xyxy pixels) of ``images[image_index]``, where
+        ``images (B, 3, H, W)`` are normalised with their padding 0: square context, margin, no centre crop.
 
         `images` are normalised with `mean`/`std` (per channel; None: CLIP's own). The pseudo-labeling actor
         passes the detector's ``pixel_values``, so no second pass over the canvas is made; the crops are then
@@ -102,15 +102,14 @@ class RegionScorer:
         """
         from detector.device_ops import crop_resize, square_context_boxes
 
-        crops = crop_resize(images, square_context_boxes(boxes, self.margin), self.input_size)
+        crops = crop_resize(images, square_context_boxes(boxes, self.margin), image_index, self.input_size)
         if mean is None:
             return crops
         torch = self._torch
-
-        def vec(v):
-            return torch.as_tensor(v, dtype=crops.dtype, device=crops.device).view(3, 1, 1)
-
-        return (crops * vec(std) + vec(mean) - vec(self.mean)) / vec(self.std)
+        scale = torch.as_tensor(std, dtype=crops.dtype, device=crops.device) / torch.as_tensor(self.std, device=crops.device)
+        shift = (torch.as_tensor(mean, device=crops.device) - torch.as_tensor(self.mean, device=crops.device)) / \
+            torch.as_tensor(self.std, device=crops.device)
+        return torch.addcmul(shift.view(3, 1, 1).to(crops.dtype), crops, scale.view(3, 1, 1))
 
     def image_features(self, pixel_values):
         """L2-normalised image embeddings ``(M, D)`` of CLIP inputs ``(M, 3, S, S)``, in chunks of batch_size."""
@@ -137,10 +136,10 @@ class RegionScorer:
         canvas = torch.from_numpy(np.asarray(image.convert("RGB"), np.uint8).copy())[None].to(self.device)
         sizes = torch.tensor([[image.height, image.width]], device=self.device)
         src, _ = normalize_pad(canvas, sizes, self.mean, self.std)
-        b = torch.as_tensor(np.asarray(boxes, np.float32).reshape(1, -1, 4), device=self.device)
+        b = torch.as_tensor(np.asarray(boxes, np.float32).reshape(-1, 4), device=self.device)
         keep, self.margin = self.margin, self.margin if margin is None else margin
         try:
-            px = self.region_pixels(src, b)[0]
+            px = self.region_pixels(src, b, torch.zeros(len(b), dtype=torch.long, device=self.device))
         finally:
             self.margin = keep
         return self.image_features(px).cpu().numpy()

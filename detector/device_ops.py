@@ -96,36 +96,40 @@ def square_context_boxes(boxes: torch.Tensor, margin: float) -> torch.Tensor:
     return torch.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], -1)
 
 
-def crop_resize(images: torch.Tensor, regions: torch.Tensor, size: int, max_level: int = 3) -> torch.Tensor:
-    """Bilinear crops ``(B, K, C, size, size)`` of ``regions (B, K, 4)`` (xyxy pixels) from ``images (B, C, H, W)``.
+def crop_resize(images: torch.Tensor, regions: torch.Tensor, image_index: torch.Tensor, size: int,
+                max_level: int = 3) -> torch.Tensor:
+    """Bilinear crops ``(M, C, size, size)`` of ``regions (M, 4)`` (xyxy pixels) from ``images (B, C, H, W)``,
+    crop m cut from image ``image_index[m]``.
 
     Past the image's border the crop reads 0 (the caller passes normalised images whose padding is 0, i.e.
-    the model's mean colour). Downscaled crops read from an average-pooled pyramid level (2x, 4x, 8x) chosen
-    per crop, so a 900-px box is not aliased the way one bilinear sample per output pixel would alias it (the
-    role of antialiased resizing in CLIP's processor). One ``grid_sample`` per pyramid level for the batch.
+    the model's mean colour). A crop downscaled by 2x or more reads from an average-pooled pyramid level
+    (2x, 4x, 8x) of its image, so a 900-px box is not aliased the way one bilinear sample per output pixel
+    would alias it (the role of antialiased resizing in CLIP's processor). One ``grid_sample`` per image and
+    pyramid level in use; every sample computed belongs to a crop.
     """
     B, C, H, W = images.shape
-    K = regions.shape[1]
-    if K == 0:
-        return images.new_zeros(B, 0, C, size, size)
-    side = (regions[..., 2] - regions[..., 0]).clamp_min(1e-3)
-    level = torch.floor(torch.log2((side / size).clamp_min(1.0))).clamp(0, max_level).long()  # (B, K)
-    # sampling grid in pixel centres of the output, mapped to the region, normalised to [-1, 1]
+    M = regions.shape[0]
+    out = images.new_zeros(M, C, size, size)
+    if M == 0:
+        return out
+    side = (regions[:, 2] - regions[:, 0]).clamp_min(1e-3)
+    level = torch.floor(torch.log2((side / size).clamp_min(1.0))).clamp(0, max_level).long()
+    # sampling grid at the output's pixel centres, mapped into the region, normalised to [-1, 1] of the canvas
     t = (torch.arange(size, device=images.device, dtype=torch.float32) + 0.5) / size
-    x = regions[..., 0, None] + t * (regions[..., 2] - regions[..., 0])[..., None]  # (B, K, S)
-    y = regions[..., 1, None] + t * (regions[..., 3] - regions[..., 1])[..., None]
-    gx = (2 * x / W - 1)[:, :, None, :].expand(B, K, size, size)
-    gy = (2 * y / H - 1)[:, :, :, None].expand(B, K, size, size)
-    grid = torch.stack([gx, gy], -1).reshape(B, K * size, size, 2)
-    out = images.new_zeros(B, K, C, size, size)
-    src = images
-    for lvl in range(int(level.max()) + 1):
-        if lvl:
-            src = F.avg_pool2d(src, 2, ceil_mode=True)
-        if not bool((level == lvl).any()):
-            continue
+    x = 2 * (regions[:, 0, None] + t * (regions[:, 2] - regions[:, 0])[:, None]) / W - 1  # (M, S)
+    y = 2 * (regions[:, 1, None] + t * (regions[:, 3] - regions[:, 1])[:, None]) / H - 1
+    grid = torch.stack([x[:, None, :].expand(M, size, size), y[:, :, None].expand(M, size, size)], -1)
+    plan: dict[tuple[int, int], list[int]] = {}
+    for m, (b, lvl) in enumerate(zip(image_index.tolist(), level.tolist())):
+        plan.setdefault((b, lvl), []).append(m)
+    pyramid: dict[int, list[torch.Tensor]] = {}
+    for (b, lvl), ms in sorted(plan.items()):
+        levels = pyramid.setdefault(b, [images[b:b + 1]])
+        while len(levels) <= lvl:  # canvases are multiples of 64 px: each level halves them exactly
+            levels.append(F.avg_pool2d(levels[-1], 2, ceil_mode=True))
+        idx = torch.tensor(ms, device=images.device)
+        g = grid[idx].reshape(1, len(ms) * size, size, 2).to(images.dtype)
         # align_corners=False: -1/+1 are the outer edges of the canvas at every pyramid level
-        s = F.grid_sample(src, grid.to(src.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
-        s = s.reshape(B, C, K, size, size).permute(0, 2, 1, 3, 4)
-        out = torch.where((level == lvl)[..., None, None, None], s, out)
+        s = F.grid_sample(levels[lvl], g, mode="bilinear", padding_mode="zeros", align_corners=False)
+        out[idx] = s.reshape(C, len(ms), size, size).transpose(0, 1)
     return out

@@ -61,8 +61,8 @@ def clip_tokenizer(tmp: Path):
     return CLIPTokenizer(str(tmp / "vocab.json"), str(tmp / "merges.txt"))
 
 
-def tiny_detector(seed: int = 0, image_size: int = 128):
-    """A tiny MM-Grounding-DINO model and its processor."""
+def tiny_detector(seed: int = 0, image_size: int = 128, real_sizes: bool = False):
+    """A tiny MM-Grounding-DINO model and its processor (``real_sizes``: the real 800/1333 processing size)."""
     import torch
     from transformers import (
         BertConfig,
@@ -84,12 +84,14 @@ def tiny_detector(seed: int = 0, image_size: int = 128):
                                 decoder_attention_heads=2, num_queries=20, num_feature_levels=4, max_text_len=256,
                                 encoder_n_points=2, decoder_n_points=2)
     model = MMGroundingDinoForObjectDetection(cfg).eval()
-    ip = GroundingDinoImageProcessorPil(size={"shortest_edge": image_size, "longest_edge": image_size * 4 // 3})
+    size = {"shortest_edge": 800, "longest_edge": 1333} if real_sizes else \
+        {"shortest_edge": image_size, "longest_edge": image_size * 4 // 3}
+    ip = GroundingDinoImageProcessorPil(size=size)
     return model, GroundingDinoProcessor(image_processor=ip, tokenizer=tok)
 
 
-def tiny_clip(tmp: Path, seed: int = 0):
-    """A tiny CLIP model and its processor."""
+def tiny_clip(tmp: Path, seed: int = 0, real_sizes: bool = False):
+    """A tiny CLIP model and its processor (``real_sizes``: 224-px inputs in 32-px patches, as CLIP-B/32)."""
     import torch
     from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor
 
@@ -101,24 +103,30 @@ def tiny_clip(tmp: Path, seed: int = 0):
                      "num_attention_heads": 2, "max_position_embeddings": 77, "projection_dim": 16,
                      "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id},
         vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-                       "image_size": 32, "patch_size": 8, "projection_dim": 16},
+                       "image_size": 224 if real_sizes else 32, "patch_size": 32 if real_sizes else 8,
+                       "projection_dim": 16},
         projection_dim=16,
     )
     model = CLIPModel(cfg).eval()
-    ip = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    side = 224 if real_sizes else 32
+    ip = CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
     return model, CLIPProcessor(image_processor=ip, tokenizer=tok)
 
 
-def write_tiny_models(out: str | Path, seed: int = 0) -> dict[str, Path]:
-    """Saves a tiny detector and CLIP under OUT/detector and OUT/clip; returns their paths."""
+def write_tiny_models(out: str | Path, seed: int = 0, real_sizes: bool = False) -> dict[str, Path]:
+    """Saves a tiny detector and CLIP under OUT/detector and OUT/clip; returns their paths.
+
+    ``real_sizes``: the processors use the real models' processing sizes (detector 800/1333, CLIP 224), so the
+    data path moves real-sized tensors while the networks stay tiny (benchmarks of everything but the FLOPs).
+    """
     out = Path(out)
     paths = {"detector": out / "detector", "clip": out / "clip"}
     for p in paths.values():
         p.mkdir(parents=True, exist_ok=True)
-    model, proc = tiny_detector(seed)
+    model, proc = tiny_detector(seed, real_sizes=real_sizes)
     model.save_pretrained(paths["detector"])
     proc.save_pretrained(paths["detector"])
-    clip, cproc = tiny_clip(paths["clip"], seed)
+    clip, cproc = tiny_clip(paths["clip"], seed, real_sizes=real_sizes)
     clip.save_pretrained(paths["clip"])
     cproc.save_pretrained(paths["clip"])
     return paths

@@ -130,11 +130,13 @@ class ModelStage(Stage):
         rows_dev = prompt_row.to(dev)
         scale = (sizes.flip(1) / image_sizes)[rows_dev].repeat(1, 2)  # original px -> canvas px
         norm = (self.detector.mean, self.detector.std)
-        crop_px = self.scorer.region_pixels(prop.pixel_values[rows_dev], boxes * scale[:, None, :], *norm)
         slot = torch.arange(K, device=dev)[None, :] < counts[:, None]
-        crop_feat = self.scorer.image_features(crop_px[slot])
-        whole = torch.cat([torch.zeros_like(sizes), sizes.flip(1)], 1)[:, None, :].float()
-        img_feat = self.scorer.image_features(self.scorer.region_pixels(prop.pixel_values, whole, *norm)[:, 0])
+        crop_px = self.scorer.region_pixels(prop.pixel_values, (boxes * scale[:, None, :])[slot],
+                                            rows_dev[:, None].expand(-1, K)[slot], *norm)
+        crop_feat = self.scorer.image_features(crop_px)
+        whole = torch.cat([torch.zeros_like(sizes), sizes.flip(1)], 1).float()
+        img_feat = self.scorer.image_features(self.scorer.region_pixels(
+            prop.pixel_values, whole, torch.arange(len(sizes), device=dev), *norm))
         # the phrase text of every survivor, for the cached text embeddings
         counts_np, local_np = counts.cpu().numpy(), local.cpu().numpy()
         texts = []
@@ -172,8 +174,9 @@ class ModelStage(Stage):
 
         norm = (self.detector.mean, self.detector.std)  # as in run_group: the same score either way
         src, _ = normalize_pad(canvas, sizes, *norm)
-        whole = self.torch.cat([self.torch.zeros_like(sizes), sizes.flip(1)], 1)[:, None, :].float()
-        feat = self.scorer.image_features(self.scorer.region_pixels(src, whole, *norm)[:, 0])
+        whole = self.torch.cat([self.torch.zeros_like(sizes), sizes.flip(1)], 1).float()
+        feat = self.scorer.image_features(self.scorer.region_pixels(
+            src, whole, self.torch.arange(len(sizes), device=dev), *norm))
         img = self.scorer.similarity(feat, self.scorer.token_features(caption_ids)).cpu().numpy()
         t2 = time.perf_counter()
         self.timings["host_s"] += t1 - t0

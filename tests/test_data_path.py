@@ -127,10 +127,10 @@ def test_clip_crop_keeps_a_tall_object_whole_with_square_context():
     canvas = torch.from_numpy(img)
     mean, std = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
     src, _ = normalize_pad(canvas, torch.tensor([[400, 500]]), mean, std)
-    box = torch.tensor([[[200.0, 100.0, 260.0, 280.0]]])
+    box = torch.tensor([[200.0, 100.0, 260.0, 280.0]])
     region = square_context_boxes(box, margin=0.1)
-    assert region[0, 0].tolist() == pytest.approx([122.0, 82.0, 338.0, 298.0])  # 216 x 216 about the centre
-    crop = crop_resize(src, region, 224)[0, 0]  # (3, 224, 224)
+    assert region[0].tolist() == pytest.approx([122.0, 82.0, 338.0, 298.0])  # 216 x 216 about the centre
+    crop = crop_resize(src, region, torch.tensor([0]), 224)[0]  # (3, 224, 224)
     red = (crop[0] > 1.5) & (crop[1] < -1.5)  # normalised red: R=(1-.5)/.25=2, G=-2
     rows = torch.nonzero(red.any(1)).flatten()
     cols = torch.nonzero(red.any(0)).flatten()
@@ -139,7 +139,7 @@ def test_clip_crop_keeps_a_tall_object_whole_with_square_context():
     assert (cols.max() - cols.min()).item() == pytest.approx(60 / 216 * 224, abs=2)
     assert not red[0].any() and not red[-1].any() and not red[:, 0].any()  # grey context around it
     # past the image's border the crop reads the mean colour (0 after normalisation)
-    corner = crop_resize(src, square_context_boxes(torch.tensor([[[0.0, 0.0, 40.0, 40.0]]]), 0.5), 32)[0, 0]
+    corner = crop_resize(src, square_context_boxes(torch.tensor([[0.0, 0.0, 40.0, 40.0]]), 0.5), torch.tensor([0]), 32)[0]
     assert corner[:, 0, 0].abs().max().item() < 1e-6 and corner[:, -1, -1].abs().max().item() > 0.1
 
 
@@ -148,7 +148,7 @@ def test_large_crops_are_not_aliased():
     img = np.zeros((1, 896, 896, 3), np.uint8)
     img[0, :, ::2] = 255
     src, _ = normalize_pad(torch.from_numpy(img), torch.tensor([[896, 896]]), [0, 0, 0], [1, 1, 1])
-    crop = crop_resize(src, torch.tensor([[[0.0, 0.0, 896.0, 896.0]]]), 224)[0, 0]
+    crop = crop_resize(src, torch.tensor([[0.0, 0.0, 896.0, 896.0]]), torch.tensor([0]), 224)[0]
     assert crop[:, 8:-8, 8:-8].mean().item() == pytest.approx(0.5, abs=0.02)
     assert crop[:, 8:-8, 8:-8].std().item() < 0.05
 

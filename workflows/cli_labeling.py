@@ -87,7 +87,7 @@ def cmd_refilter(a: argparse.Namespace) -> None:
 def cmd_models_tiny(a: argparse.Namespace) -> None:
     from detector.tiny import write_tiny_models
 
-    print_json({k: str(v) for k, v in write_tiny_models(a.out, seed=a.seed).items()})
+    print_json({k: str(v) for k, v in write_tiny_models(a.out, seed=a.seed, real_sizes=a.real_sizes).items()})
 
 
 def cmd_phrases(a: argparse.Namespace) -> None:
@@ -144,5 +144,7 @@ def register(sub) -> None:
     p = msub.add_parser("tiny", help="write tiny random-weight detector and CLIP models (tests, offline runs)")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--real-sizes", action="store_true",
+                   help="processors at the real models' sizes (detector 800/1333, CLIP 224): benchmark the data path")
     p.set_defaults(func=cmd_models_tiny)
 
