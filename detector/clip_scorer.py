@@ -100,9 +100,16 @@ class RegionScorer:
         moved to CLIP's normalisation (past the border they read the detector's mean colour, ImageNet's,
         within 0.02 of CLIP's).
         """
-        from detector.device_ops import crop_resize, square_context_boxes
+        from detector.device_ops import square_context_boxes
 
-        crops = crop_resize(images, square_context_boxes(boxes, self.margin), image_index, self.input_size)
+        return self.crop_pixels(images, square_context_boxes(boxes, self.margin), image_index, mean, std)
+
+    def crop_pixels(self, images, regions, image_index, mean=None, std=None):
+        """CLIP inputs ``(M, 3, S, S)`` of square ``regions (M, 4)`` (xyxy pixels) of ``images[image_index]``
+        (normalised with `mean`/`std`, None: CLIP's), resized to CLIP's input size (``device_ops.crop_resize``)."""
+        from detector.device_ops import crop_resize
+
+        crops = crop_resize(images, regions, image_index, self.input_size)
         if mean is None:
             return crops
         torch = self._torch
@@ -131,10 +138,14 @@ class RegionScorer:
     def embed_boxes(self, image, boxes: np.ndarray, margin: float | None = None) -> np.ndarray:
         """L2-normalised embeddings ``(K, D)`` of square-context crops of ``boxes (K, 4)`` (xyxy) of a PIL image."""
         torch = self._torch
-        from detector.device_ops import normalize_pad
+        from detector.device_ops import GUARD_ROWS, normalize_pad
 
-        canvas = torch.from_numpy(np.asarray(image.convert("RGB"), np.uint8).copy())[None].to(self.device)
-        sizes = torch.tensor([[image.height, image.width]], device=self.device)
+        a = np.asarray(image.convert("RGB"), np.uint8)
+        h, w = a.shape[:2]
+        canvas = np.zeros((1, -(-(h + GUARD_ROWS) // 8) * 8, -(-w // 8) * 8, 3), np.uint8)  # crop_resize's canvas
+        canvas[0, :h, :w] = a
+        canvas = torch.from_numpy(canvas).to(self.device)
+        sizes = torch.tensor([[h, w]], device=self.device)
         src, _ = normalize_pad(canvas, sizes, self.mean, self.std)
         b = torch.as_tensor(np.asarray(boxes, np.float32).reshape(-1, 4), device=self.device)
         keep, self.margin = self.margin, self.margin if margin is None else margin

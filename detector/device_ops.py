@@ -28,6 +28,27 @@ def normalize_pad(canvas: torch.Tensor, sizes: torch.Tensor, mean, std) -> tuple
     return x.mul_(mask[:, None].to(x.dtype)), mask.long()
 
 
+def assemble_canvases(flat: torch.Tensor, offsets: list[int], shipped: list[tuple[int, int]],
+                      resized: list[tuple[int, int]], H: int, W: int) -> torch.Tensor:
+    """uint8 canvases ``(B, H, W, 3)`` from images packed in one flat uint8 tensor (row-major HWC each,
+    image b at ``flat[offsets[b]:offsets[b + 1]]``, of size ``shipped[b] = (h, w)``).
+
+    An image shipped at its resized size ``resized[b]`` is copied to the canvas's top-left; a smaller one is
+    enlarged to it first: bilinear (``align_corners=False``, the sampling PIL's bilinear filter uses when
+    enlarging), rounded to uint8: within 1/255 of PIL's pixels (PIL rounds between its two passes). The rest
+    of the canvas is left as is: ``normalize_pad`` zeroes it.
+    """
+    out = torch.empty((len(shipped), H, W, 3), dtype=torch.uint8, device=flat.device)
+    for b, ((h, w), (rh, rw)) in enumerate(zip(shipped, resized)):
+        img = flat[offsets[b]:offsets[b + 1]].view(h, w, 3)
+        if (h, w) != (rh, rw):
+            x = img.permute(2, 0, 1)[None].float()
+            img = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False)[0].round_().clamp_(0, 255)
+            img = img.to(torch.uint8).permute(1, 2, 0)
+        out[b, :rh, :rw] = img
+    return out
+
+
 def valid_mask(sizes: torch.Tensor, H: int, W: int) -> torch.Tensor:
     """(B, H, W) bool: True on each image's top-left ``sizes[b] = (h, w)`` block of the canvas."""
     ys = torch.arange(H, device=sizes.device)[None, :, None] < sizes[:, 0, None, None]
@@ -96,16 +117,24 @@ def square_context_boxes(boxes: torch.Tensor, margin: float) -> torch.Tensor:
     return torch.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], -1)
 
 
-def crop_resize(images: torch.Tensor, regions: torch.Tensor, image_index: torch.Tensor, size: int,
-                max_level: int = 3) -> torch.Tensor:
+MAX_LEVEL = 3
+GUARD_ROWS = 2 ** MAX_LEVEL  # zero rows a canvas keeps below its image (``ResizeRule.canvas``)
+
+
+def crop_resize(images: torch.Tensor, regions: torch.Tensor, image_index: torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear crops ``(M, C, size, size)`` of ``regions (M, 4)`` (xyxy pixels) from ``images (B, C, H, W)``,
     crop m cut from image ``image_index[m]``.
 
     Past the image's border the crop reads 0 (the caller passes normalised images whose padding is 0, i.e.
     the model's mean colour). A crop downscaled by 2x or more reads from an average-pooled pyramid level
-    (2x, 4x, 8x) of its image, so a 900-px box is not aliased the way one bilinear sample per output pixel
-    would alias it (the role of antialiased resizing in CLIP's processor). One ``grid_sample`` per image and
-    pyramid level in use; every sample computed belongs to a crop.
+    (2x, 4x, 8x), so a 900-px box is not aliased the way one bilinear sample per output pixel would alias it
+    (the role of antialiased resizing in CLIP's processor).
+
+    The batch is sampled as one atlas (the images stacked vertically, a view when ``images`` is channels-last,
+    as ``normalize_pad`` makes it): one ``grid_sample`` per pyramid level for every crop of every image, so the
+    kernels launched do not grow with the batch. Exactness at the seams needs the canvases' bottom
+    ``GUARD_ROWS`` rows to be padding (zero), which ``ResizeRule.canvas`` guarantees; samples above or below
+    their own canvas are zeroed.
     """
     B, C, H, W = images.shape
     M = regions.shape[0]
@@ -113,23 +142,23 @@ def crop_resize(images: torch.Tensor, regions: torch.Tensor, image_index: torch.
     if M == 0:
         return out
     side = (regions[:, 2] - regions[:, 0]).clamp_min(1e-3)
-    level = torch.floor(torch.log2((side / size).clamp_min(1.0))).clamp(0, max_level).long()
-    # sampling grid at the output's pixel centres, mapped into the region, normalised to [-1, 1] of the canvas
+    level = torch.floor(torch.log2((side / size).clamp_min(1.0))).clamp(0, MAX_LEVEL).long()
     t = (torch.arange(size, device=images.device, dtype=torch.float32) + 0.5) / size
-    x = 2 * (regions[:, 0, None] + t * (regions[:, 2] - regions[:, 0])[:, None]) / W - 1  # (M, S)
-    y = 2 * (regions[:, 1, None] + t * (regions[:, 3] - regions[:, 1])[:, None]) / H - 1
-    grid = torch.stack([x[:, None, :].expand(M, size, size), y[:, :, None].expand(M, size, size)], -1)
-    plan: dict[tuple[int, int], list[int]] = {}
-    for m, (b, lvl) in enumerate(zip(image_index.tolist(), level.tolist())):
-        plan.setdefault((b, lvl), []).append(m)
-    pyramid: dict[int, list[torch.Tensor]] = {}
-    for (b, lvl), ms in sorted(plan.items()):
-        levels = pyramid.setdefault(b, [images[b:b + 1]])
-        while len(levels) <= lvl:  # canvases are multiples of 64 px: each level halves them exactly
-            levels.append(F.avg_pool2d(levels[-1], 2, ceil_mode=True))
-        idx = torch.tensor(ms, device=images.device)
-        g = grid[idx].reshape(1, len(ms) * size, size, 2).to(images.dtype)
-        # align_corners=False: -1/+1 are the outer edges of the canvas at every pyramid level
-        s = F.grid_sample(levels[lvl], g, mode="bilinear", padding_mode="zeros", align_corners=False)
-        out[idx] = s.reshape(C, len(ms), size, size).transpose(0, 1)
+    x = regions[:, 0, None] + t * (regions[:, 2] - regions[:, 0])[:, None]  # (M, S) canvas pixels
+    y = regions[:, 1, None] + t * (regions[:, 3] - regions[:, 1])[:, None]
+    atlas = images.permute(0, 2, 3, 1).reshape(1, B * H, W, C).permute(0, 3, 1, 2)  # (1, C, B*H, W)
+    for lvl in sorted(set(level.tolist())):
+        while lvl and atlas.shape[2] > B * H >> lvl:  # canvases are multiples of 64 px: levels halve exactly
+            atlas = F.avg_pool2d(atlas, 2)
+        f = float(2 ** lvl)
+        idx = torch.nonzero(level == lvl).flatten()
+        gx = (2 * x[idx] / W - 1)[:, None, :].expand(-1, size, size)
+        ya = y[idx] + (image_index[idx] * H)[:, None]  # rows of the atlas (level-0 pixels)
+        gy = (2 * ya / (B * H) - 1)[:, :, None].expand(-1, size, size)
+        g = torch.stack([gx, gy], -1).reshape(1, -1, size, 2).to(atlas.dtype)
+        # align_corners=False: -1/+1 are the outer edges of the atlas at every pyramid level
+        s = F.grid_sample(atlas, g, mode="bilinear", padding_mode="zeros", align_corners=False)
+        inside = (y[idx] >= -0.5 * f) & (y[idx] < H - 0.5 * f)  # (m, S): rows of the crop's own canvas
+        s = s.reshape(C, len(idx), size, size).transpose(0, 1) * inside[:, None, :, None].to(s.dtype)
+        out[idx] = s
     return out

@@ -140,6 +140,7 @@ class GroundingDetector:
         """Boxes for each image's phrases (images are PIL RGB images): every query above the box threshold,
         labelled with its best phrase; no NMS (evaluation caps detections itself)."""
         torch = self._torch
+        from detector.device_ops import assemble_canvases
         from detector.prompts import build_prompts
         from labeling.image_stages import LoadImages
         from labeling.prompt_stages import token_spans
@@ -151,22 +152,22 @@ class GroundingDetector:
                 counts = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in ph]
                 requests += [(i, idx, text, spans) for idx, text, spans in build_prompts(ph, counts, self.max_tokens)]
         found: list[list[Detections]] = [[] for _ in images]
-        resized = {}
+        prepared = {}  # image -> (shipped bytes, SIZE_COLUMNS sizes), as the pipeline's CPU stage makes them
         for b in range(0, len(requests), self.batch_size):
             batch = requests[b:b + self.batch_size]
             for r in batch:
-                if r[0] not in resized:
-                    resized[r[0]] = loader.resize(images[r[0]])
+                if r[0] not in prepared:
+                    prepared[r[0]] = loader.prepare(images[r[0]])
             # one canvas per call: group the batch's requests by canvas
             by_canvas: dict = {}
             for r in batch:
-                by_canvas.setdefault(resized[r[0]][1], []).append(r)
-            for (cw, ch), reqs in by_canvas.items():
+                by_canvas.setdefault(prepared[r[0]][1][4:6], []).append(r)
+            for (ch, cw), reqs in by_canvas.items():
                 imgs = list(dict.fromkeys(r[0] for r in reqs))
-                canvas = np.zeros((len(imgs), ch, cw, 3), np.uint8)
-                for k, i in enumerate(imgs):
-                    a = resized[i][0]
-                    canvas[k, :a.shape[0], :a.shape[1]] = a
+                data = [prepared[i] for i in imgs]
+                offsets = np.concatenate([[0], np.cumsum([len(d) for d, _ in data])]).tolist()
+                flat = torch.frombuffer(bytearray(b"".join(d for d, _ in data)), dtype=torch.uint8).to(self.device)
+                canvas = assemble_canvases(flat, offsets, [z[0:2] for _, z in data], [z[2:4] for _, z in data], ch, cw)
                 enc = self.tokenizer([r[2] for r in reqs], padding="longest", truncation=True,
                                      max_length=self.max_tokens, return_offsets_mapping=True, return_tensors="pt")
                 offsets = enc["offset_mapping"].numpy()
@@ -176,8 +177,7 @@ class GroundingDetector:
                     spans[k, :len(r[1])] = token_spans(r[3], offsets[k], self.max_tokens)
                 dev = self.device
                 prop = self.propose(
-                    torch.from_numpy(canvas).to(dev),
-                    torch.tensor([resized[i][0].shape[:2] for i in imgs], device=dev),
+                    canvas, torch.tensor([z[2:4] for _, z in data], device=dev),
                     torch.tensor([images[i].size for i in imgs], device=dev),
                     enc["input_ids"].to(dev), enc["attention_mask"].to(dev), torch.from_numpy(spans).to(dev),
                     torch.tensor([imgs.index(r[0]) for r in reqs], device=dev))

@@ -1,8 +1,11 @@
 """CPU stages of the pseudo-labeling data path: order rows by canvas, read + decode + resize images.
 
-Images reach the model actor as uint8 HWC pixels already resized with the detector processor's own size
-rule (``transformers.image_transforms.get_size_with_aspect_ratio``, PIL resampling of the processor's
-``resample``), so the actor only rescales, normalises and pads on its device. Every image is padded to a
+Every image gets the detector processor's own size rule (``transformers.image_transforms.
+get_size_with_aspect_ratio``). Images reach the model actor as uint8 HWC pixels at whichever size is
+smaller: an image the processor would shrink is resized here with PIL and the processor's ``resample``
+(exactly the processor's pixels); an image it would enlarge (a 500x375 CC3M photo becomes 1066x800) travels
+at its decoded size and is enlarged on the device (``detector.device_ops.assemble_canvases``: bilinear, within
+1/255 of PIL's), so neither the object store nor the CPUs carry the enlarged copy. Every image is padded to a
 *canvas*: its resized size rounded up to ``canvas_multiple``. Batches hold one canvas, so an image's boxes
 never depend on which images share its batch (padding to the batch's largest image changes the backbone's
 input; on a tiny model that moved boxes by up to 231 px).
@@ -21,7 +24,9 @@ from formats.arrow_np import from_numpy
 from formats.images import ImageError, decode_image, read_image_bytes
 from labeling.stage import Resources, Stage
 
-PIXEL_COLUMNS = ("pixels", "pixel_h", "pixel_w", "canvas_h", "canvas_w", "image_w", "image_h", "error")
+PIXEL_COLUMNS = ("pixels", "pixel_h", "pixel_w", "resized_h", "resized_w", "canvas_h", "canvas_w", "image_w",
+                 "image_h", "error")
+SIZE_COLUMNS = PIXEL_COLUMNS[1:-1]
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,10 @@ class ResizeRule:
     longest_edge: int = 1333
     resample: int = 2
     canvas_multiple: int = 64
+
+    def __post_init__(self):
+        if self.canvas_multiple <= 0 or self.canvas_multiple % 8:
+            raise ValueError(f"canvas_multiple must be a positive multiple of 8, got {self.canvas_multiple}")
 
     @classmethod
     def from_processor(cls, image_processor, canvas_multiple: int = 64) -> ResizeRule:
@@ -56,9 +65,13 @@ class ResizeRule:
         return int(w), int(h)
 
     def canvas(self, width: int, height: int) -> tuple[int, int]:
-        """(width, height) of the padded canvas of a resized ``width x height`` image."""
+        """(width, height) of the padded canvas of a resized ``width x height`` image: both rounded up to
+        ``canvas_multiple``, with at least ``GUARD_ROWS`` (8) padding rows below the image (the device crop
+        sampler stacks a batch's canvases and relies on them)."""
+        from detector.device_ops import GUARD_ROWS
+
         m = self.canvas_multiple
-        return int(math.ceil(width / m) * m), int(math.ceil(height / m) * m)
+        return int(math.ceil(width / m) * m), int(math.ceil((height + GUARD_ROWS) / m) * m)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,9 +104,11 @@ class LoadImages(Stage):
     """Reads each row's image bytes, decodes them (``formats.images.decode_image``: the project's one image
     rule and its size cap) and resizes them with the detector's rule.
 
-    Adds ``pixels`` (binary: ``pixel_h x pixel_w x 3`` uint8, row-major RGB), ``pixel_h``/``pixel_w``
-    (resized size), ``canvas_h``/``canvas_w``, ``image_w``/``image_h`` (decoded size: boxes are mapped back
-    to it) and ``error`` (null, or why the image could not be read). Drops ``image_root``.
+    Adds ``pixels`` (binary: ``pixel_h x pixel_w x 3`` uint8, row-major RGB), ``pixel_h``/``pixel_w`` (the
+    size shipped: the resized size, or the decoded size when the processor would enlarge the image),
+    ``resized_h``/``resized_w`` (the processor's size), ``canvas_h``/``canvas_w``, ``image_w``/``image_h``
+    (decoded size: boxes are mapped back to it) and ``error`` (null, or why the image could not be read).
+    Drops ``image_root``.
     """
 
     name = "load-images"
@@ -109,7 +124,7 @@ class LoadImages(Stage):
     def process(self, batch: pa.Table) -> pa.Table:
         n = batch.num_rows
         pixels: list = [None] * n
-        ints = np.zeros((6, n), np.int32)
+        ints = np.zeros((len(SIZE_COLUMNS), n), np.int32)
         errors: list = [None] * n
         roots = batch.column("image_root").to_pylist()
         names = batch.column("file_name").to_pylist()
@@ -120,21 +135,31 @@ class LoadImages(Stage):
             except (ImageError, ValueError) as e:
                 errors[i] = str(e)
                 continue
-            arr, (cw, ch) = self.resize(img)
-            pixels[i] = arr.tobytes()
-            ints[:, i] = (arr.shape[0], arr.shape[1], ch, cw, img.width, img.height)
+            data, sizes = self.prepare(img)
+            pixels[i] = data
+            ints[:, i] = sizes
         out = batch.drop_columns([c for c in self.drops if c in batch.column_names])
         out = out.append_column("pixels", pa.array(pixels, pa.binary()))
-        for name, col in zip(PIXEL_COLUMNS[1:7], ints):
+        for name, col in zip(SIZE_COLUMNS, ints):
             out = out.append_column(name, from_numpy(col))
         return out.append_column("error", pa.array(errors, pa.string()))
 
-    def resize(self, img) -> tuple[np.ndarray, tuple[int, int]]:
-        """(uint8 (h, w, 3) array resized by the rule, (canvas width, canvas height)) of a PIL RGB image."""
+    def prepare(self, img) -> tuple[bytes, tuple[int, ...]]:
+        """(uint8 RGB bytes to ship, their sizes in ``SIZE_COLUMNS`` order) of a PIL RGB image: shrunk here
+        when the processor shrinks it, else as decoded (enlarged on the device)."""
+        iw, ih = img.size
+        w, h = self.rule.resized(iw, ih)
+        if w * h < iw * ih:
+            img = img.resize((w, h), resample=self.rule.resample)
+        cw, ch = self.rule.canvas(w, h)
+        return img.tobytes(), (img.height, img.width, h, w, ch, cw, iw, ih)
+
+    def resize(self, img) -> np.ndarray:
+        """uint8 ``(h, w, 3)`` array of a PIL RGB image resized by the rule with PIL (the processor's pixels)."""
         w, h = self.rule.resized(img.width, img.height)
         if (w, h) != img.size:
             img = img.resize((w, h), resample=self.rule.resample)
-        return np.asarray(img, dtype=np.uint8), self.rule.canvas(w, h)
+        return np.asarray(img, dtype=np.uint8)
 
 
 def canvas_groups(batch: pa.Table, batch_size: int) -> list[np.ndarray]:

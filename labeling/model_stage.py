@@ -18,8 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from detector.device_ops import normalize_pad, square_context_boxes
 from formats.arrow_np import from_numpy
-from labeling.image_stages import canvas_groups
+from labeling.image_stages import SIZE_COLUMNS, canvas_groups
 from labeling.stage import Resources, Stage
 
 CANDIDATE_ARRAYS = ("cand_boxes", "cand_det", "cand_clip", "cand_phrase", "image_score")
@@ -61,7 +62,7 @@ class ModelStage(Stage):
     name = "detect-and-score"
     resources = Resources(cpus=1.0, gpus=1.0)
     actor = True
-    reads = ("pixels", "pixel_h", "pixel_w", "canvas_h", "canvas_w", "image_w", "image_h", "error", "phrases",
+    reads = ("pixels", *SIZE_COLUMNS, "error", "phrases",
              "prompt_ids", "prompt_phrases", "prompt_token_spans", "caption_clip_ids")
     adds = CANDIDATE_ARRAYS
     drops = ("pixels", "prompt_ids", "prompt_phrases", "prompt_token_spans", "caption_clip_ids")
@@ -69,7 +70,7 @@ class ModelStage(Stage):
     def __init__(self, settings: dict | ModelSettings):
         self.s = settings if isinstance(settings, ModelSettings) else ModelSettings(**settings)
         self.timings = {"host_s": 0.0, "forward_s": 0.0, "device_s": 0.0, "images": 0}
-        self._buffers: dict = {}
+        self._buffer = None  # flat host buffer of shipped pixels (pinned on GPU hosts)
 
     def setup(self) -> None:
         import torch
@@ -103,15 +104,15 @@ class ModelStage(Stage):
         """(boxes, det, clip, phrase, image_score) per row of `rows` (all of one canvas)."""
         torch, dev = self.torch, self.device
         t0 = time.perf_counter()
-        canvas, sizes, image_sizes = self._canvas(batch, rows)
+        packed, sizes, image_sizes = self._pack(batch, rows)
         prompts = self._prompts(batch, rows)
         if prompts is None:  # no phrases in any row: no detector call, only the image scores
-            return self._images_only(batch, rows, canvas, sizes, t0)
+            return self._images_only(batch, rows, packed, sizes, t0)
         ids, mask, spans, prompt_row, prompt_phr = prompts
         phrases = batch.column("phrases").take(from_numpy(rows)).to_pylist()
         caption_ids = batch.column("caption_clip_ids").take(from_numpy(rows)).to_pylist()
         t1 = time.perf_counter()
-        canvas = canvas.to(dev, non_blocking=True)
+        canvas = self._canvas(packed)
         sizes, image_sizes = sizes.to(dev, non_blocking=True), image_sizes.to(dev, non_blocking=True)
         prop = self.detector.propose(canvas, sizes, image_sizes, ids.to(dev, non_blocking=True),
                                      mask.to(dev, non_blocking=True), spans.to(dev, non_blocking=True),
@@ -129,14 +130,14 @@ class ModelStage(Stage):
         # CLIP on the device: crops of the survivors (canvas pixels) and the whole images
         rows_dev = prompt_row.to(dev)
         scale = (sizes.flip(1) / image_sizes)[rows_dev].repeat(1, 2)  # original px -> canvas px
-        norm = (self.detector.mean, self.detector.std)
         slot = torch.arange(K, device=dev)[None, :] < counts[:, None]
-        crop_px = self.scorer.region_pixels(prop.pixel_values, (boxes * scale[:, None, :])[slot],
-                                            rows_dev[:, None].expand(-1, K)[slot], *norm)
-        crop_feat = self.scorer.image_features(crop_px)
-        whole = torch.cat([torch.zeros_like(sizes), sizes.flip(1)], 1).float()
-        img_feat = self.scorer.image_features(self.scorer.region_pixels(
-            prop.pixel_values, whole, torch.arange(len(sizes), device=dev), *norm))
+        # one crop pass: the survivors (square context, margin) and the whole images (square, letterboxed)
+        regions = torch.cat([square_context_boxes((boxes * scale[:, None, :])[slot], self.s.clip_margin),
+                             square_context_boxes(torch.cat([torch.zeros_like(sizes), sizes.flip(1)], 1).float(), 0.0)])
+        index = torch.cat([rows_dev[:, None].expand(-1, K)[slot], torch.arange(len(sizes), device=dev)])
+        feats = self.scorer.image_features(self.scorer.crop_pixels(prop.pixel_values, regions, index,
+                                                                   self.detector.mean, self.detector.std))
+        crop_feat, img_feat = feats[:len(regions) - len(sizes)], feats[len(regions) - len(sizes):]
         # the phrase text of every survivor, for the cached text embeddings
         counts_np, local_np = counts.cpu().numpy(), local.cpu().numpy()
         texts = []
@@ -165,17 +166,16 @@ class ModelStage(Stage):
         self.timings["images"] += len(rows)
         return final
 
-    def _images_only(self, batch: pa.Table, rows: np.ndarray, canvas, sizes, t0: float) -> list[tuple]:
+    def _images_only(self, batch: pa.Table, rows: np.ndarray, packed, sizes, t0: float) -> list[tuple]:
         dev = self.device
         t1 = time.perf_counter()
-        canvas, sizes = canvas.to(dev, non_blocking=True), sizes.to(dev, non_blocking=True)
+        canvas = self._canvas(packed)
+        sizes = sizes.to(dev, non_blocking=True)
         caption_ids = batch.column("caption_clip_ids").take(from_numpy(rows)).to_pylist()
-        from detector.device_ops import normalize_pad
-
         norm = (self.detector.mean, self.detector.std)  # as in run_group: the same score either way
         src, _ = normalize_pad(canvas, sizes, *norm)
-        whole = self.torch.cat([self.torch.zeros_like(sizes), sizes.flip(1)], 1).float()
-        feat = self.scorer.image_features(self.scorer.region_pixels(
+        whole = square_context_boxes(self.torch.cat([self.torch.zeros_like(sizes), sizes.flip(1)], 1).float(), 0.0)
+        feat = self.scorer.image_features(self.scorer.crop_pixels(
             src, whole, self.torch.arange(len(sizes), device=dev), *norm))
         img = self.scorer.similarity(feat, self.scorer.token_features(caption_ids)).cpu().numpy()
         t2 = time.perf_counter()
@@ -185,27 +185,33 @@ class ModelStage(Stage):
         return [(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32),
                  np.zeros(0, np.int32), float(v)) for v in img]
 
-    def _canvas(self, batch: pa.Table, rows: np.ndarray):
-        """uint8 (B, H, W, 3) canvas (pinned on GPU hosts, reused per shape), resized (h, w), original (w, h).
-
-        Only each image's own block is written: the padding is zeroed on the device (``normalize_pad``)."""
+    def _pack(self, batch: pa.Table, rows: np.ndarray):
+        """Host side of the canvases: the rows' shipped pixels packed into one flat buffer (pinned on GPU hosts,
+        reused), with the layout ``_canvas`` needs; and the resized (h, w) and original (w, h) sizes."""
         torch = self.torch
         col = batch.column("pixels")
-        ints = {c: batch.column(c).to_numpy(zero_copy_only=False)[rows] for c in
-                ("pixel_h", "pixel_w", "canvas_h", "canvas_w", "image_w", "image_h")}
-        H, W = int(ints["canvas_h"][0]), int(ints["canvas_w"][0])
-        key = (len(rows), H, W)
-        buf = self._buffers.get(key)
-        if buf is None:
-            buf = torch.empty(key + (3,), dtype=torch.uint8, pin_memory=self.pin)
-            self._buffers = {key: buf}  # one shape kept: canvases change rarely within a run
-        view = buf.numpy()
+        ints = {c: batch.column(c).to_numpy(zero_copy_only=False)[rows] for c in SIZE_COLUMNS}
+        nbytes = ints["pixel_h"].astype(np.int64) * ints["pixel_w"] * 3
+        offsets = np.concatenate([[0], np.cumsum(nbytes)]).tolist()
+        if self._buffer is None or self._buffer.numel() < offsets[-1]:
+            self._buffer = torch.empty(int(offsets[-1] * 1.25), dtype=torch.uint8, pin_memory=self.pin)
+        view = self._buffer.numpy()
         for k, i in enumerate(rows.tolist()):
-            h, w = int(ints["pixel_h"][k]), int(ints["pixel_w"][k])
-            view[k, :h, :w] = np.frombuffer(col[i].as_buffer(), np.uint8).reshape(h, w, 3)
-        sizes = torch.from_numpy(np.stack([ints["pixel_h"], ints["pixel_w"]], 1).astype(np.int64))
+            view[offsets[k]:offsets[k + 1]] = np.frombuffer(col[i].as_buffer(), np.uint8)
+        layout = (offsets, list(zip(ints["pixel_h"].tolist(), ints["pixel_w"].tolist())),
+                  list(zip(ints["resized_h"].tolist(), ints["resized_w"].tolist())),
+                  int(ints["canvas_h"][0]), int(ints["canvas_w"][0]))
+        sizes = torch.from_numpy(np.stack([ints["resized_h"], ints["resized_w"]], 1).astype(np.int64))
         image_sizes = torch.from_numpy(np.stack([ints["image_w"], ints["image_h"]], 1).astype(np.int64))
-        return buf, sizes, image_sizes
+        return layout, sizes, image_sizes
+
+    def _canvas(self, layout):
+        """Device side: one non-blocking copy of the packed pixels, then ``device_ops.assemble_canvases``."""
+        from detector.device_ops import assemble_canvases
+
+        offsets, shipped, resized, H, W = layout
+        flat = self._buffer[:offsets[-1]].to(self.device, non_blocking=True)
+        return assemble_canvases(flat, offsets, shipped, resized, H, W)
 
     def _prompts(self, batch: pa.Table, rows: np.ndarray):
         """Padded prompt tensors of the rows: ids/mask (N, T), token spans (N, P, 2), prompt -> row (N,),

@@ -19,6 +19,7 @@ from formats import schema as S
 from formats.arrow_np import from_numpy
 from formats.converters.img2dataset import shard_records
 from labeling.fuse import FilterConfig, fused_scores, select
+from labeling.image_stages import SIZE_COLUMNS
 from labeling.phrases import PhraseConfig, PhraseExtractor
 from labeling.stage import Resources, Stage
 
@@ -133,8 +134,7 @@ class AssembleCandidates(Stage):
     resources = Resources(cpus=0.25)
     reads = ("image_id", "phrases", "cand_boxes", "cand_det", "cand_clip", "cand_phrase")
     adds = ("candidates",)
-    drops = ("cand_boxes", "cand_det", "cand_clip", "cand_phrase", "pixel_h", "pixel_w", "canvas_h", "canvas_w",
-             "image_w", "image_h")
+    drops = ("cand_boxes", "cand_det", "cand_clip", "cand_phrase", *SIZE_COLUMNS)
 
     def __init__(self, round_: int | None = None):
         self.round = round_

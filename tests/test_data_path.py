@@ -40,24 +40,36 @@ def test_resize_rule_is_the_processors(processor):
 
 
 @pytest.mark.parametrize("names", [("coffee.jpg",), ("rocket.jpg", "chelsea.jpg", "camera.jpg")])
-def test_device_pixel_values_equal_the_processor(processor, names):
-    """uint8 resize on the CPU + normalise/pad on the device == the processor with pad_size=canvas.
+@pytest.mark.parametrize("scale", [0.5, 2.0])
+def test_device_pixel_values_equal_the_processor(processor, names, scale):
+    """CPU stage + device canvases + normalise/pad == the processor with pad_size=canvas.
 
-    Tolerance 1e-5: the same uint8 pixels, normalised in float32 in another order of operations."""
+    Images the processor shrinks (photos at 2x) are resized on the CPU with PIL: the same uint8 pixels, so
+    equal to 1e-5 (float32 order of operations). Images it enlarges (photos at 0.5x, like CC3M's 500x375) are
+    enlarged on the device: within 1/255 of PIL's uint8 pixels before normalisation."""
+    from detector.device_ops import assemble_canvases
+
     rule = ResizeRule.from_processor(processor)
     loader = LoadImages(rule)
-    images = [Image.open(SAMPLE / n).convert("RGB") for n in names]
-    resized = [loader.resize(im) for im in images]
-    cw = max(c[0] for _, c in resized)
-    ch = max(c[1] for _, c in resized)
-    canvas = np.full((len(images), ch, cw, 3), 77, np.uint8)  # garbage in the padding: must not matter
-    for k, (a, _) in enumerate(resized):
-        canvas[k, :a.shape[0], :a.shape[1]] = a
-    sizes = torch.tensor([a.shape[:2] for a, _ in resized])
-    pv, pm = normalize_pad(torch.from_numpy(canvas), sizes, processor.image_mean, processor.image_std)
+    images = []
+    for n in names:
+        im = Image.open(SAMPLE / n).convert("RGB")
+        images.append(im.resize((round(im.width * scale), round(im.height * scale))))
+    prepared = [loader.prepare(im) for im in images]
+    ch = max(z[4] for _, z in prepared)
+    cw = max(z[5] for _, z in prepared)
+    flat = torch.frombuffer(bytearray(b"".join(d for d, _ in prepared)), dtype=torch.uint8)
+    offsets = np.concatenate([[0], np.cumsum([len(d) for d, _ in prepared])]).tolist()
+    enlarged = [z[0] * z[1] < z[2] * z[3] for _, z in prepared]  # these travel at their decoded size
+    assert all(enlarged) if scale < 1 else not all(enlarged)
+    canvas = assemble_canvases(flat, offsets, [z[0:2] for _, z in prepared], [z[2:4] for _, z in prepared], ch, cw)
+    sizes = torch.tensor([z[2:4] for _, z in prepared])
+    pv, pm = normalize_pad(canvas, sizes, processor.image_mean, processor.image_std)
     ref = processor(images=images, return_tensors="pt", pad_size={"height": ch, "width": cw})
     assert pv.shape == ref["pixel_values"].shape and torch.equal(pm, ref["pixel_mask"])
-    assert (pv - ref["pixel_values"]).abs().max().item() < 1e-5
+    for k, up in enumerate(enlarged):
+        tol = 1 / 255 / min(processor.image_std) + 1e-5 if up else 1e-5
+        assert (pv[k] - ref["pixel_values"][k]).abs().max().item() <= tol, names[k]
 
 
 def _rows(names: list[str], phrases: list[list[str]]) -> pa.Table:
@@ -118,6 +130,9 @@ def test_unreadable_images_get_an_error_and_no_batch(tiny_models, tmp_path):
     assert [g.tolist() for g in canvas_groups(out, 4)] == [[0]]
     a = np.frombuffer(out.column("pixels")[0].as_py(), np.uint8)
     assert a.size == out.column("pixel_h")[0].as_py() * out.column("pixel_w")[0].as_py() * 3
+    # coffee.jpg (600x400) is enlarged by the processor to 1200x800: it travels at 600x400
+    assert [out.column(c)[0].as_py() for c in ("pixel_w", "pixel_h", "resized_w", "resized_h", "image_w")] == \
+        [600, 400, 1200, 800, 600]
 
 
 def test_clip_crop_keeps_a_tall_object_whole_with_square_context():
@@ -223,3 +238,23 @@ def test_resources_scale_to_the_cluster():
         plan_resources([_Cpu(), _Gpu()], 16, 2, {"model": 3})
     with pytest.raises(ResourceError, match="no CPUs"):
         plan_resources([_Cpu(), _Gpu()], 0, 0)
+
+
+def test_crops_of_a_batch_never_read_a_neighbouring_image():
+    """The batch is sampled as one stacked atlas: a crop reaching past its canvas reads padding (0), not the
+    next image, and a crop is the same whether its image is cut alone or in a batch."""
+    rule = ResizeRule(shortest_edge=64, longest_edge=128)
+    assert rule.canvas(128, 120) == (128, 128) and rule.canvas(128, 121) == (128, 192)  # >= 8 padding rows
+    canvas = np.zeros((2, 128, 128, 3), np.uint8)  # image 0: black; image 1: white; both 120 px high
+    canvas[1] = 255
+    sizes = torch.tensor([[120, 128], [120, 128]])
+    src, _ = normalize_pad(torch.from_numpy(canvas), sizes, [0, 0, 0], [1, 1, 1])
+    regions = torch.tensor([[0.0, 64.0, 128.0, 192.0], [0.0, 0.0, 128.0, 128.0], [0.0, 60.0, 100.0, 160.0]])
+    crops = crop_resize(src, regions, torch.tensor([0, 1, 1]), 32)
+    assert crops[0].abs().max().item() == 0.0  # black image, then padding, never image 1's white
+    alone = crop_resize(src[1:], regions[1:], torch.tensor([0, 0]), 32)
+    assert torch.allclose(crops[1:], alone, atol=1e-6)
+    rows = crops[2][0].mean(1)  # rows 60..120 of the image are white: the crop's top 60 %, then padding
+    assert rows[:18].min().item() > 0.99 and rows[21:].max().item() == 0.0
+    with pytest.raises(ValueError, match="multiple of 8"):
+        ResizeRule(canvas_multiple=12)
