@@ -74,3 +74,52 @@ def test_dedup_ignores_case_and_whitespace_and_keeps_every_span(ex):
     assert ps == [{"phrase": "red car", "tokens_positive": [[2, 9], [13, 21]]},
                   {"phrase": "dog", "tokens_positive": [[28, 31], [39, 42]]}]
     assert [cap[s:e] for s, e in ps[0]["tokens_positive"]] == ["red car", "Red  car"]
+
+
+def test_grit_spans_are_trimmed_and_wordless_ones_rejected(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from formats.converters.img2dataset import shard_records
+
+    cap = '  a "dog" .  on grass!'
+    refs = [[0, 9, 0.1, 0.1, 0.5, 0.5, 0.9],  # '  a "dog"' -> 'a "dog' [2, 8]
+            [9, 11, 0.1, 0.1, 0.5, 0.5, 0.9],  # ' .': rejected
+            [13, 22, 0.2, 0.2, 0.6, 0.6, 0.8]]  # 'on grass!' -> 'on grass' [13, 21]
+    pq.write_table(pa.table({"key": ["000000000"], "caption": [cap], "status": ["success"], "error_message": [None],
+                             "width": [100], "height": [50], "ref_exps": [refs]}), tmp_path / "00000.parquet")
+    table, rejects = shard_records(tmp_path / "00000.parquet", "grit", "ref_exps")
+    (regions,) = table.column("regions").to_pylist()
+    assert [(g["phrase"], g["tokens_positive"]) for g in regions] == [('a "dog', [[2, 8]]), ("on grass", [[13, 21]])]
+    assert rejects == [{"file": str(tmp_path / "00000.parquet"), "record": "key=000000000 ref_exps[1]",
+                        "reason": "no word character in span", "detail": "' .'"}]
+
+
+def test_reviewers_phrases_follow_the_rule(tmp_path):
+    import json
+
+    from formats.converters.goldg import GoldGConvertConfig, convert_goldg
+    from formats.corrections import apply_corrections, write_corrections
+    from formats.dataset import Dataset
+
+    cap = "A woman walks past a man ."
+    doc = {"images": [{"file_name": "1.jpg", "height": 100, "width": 100, "id": 1, "caption": cap}],
+           "annotations": [{"id": i, "image_id": 1, "bbox": [1, 1, 10, 10], "area": 100, "iscrowd": 0,
+                            "tokens_positive": sp} for i, sp in ((1, [[2, 7]]), (2, [[21, 24]]))],
+           "categories": [{"id": 1, "name": "o"}]}
+    (tmp_path / "m.json").write_text(json.dumps(doc))
+    convert_goldg(tmp_path / "m.json", tmp_path / "ds", GoldGConvertConfig(source="t"))
+    me = str((tmp_path / "ds").resolve())
+
+    def row(action, region_id, phrase):
+        return {"image_id": "t/1", "region_id": region_id, "action": action, "field": "gold", "dataset": me,
+                "bbox": [1.0, 1.0, 11.0, 11.0], "phrase": phrase, "category": None, "score": None, "tags": [],
+                "when": "2026-11-30T00:00:00+00:00"}
+    write_corrections([row("fix", "t/1#0", "  man. "), row("fix", "t/1#1", " . "), row("add", None, "?"),
+                       row("add", None, "woman")], tmp_path / "corr")
+    counts = apply_corrections(tmp_path / "ds", tmp_path / "corr", tmp_path / "out")
+    assert counts["applied"] == {"reject": 0, "accept": 0, "fix": 2, "add": 1, "wordless_phrase": 2}
+    (r,) = Dataset(tmp_path / "out").read().to_pylist()
+    got = [(g["phrase"], g["tokens_positive"], g["origin"]) for g in r["regions"]]
+    # "man" is grounded on the word "man", not inside "woman"; " . " left the second box's words alone
+    assert got == [("man", [[21, 24]], "review"), ("man", [[21, 24]], "review"), ("woman", [[2, 7]], "review")]
