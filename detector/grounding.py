@@ -73,7 +73,7 @@ class GroundingDetector:
             if not ph:
                 continue
             counts = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in ph]
-            for idx, text, spans in build_prompts(ph, counts, self.max_tokens):
+            for idx, text, spans in build_prompts(ph, counts, self.max_tokens, tokenizer=self.tokenizer):
                 requests.append((i, idx, text, spans))
         found: list[list[Detections]] = [[] for _ in images]
         for b in range(0, len(requests), self.batch_size):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+import weakref
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from formats.phrase_rules import has_word
 # that module cannot be imported.
 FALLBACK_SEPARATOR_IDS = (101, 102, 1012, 1029)
 JOINER = " . "
+_FOUND: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> its separator_chars
 
 
 def separator_ids() -> tuple[int, ...]:
@@ -45,14 +47,17 @@ def separator_chars(tokenizer, ids: tuple[int, ...] | None = None) -> frozenset[
     matches literally in any text).
 
     Found by tokenizing every punctuation and symbol character (about 8,600; a quarter of a second once
-    per tokenizer), so a tokenizer that maps another character to a separator id is covered too.
+    per tokenizer, remembered while the tokenizer lives), so a tokenizer that maps another character to a
+    separator id is covered too.
     """
-    ids = set(separator_ids() if ids is None else ids) | {0}  # build_label_maps adds [PAD] (id 0)
-    found = {t for t, i in zip(tokenizer.all_special_tokens, tokenizer.all_special_ids) if i in ids}
+    if ids is None and tokenizer in _FOUND:
+        return _FOUND[tokenizer]
+    wanted = set(separator_ids() if ids is None else ids) | {0}  # build_label_maps adds [PAD] (id 0)
+    found = {t for t, i in zip(tokenizer.all_special_tokens, tokenizer.all_special_ids) if i in wanted}
     cands = _candidate_chars()
     encoded = tokenizer(list(cands), add_special_tokens=False)["input_ids"]
-    found |= {c for c, toks in zip(cands, encoded) if ids.intersection(toks)}
-    return frozenset(found)
+    found |= {c for c, toks in zip(cands, encoded) if wanted.intersection(toks)}
+    return _FOUND.setdefault(tokenizer, frozenset(found)) if ids is None else frozenset(found)
 
 
 @functools.cache
@@ -92,14 +97,21 @@ def join_prompt(phrases: list[str], separators: frozenset[str] = frozenset()) ->
 
 
 def build_prompts(phrases: list[str], token_counts: list[int], max_tokens: int, *,
-                  separators: frozenset[str] = frozenset()) -> list[tuple[list[int], str, list[tuple[int, int]]]]:
+                  separators: frozenset[str] | None = None,
+                  tokenizer=None) -> list[tuple[list[int], str, list[tuple[int, int]]]]:
     """Packs phrases into prompts ``"a . b ."`` within `max_tokens`; returns (phrase indices, text, char spans).
 
     `token_counts` are each phrase's tokens without special tokens (counting the phrase as stored is safe:
-    its prompt form never has more); `separators` come from `separator_chars(tokenizer)`.
+    its prompt form never has more). `separators` default to `separator_chars(tokenizer)` when a tokenizer
+    is given, else none (the text is joined as it is). A phrase with no word character outside separators
+    is left out of every prompt (no token could carry it), so it gets no boxes.
     """
+    if separators is None:
+        separators = separator_chars(tokenizer) if tokenizer is not None else frozenset()
     prompts, cur, used = [], [], 2  # [CLS] and [SEP]
     for i, n in enumerate(token_counts):
+        if not has_word(prompt_form(phrases[i], separators)):
+            continue
         need = n + 1  # the phrase and its " ."
         if cur and used + need > max_tokens:
             prompts.append(cur)

@@ -20,6 +20,16 @@ def test_prompts_fit_the_token_limit_and_keep_spans():
         assert sum(counts[i] + 1 for i in idx) + 2 <= 10
 
 
+def test_detect_prompts_dotted_phrases_whole_and_skips_wordless_ones(tiny_models, sample_images):
+    det = GroundingDetector(str(tiny_models["detector"]), box_threshold=0.0)
+    run, texts = det._run, []
+    det._run = lambda images, batch: texts.extend(r[2] for r in batch) or run(images, batch)
+    (d,) = det.detect(sample_images[:1], [["st. mary church", "...", "dog"]])
+    assert texts == ["st  mary church . dog ."]
+    assert len(d) == 20 and set(d.phrase.tolist()) <= {0, 2}
+    assert len(det.detect(sample_images[:1], [["?"]])[0]) == 0
+
+
 def test_positive_map_averages_each_phrase_own_tokens():
     # "red car . dog ." -> tokens: [CLS] red car . dog . [SEP]
     offsets = np.array([[0, 0], [0, 3], [4, 7], [8, 9], [10, 13], [14, 15], [0, 0]])

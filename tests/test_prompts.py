@@ -94,6 +94,15 @@ def test_build_prompts_blanks_separators_and_keeps_spans(seps):
     for idx, text, spans in prompts:
         assert [text[s:e] for s, e in spans] == [prompt_form(phrases[i], seps) for i in idx]
     assert build_prompts(["a.b"], [3], 10)[0][1] == "a.b ."  # without separators: as before
+    assert build_prompts(["a.b", "...", "c?"], [3, 3, 2], 20, separators=seps) == [([0, 2], "a b . c  .",
+                                                                                    [(0, 3), (6, 8)])]
+
+
+def test_build_prompts_finds_the_separators_of_a_tokenizer(tok, seps):
+    """The one-argument call grounding.py makes: separators from the tokenizer, found once."""
+    phrases = ["st. mary church", "dog"]
+    assert build_prompts(phrases, [5, 1], 256, tokenizer=tok) == build_prompts(phrases, [5, 1], 256, separators=seps)
+    assert separator_chars(tok) is separator_chars(tok)  # remembered per tokenizer
 
 
 def test_a_phrase_with_no_word_is_never_prompted(seps):
