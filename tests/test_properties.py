@@ -147,3 +147,42 @@ def test_phrases_are_caption_text_with_words_and_one_prompt_group_each(cap):
                       min_size=1, max_size=6))
 def test_any_names_with_a_word_make_one_group_each(names):
     _one_group_per_phrase(names)
+
+
+@st.composite
+def mdetr_files(draw):
+    caps = [draw(captions()) for _ in range(draw(st.integers(1, 4)))]
+    images = [{"file_name": f"{i}.jpg", "height": 50, "width": 50, "id": i, "caption": c} for i, c in enumerate(caps)]
+    anns = []
+    for i, c in enumerate(caps):
+        for _ in range(draw(st.integers(0, 4))):
+            cuts = sorted(draw(st.lists(st.integers(0, len(c)), min_size=2, max_size=4, unique=True)))
+            spans = [[a, b] for a, b in zip(cuts[::2], cuts[1::2])]
+            anns.append({"id": len(anns) + 1, "image_id": i, "bbox": [1, 1, 10, 10], "area": 100, "iscrowd": 0,
+                         "tokens_positive": spans})
+    return {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "o"}]}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(doc=mdetr_files())
+def test_mdetr_spans_become_trimmed_phrases_or_rejects(tmp_path_factory, doc):
+    from formats.converters.goldg import GoldGConvertConfig, convert_goldg
+    from formats.phrase_rules import has_word
+
+    tmp = tmp_path_factory.mktemp("m")
+    (tmp / "in.json").write_text(json.dumps(doc, ensure_ascii=False))
+    m = convert_goldg(tmp / "in.json", tmp / "ds", GoldGConvertConfig(source="p"))
+    recs = Dataset(tmp / "ds").read().to_pylist()
+    kept = sum(len(r["regions"]) for r in recs)
+    rej = [x for x in Dataset(tmp / "ds").read_rejects().to_pylist() if x["record"].startswith("annotations[")]
+    assert kept + len(rej) == len(doc["annotations"]) == m.counts["boxes_in"]
+    assert {x["reason"] for x in rej} <= {"no word character in spans"}
+    for r in recs:
+        for g in r["regions"]:
+            assert g["phrase"] == " ".join(r["caption"][s:e] for s, e in g["tokens_positive"])
+            for s, e in g["tokens_positive"]:
+                assert has_word(r["caption"][s]) and has_word(r["caption"][e - 1])
+    # exactly the boxes with a word somewhere in their spans are kept
+    wordy = sum(any(has_word(doc["images"][a["image_id"]]["caption"][s:e]) for s, e in a["tokens_positive"])
+                for a in doc["annotations"])
+    assert kept == wordy
