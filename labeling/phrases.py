@@ -2,8 +2,11 @@
 
 Spans come from spaCy's tokens, never from searching the caption for the phrase text, so "man" cannot
 match inside "woman" and a repeated phrase keeps every one of its spans. Filters drop pronouns, abstract
-nouns, determiner- or number-only chunks and over-long chunks; phrases are deduplicated per caption (one
-phrase, several spans). Optionally chunks are expanded to referring expressions as Kosmos-2 built GRIT.
+nouns, determiner- or number-only chunks and over-long chunks; phrases are deduplicated per caption after
+case folding and collapsing whitespace (one phrase, several spans). Every span follows the phrase rule of
+``formats/phrase_rules.py`` (trimmed to its first and last word character). A possessed chunk keeps its
+owner ("woman's hand", not "'s hand") and the owner is a phrase of its own ("woman"), since spaCy's noun
+chunks don't nest. Optionally chunks are expanded to referring expressions as Kosmos-2 built GRIT.
 """
 
 from __future__ import annotations
