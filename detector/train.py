@@ -131,11 +131,22 @@ class _TokenCounter:
 
 
 def with_label_maps(labels: list[dict], spans: list[list[tuple[int, int]]], offsets, mask, width: int) -> list[dict]:
-    """Adds each image's ``label_map`` (phrases x width), built from its prompt's character spans."""
+    """Adds each image's ``label_map`` (phrases x width), built from its prompt's character spans.
+
+    Phrases the tokenizer's truncation cut off entirely (past the text limit; only the prompt's tail can be
+    cut) have no tokens and no group in the model: they leave the map, and their boxes leave this step's
+    targets, rather than being supervised on another phrase's tokens.
+    """
     import torch
 
-    return [{**t, "label_map": torch.as_tensor(label_maps(s, np.asarray(o), np.asarray(m), width))}
-            for t, s, o, m in zip(labels, spans, offsets, mask)]
+    out = []
+    for t, s, o, m in zip(labels, spans, offsets, mask):
+        lm = label_maps(s, np.asarray(o), np.asarray(m), width)
+        n = int(lm.any(axis=1).sum())  # the phrases with tokens: a prefix
+        keep = t["class_labels"] < n
+        out.append({**t, "class_labels": t["class_labels"][keep], "boxes": t["boxes"][keep],
+                    "label_map": torch.as_tensor(lm[:n])})
+    return out
 
 
 def _as_is(batch):

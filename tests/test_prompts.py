@@ -136,3 +136,18 @@ def test_training_forward_uses_one_group_per_name(tiny_models, sample_images):
     assert torch.isfinite(loss(text, spans))
     with pytest.raises(ValueError, match="4 phrase groups"):
         loss(" . ".join(NAMES) + " .", spans)
+
+
+def test_names_cut_by_the_token_limit_leave_the_targets(tok, seps):
+    from detector.train import with_label_maps
+
+    text, spans = join_prompt(NAMES, seps)  # [CLS] s ##t m ##a ##r ##y c ##h ##u ##r ##c ##h . dog . red car . [SEP]
+    target = {"class_labels": torch.tensor([2, 0, 1, 2]), "boxes": torch.arange(16.0).reshape(4, 4)}
+    for limit, groups in ((17, 2), (18, 3)):  # "red car" cut off entirely; only "car" cut off
+        enc = tok([text], return_offsets_mapping=True, truncation=True, max_length=limit, return_tensors="np")
+        (t,) = with_label_maps([target], [spans], enc["offset_mapping"], enc["attention_mask"], 32)
+        model = build_label_maps(torch.zeros(1, 1, 32), torch.as_tensor(enc["input_ids"]))[0]
+        assert len(model) == groups and torch.equal(t["label_map"], model)
+    enc = tok([text], return_offsets_mapping=True, truncation=True, max_length=17, return_tensors="np")
+    (t,) = with_label_maps([target], [spans], enc["offset_mapping"], enc["attention_mask"], 32)
+    assert t["class_labels"].tolist() == [0, 1] and t["boxes"][:, 0].tolist() == [4.0, 8.0]
