@@ -1,7 +1,8 @@
 """Training examples from dataset directories: prompts, class labels and boxes as Grounding DINO's loss wants them.
 
 The loss of transformers' Grounding DINO reads phrase boundaries from the prompt's special tokens, so every
-example's prompt is ``"name one . name two . ..."`` and ``class_labels`` index those names:
+example's prompt is ``"name one . name two . ..."`` (built by ``detector.prompts.join_prompt``, which blanks
+a ``.`` or ``?`` inside a name in the prompt text) and ``class_labels`` index those names:
 
 - OD records (detection data): the image's categories (positives) plus categories sampled from the label
   map (negatives) until the text limit or `negatives` is reached, shuffled, as GLIP and MM-Grounding-DINO
@@ -14,14 +15,19 @@ example says whether it is pseudo (for classification-only training).
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from detector.prompts import join_prompt
 from formats.dataset import Dataset
 from formats.images import decode_image, read_image_bytes
+from formats.phrase_rules import has_word
+
+log = logging.getLogger("ovlabel.train")
 
 
 @dataclass
@@ -47,7 +53,7 @@ def load_examples(dataset_dir: str | os.PathLike, *, exclude_keys: set[str] = fr
     """Examples of a dataset directory (records with at least one box) and its category names (OD)."""
     ds = Dataset(dataset_dir).require_complete()
     od = ds.manifest.kind == "od"
-    out = []
+    out, wordless = [], 0
     for r, ks in ds.iter_keyed(["file_name", "width", "height"]):
         regs = r["regions"] or []
         kept = [(g, k) for g, k in zip(regs, ks) if k not in exclude_keys and (
@@ -58,7 +64,8 @@ def load_examples(dataset_dir: str | os.PathLike, *, exclude_keys: set[str] = fr
         labels, boxes, scores, pseudo = [], [], [], False
         for g, _ in kept:
             name = (g["category"] if od else g["phrase"]) or g["category"] or g["phrase"]
-            if not name:
+            if not has_word(name):  # no token would carry it: not promptable (formats.phrase_rules)
+                wordless += bool(name)
                 continue
             if name not in names:
                 names.append(name)
@@ -72,7 +79,9 @@ def load_examples(dataset_dir: str | os.PathLike, *, exclude_keys: set[str] = fr
                            np.asarray(boxes, dtype=np.float64), pseudo=pseudo,
                            score=float(np.mean(scores)) if pseudo else 1.0, od=od, image_id=r["image_id"],
                            region_keys=[k for _, k in kept]))
-    return out, [c["name"] for c in ds.manifest.categories]
+    if wordless:
+        log.warning("%s: %d boxes left out: their name has no word character", dataset_dir, wordless)
+    return out, [c["name"] for c in ds.manifest.categories if has_word(c["name"])]
 
 
 def prompt_for(ex: Example, all_names: list[str], negatives: int, rng: random.Random,
@@ -98,9 +107,9 @@ def _tokens(names: list[str], count_tokens) -> int:
     return 2 + sum(count_tokens(n) + 1 for n in names)
 
 
-def prompt_text(names: list[str]) -> str:
+def prompt_text(names: list[str], separators: frozenset[str] = frozenset()) -> str:
     """``"a . b . c ."``: the separators are the phrase boundaries the model and its loss read."""
-    return " . ".join(names) + " ."
+    return join_prompt(names, separators)[0]
 
 
 def load_image(ex: Example):

@@ -150,7 +150,7 @@ class GroundingDetector:
         for i, ph in enumerate(phrases):
             if ph:
                 counts = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in ph]
-                requests += [(i, idx, text, spans) for idx, text, spans in build_prompts(ph, counts, self.max_tokens)]
+                requests += [(i, idx, text, spans) for idx, text, spans in build_prompts(ph, counts, self.max_tokens, tokenizer=self.tokenizer)]
         found: list[list[Detections]] = [[] for _ in images]
         prepared = {}  # image -> (shipped bytes, SIZE_COLUMNS sizes), as the pipeline's CPU stage makes them
         for b in range(0, len(requests), self.batch_size):

@@ -1,12 +1,117 @@
-"""Grounding prompts: phrases packed into ``"a . b ."`` texts within the text encoder's token limit."""
+"""Grounding prompts: phrases joined into ``"a . b ."`` texts, one function for inference and training.
+
+Grounding DINO (and MM-Grounding-DINO, which imports the same list) reads phrase boundaries from token ids:
+``SPECIAL_TOKENS`` in transformers' ``models/grounding_dino/modeling_grounding_dino.py`` = the ids of
+[CLS], [SEP], ``.`` and ``?``. Its text encoder attends within the blocks between them, and the training
+loss's label maps (``build_label_maps``) are those blocks plus [PAD]. A ``.`` or ``?`` *inside* a phrase
+("st. mary church", "2.5 liter bottle") therefore splits it in two: at inference the phrase is two phrases
+inside the model, and in training every later phrase is supervised on its neighbour's tokens.
+
+The rule: every character (or special-token text such as ``[SEP]``) that tokenizes to a separator id is
+replaced by spaces *in the prompt text only* (`prompt_form`; same length, so character spans stay valid);
+the stored phrase keeps its text. `join_prompt` is the one place prompts are built: `build_prompts`
+(inference, ``detector/grounding.py``) and ``detector/data.py: prompt_text`` (training) call it, and the
+training label maps come from its character spans (`label_maps`), so each phrase is exactly one group.
+"""
 
 from __future__ import annotations
 
+import functools
+import re
+import unicodedata
+import weakref
 
-def build_prompts(phrases: list[str], token_counts: list[int], max_tokens: int) -> list[tuple[list[int], str, list[tuple[int, int]]]]:
-    """Packs phrases into prompts ``"a . b ."`` within `max_tokens`; returns (phrase indices, text, char spans)."""
+import numpy as np
+
+from formats.phrase_rules import has_word
+
+# BERT ids of [CLS], [SEP], "." and "?": transformers' grounding_dino SPECIAL_TOKENS (5.x), used only when
+# that module cannot be imported.
+FALLBACK_SEPARATOR_IDS = (101, 102, 1012, 1029)
+JOINER = " . "
+_FOUND: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> its separator_chars
+
+
+def separator_ids() -> tuple[int, ...]:
+    """Token ids the model reads as phrase boundaries (transformers' ``SPECIAL_TOKENS`` for Grounding DINO)."""
+    try:
+        from transformers.models.grounding_dino.modeling_grounding_dino import SPECIAL_TOKENS
+    except ImportError:
+        return FALLBACK_SEPARATOR_IDS
+    return tuple(int(i) for i in SPECIAL_TOKENS)
+
+
+def separator_chars(tokenizer, ids: tuple[int, ...] | None = None) -> frozenset[str]:
+    """Texts that become a separator id when `tokenizer` reads them: characters (``.``, ``?`` for BERT)
+    and the tokenizer's own special-token texts with such ids (``[CLS]``, ``[SEP]``, ``[PAD]``, which it
+    matches literally in any text).
+
+    Found by tokenizing every punctuation and symbol character (about 8,600; a quarter of a second once
+    per tokenizer, remembered while the tokenizer lives), so a tokenizer that maps another character to a
+    separator id is covered too.
+    """
+    if ids is None and tokenizer in _FOUND:
+        return _FOUND[tokenizer]
+    wanted = set(separator_ids() if ids is None else ids) | {0}  # build_label_maps adds [PAD] (id 0)
+    found = {t for t, i in zip(tokenizer.all_special_tokens, tokenizer.all_special_ids) if i in wanted}
+    cands = _candidate_chars()
+    encoded = tokenizer(list(cands), add_special_tokens=False)["input_ids"]
+    found |= {c for c, toks in zip(cands, encoded) if wanted.intersection(toks)}
+    return _FOUND.setdefault(tokenizer, frozenset(found)) if ids is None else frozenset(found)
+
+
+@functools.cache
+def _candidate_chars() -> tuple[str, ...]:
+    return tuple(chr(i) for i in range(0x21, 0x30000) if unicodedata.category(chr(i))[0] in "PS")
+
+
+@functools.lru_cache(maxsize=16)
+def _pattern(separators: frozenset[str]) -> re.Pattern | None:
+    if not separators:
+        return None
+    return re.compile("|".join(re.escape(s) for s in sorted(separators, key=lambda s: (-len(s), s))))
+
+
+def prompt_form(phrase: str, separators: frozenset[str] = frozenset()) -> str:
+    """The phrase as written into a prompt: each separator text replaced by as many spaces (same length)."""
+    pat = _pattern(frozenset(separators))
+    return phrase if pat is None else pat.sub(lambda m: " " * len(m.group()), phrase)
+
+
+def join_prompt(phrases: list[str], separators: frozenset[str] = frozenset()) -> tuple[str, list[tuple[int, int]]]:
+    """``"a . b ."`` and each phrase's character span in it; each phrase is one group between separators.
+
+    Raises ValueError for a phrase whose prompt form has no word character: it would be no group at all
+    (no token to supervise or score), shifting every later phrase's group.
+    """
+    text, spans = "", []
+    for p in phrases:
+        form = prompt_form(p, separators)
+        if not has_word(form):
+            raise ValueError(f"phrase {p!r} has no word character outside separators; it cannot be prompted")
+        start = len(text)
+        text += form
+        spans.append((start, len(text)))
+        text += JOINER
+    return text.rstrip(), spans
+
+
+def build_prompts(phrases: list[str], token_counts: list[int], max_tokens: int, *,
+                  separators: frozenset[str] | None = None,
+                  tokenizer=None) -> list[tuple[list[int], str, list[tuple[int, int]]]]:
+    """Packs phrases into prompts ``"a . b ."`` within `max_tokens`; returns (phrase indices, text, char spans).
+
+    `token_counts` are each phrase's tokens without special tokens (counting the phrase as stored is safe:
+    its prompt form never has more). `separators` default to `separator_chars(tokenizer)` when a tokenizer
+    is given, else none (the text is joined as it is). A phrase with no word character outside separators
+    is left out of every prompt (no token could carry it), so it gets no boxes.
+    """
+    if separators is None:
+        separators = separator_chars(tokenizer) if tokenizer is not None else frozenset()
     prompts, cur, used = [], [], 2  # [CLS] and [SEP]
     for i, n in enumerate(token_counts):
+        if not has_word(prompt_form(phrases[i], separators)):
+            continue
         need = n + 1  # the phrase and its " ."
         if cur and used + need > max_tokens:
             prompts.append(cur)
@@ -15,13 +120,20 @@ def build_prompts(phrases: list[str], token_counts: list[int], max_tokens: int) 
         used += need
     if cur:
         prompts.append(cur)
-    out = []
-    for idx in prompts:
-        text, spans = "", []
-        for i in idx:
-            start = len(text)
-            text += phrases[i]
-            spans.append((start, len(text)))
-            text += " . "
-        out.append((idx, text.rstrip(), spans))
+    return [(idx, *join_prompt([phrases[i] for i in idx], separators)) for idx in prompts]
+
+
+def label_maps(spans: list[tuple[int, int]], offsets: np.ndarray, mask: np.ndarray, width: int) -> np.ndarray:
+    """(phrases, width) 0/1 rows: the tokens whose characters fall inside each phrase's prompt span.
+
+    `offsets` (tokens, 2) and `mask` (tokens,) are the tokenizer's offset mapping and attention mask of
+    the prompt. For a prompt from `join_prompt` these are exactly the groups Grounding DINO's
+    ``build_label_maps`` reads from the separator tokens.
+    """
+    out = np.zeros((len(spans), width), np.int64)
+    n = min(len(offsets), width)
+    a, b = offsets[:n, 0], offsets[:n, 1]
+    live = (np.asarray(mask[:n]) > 0) & (b > a)
+    for j, (s, e) in enumerate(spans):
+        out[j, :n] = live & (a >= s) & (b <= e)
     return out

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.data import Example, load_examples, load_image, prompt_for, prompt_text, target
+from detector.data import Example, load_examples, load_image, prompt_for, target
 from detector.models import autocast, load_pretrained, pick_device
+from detector.prompts import join_prompt, label_maps, prompt_form, separator_chars
 
 log = logging.getLogger("ovlabel.train")
 
@@ -71,6 +72,7 @@ class _Batches:
         self.gold, self.pseudo, self.names, self.cfg = gold, pseudo, names, cfg
         self.rank, self.world = rank, world
         self.count_tokens, self.max_tokens = count_tokens, max_tokens
+        self.separators = count_tokens.separators
 
     def plan(self, step: int) -> list[tuple[bool, list[int]]]:
         """The micro-batches of optimizer step `step` for this worker: (pseudo?, example indices)."""
@@ -89,15 +91,17 @@ class _Batches:
         step, micro, use_pseudo, idx = item
         pool = self.pseudo if use_pseudo else self.gold
         rng = random.Random(f"{self.cfg.seed}:{step}:{micro}:prompt")
-        images, texts, labels, scores = [], [], [], []
+        images, texts, spans, labels, scores = [], [], [], [], []
         for i in idx:
             ex = pool[i]
             names, lab = prompt_for(ex, self.names, self.cfg.negatives, rng, self.count_tokens, self.max_tokens)
             images.append(load_image(ex))
-            texts.append(prompt_text(names))
+            text, where = join_prompt(names, self.separators)  # the same prompts as inference
+            texts.append(text)
+            spans.append(where)
             labels.append(target(ex, lab))
             scores.append(ex.score)
-        return {"images": images, "texts": texts, "labels": labels, "pseudo": use_pseudo,
+        return {"images": images, "texts": texts, "spans": spans, "labels": labels, "pseudo": use_pseudo,
                 "weight": float(np.mean(scores)) if use_pseudo and self.cfg.pseudo_weighting == "score" else 1.0}
 
 
@@ -116,13 +120,33 @@ class _StepDataset:
 
 
 class _TokenCounter:
-    """Tokens of a name without special tokens (picklable, for DataLoader workers)."""
+    """Tokens of a name in its prompt form, without special tokens (picklable, for DataLoader workers)."""
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
+        self.separators = separator_chars(tokenizer)
 
     def __call__(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer(prompt_form(text, self.separators), add_special_tokens=False)["input_ids"])
+
+
+def with_label_maps(labels: list[dict], spans: list[list[tuple[int, int]]], offsets, mask, width: int) -> list[dict]:
+    """Adds each image's ``label_map`` (phrases x width), built from its prompt's character spans.
+
+    Phrases the tokenizer's truncation cut off entirely (past the text limit; only the prompt's tail can be
+    cut) have no tokens and no group in the model: they leave the map, and their boxes leave this step's
+    targets, rather than being supervised on another phrase's tokens.
+    """
+    import torch
+
+    out = []
+    for t, s, o, m in zip(labels, spans, offsets, mask):
+        lm = label_maps(s, np.asarray(o), np.asarray(m), width)
+        n = int(lm.any(axis=1).sum())  # the phrases with tokens: a prefix
+        keep = t["class_labels"] < n
+        out.append({**t, "class_labels": t["class_labels"][keep], "boxes": t["boxes"][keep],
+                    "label_map": torch.as_tensor(lm[:n])})
+    return out
 
 
 def _as_is(batch):
@@ -240,10 +264,14 @@ def train_loop(config: dict) -> dict:
     for batch in loader:
         t0 = time.perf_counter()
         waited += t0 - t_wait
-        enc = tok(batch["texts"], padding="longest", truncation=True, max_length=max_tokens, return_tensors="pt")
+        enc = tok(batch["texts"], padding="longest", truncation=True, max_length=max_tokens, return_tensors="pt",
+                  return_offsets_mapping=True)
+        offsets = enc.pop("offset_mapping")
         pix = processor.image_processor(images=batch["images"], return_tensors="pt")
         inputs = {k: v.to(device) for k, v in {**enc, **pix}.items()}
-        labels = [{k: v.to(device) for k, v in t.items()} for t in batch["labels"]]
+        labels = with_label_maps(batch["labels"], batch["spans"], offsets.numpy(), enc["attention_mask"].numpy(),
+                                 max_tokens)
+        labels = [{k: v.to(device) for k, v in t.items()} for t in labels]
         with autocast(device, cfg.precision):
             out = model(**inputs, labels=labels)
         loss = _loss(out, core.config, cfg.pseudo_box_loss, batch["pseudo"]) * batch["weight"] / cfg.grad_accum

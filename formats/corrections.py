@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from formats.dataset import (
     derived_manifest,
     prior_run,
 )
+from formats.phrase_rules import trim_phrase
 
 ACTIONS = ("reject", "accept", "fix", "add")
 FILE = "corrections.parquet"
@@ -103,6 +105,7 @@ def apply_corrections(dataset_dir: str | os.PathLike, corrections_dir: str | os.
     writer = DatasetWriter(out_dir, manifest, overwrite=overwrite, resume_key=resume_key)
     label_of = {c["name"]: c["label"] for c in m.categories}
     counts = {a: 0 for a in ACTIONS}
+    wordless = 0  # reviewers' phrases with no word character: not written
     for path, part in zip(src.part_paths, m.parts):
         table = pq.read_table(path)
         keys = S.region_keys(table.column("image_id").combine_chunks(), table.column("regions").combine_chunks())
@@ -120,12 +123,16 @@ def apply_corrections(dataset_dir: str | os.PathLike, corrections_dir: str | os.
                     out.append(reg)
                     continue
                 counts[c["action"]] += 1
+                wordless += _wordless_edit(c)
                 if c["action"] == "reject":
                     continue
                 out.append(_reviewed(reg, c, key, label_of))
             for c in adds.get(image_id, []):
                 if c["region_id"] in seen:
                     continue
+                wordless += _wordless_edit(c)
+                if _wordless_edit(c) and c["category"] is None:
+                    continue  # a drawn box whose only words are " " or ".": no phrase to write
                 counts["add" if c["action"] == "add" else c["action"]] += 1
                 out.append(_reviewed({"tokens_positive": None, "det_score": None, "clip_score": None,
                                       "round": None}, c, c["region_id"] or f"{image_id}#review{len(out)}", label_of))
@@ -137,7 +144,8 @@ def apply_corrections(dataset_dir: str | os.PathLike, corrections_dir: str | os.
         if reviewed_only:
             table = table.filter(pa.array([bool(k) for k in new_regions]))
         writer.write_part(part["name"], table)
-    return writer.finish({**writer.manifest.totals(), "applied": counts}).counts
+    applied = {**counts, "wordless_phrase": wordless} if wordless else counts
+    return writer.finish({**writer.manifest.totals(), "applied": applied}).counts
 
 
 def drop_rejected(dataset_dir: str | os.PathLike, corrections: pa.Table, out_dir: str | os.PathLike, *,
@@ -190,30 +198,43 @@ def _same(region: dict, rejected: dict, iou: float) -> bool:
 
 
 def _reviewed(reg: dict, c: dict, key: str, label_of: dict) -> dict:
-    """A region as the reviewer left it: their box and words, origin `review`, the region key kept."""
+    """A region as the reviewer left it: their box and words, origin `review`, the region key kept.
+
+    A typed phrase follows the phrase rule (``formats.phrase_rules``): trimmed to its first and last word
+    character; one with no word character is not written (the region keeps its words; see `apply_corrections`).
+    """
     out = dict(reg)
     out["region_id"] = key
     out["origin"] = "review"
     if c["bbox"] is not None and np.isfinite(c["bbox"]).all():
         out["bbox"] = list(c["bbox"])
+    phrase = trim_phrase(c.get("phrase"))
     if c["action"] != "accept":
-        if c["phrase"] is not None:
-            out["phrase"] = c["phrase"]
-            if out.get("tokens_positive") and c["phrase"] != reg.get("phrase"):
+        if phrase is not None:
+            out["phrase"] = phrase
+            if out.get("tokens_positive") and phrase != reg.get("phrase"):
                 out["tokens_positive"] = None  # the spans pointed at the old words
         if c["category"] is not None:
             out["category"] = c["category"]
             out["label"] = label_of.get(c["category"], out.get("label"))
-    for k in ("phrase", "category", "label", "score"):
+    out.setdefault("phrase", phrase)
+    for k in ("category", "label", "score"):
         out.setdefault(k, c.get(k) if k != "label" else label_of.get(c.get("category")))
     return out
 
 
+def _wordless_edit(c: dict) -> bool:
+    """A reviewer's phrase that has no word character (" ", "."): never written."""
+    return c.get("phrase") is not None and trim_phrase(c["phrase"]) is None
+
+
 def _ground(reg: dict, caption: str | None) -> dict:
-    """Gives a reviewed phrase without spans the span of its first occurrence in the caption, if any."""
-    if reg.get("tokens_positive") is None and caption and reg.get("phrase") and reg["phrase"] in caption:
-        at = caption.index(reg["phrase"])
-        reg["tokens_positive"] = [[at, at + len(reg["phrase"])]]
+    """Gives a reviewed phrase without spans the span of its first whole-word occurrence in the caption
+    ("man" is not found inside "woman"), if any."""
+    if reg.get("tokens_positive") is None and caption and reg.get("phrase"):
+        m = re.search(r"(?<!\w)" + re.escape(reg["phrase"]) + r"(?!\w)", caption)
+        if m is not None:
+            reg["tokens_positive"] = [[m.start(), m.end()]]
     return reg
 
 

@@ -82,7 +82,7 @@ class TokenizePrompts(Stage):
             names = [p["phrase"] for p in (r["phrases"] or [])]
             if names:
                 per_row += [(i, idx, text, spans) for idx, text, spans in
-                            build_prompts(names, self.count(names), self.max_tokens)]
+                            build_prompts(names, self.count(names), self.max_tokens, tokenizer=self.tok)]
         ids: list[list] = [[] for _ in rows]
         phr: list[list] = [[] for _ in rows]
         tsp: list[list] = [[] for _ in rows]

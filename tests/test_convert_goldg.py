@@ -108,9 +108,10 @@ def test_fast_and_slow_paths_agree(tmp_path):
 
 
 def test_phrases_of_non_ascii_captions_across_balanced_parts(tmp_path):
-    """Spans count characters: accents, CJK and emoji captions give the same words Python slicing gives."""
+    """Spans count characters: accents, CJK and emoji captions give the same words Python slicing gives;
+    a span starting with an emoji (no word character) is trimmed to its word."""
     rng = random.Random(3)
-    words = ["café", "naïve", "dog", "猫", "🐕", "straße", "ball", "東京", "red"]
+    words = ["café", "naïve", "dog", "猫", "🐕pup", "straße", "ball", "東京", "red"]
     images, anns = [], []
     for i in range(40):
         cap = " ".join(rng.choice(words) for _ in range(rng.randint(2, 6)))
@@ -131,6 +132,8 @@ def test_phrases_of_non_ascii_captions_across_balanced_parts(tmp_path):
     for r in recs:
         for g in r["regions"]:
             assert g["phrase"] == " ".join(r["caption"][s:e] for s, e in g["tokens_positive"])
+            assert "🐕" not in g["phrase"]
+    assert any("pup" in g["phrase"] for r in recs for g in r["regions"])
     sizes = [part["rows"] for part in m.parts]
     assert len(sizes) == 6 and max(sizes) - min(sizes) <= 1  # 36 images in at most 7 a part: 6 balanced parts
 
@@ -199,3 +202,33 @@ def test_progress_reports_every_byte_read(tmp_path):
     seen: list[int] = []
     convert_goldg(p, tmp_path / "out", GoldGConvertConfig(source="flickr30k"), progress=seen.append)
     assert sum(seen) == p.stat().st_size
+
+
+def test_spans_are_trimmed_and_wordless_spans_rejected(tmp_path):
+    """A span over " " or "." grounds no word: rejected with its reason, never a class text " " or "."."""
+    cap = "  A dog .  and a  ball!"
+    images = [{"file_name": "1.jpg", "height": 100, "width": 100, "id": 1, "caption": cap}]
+    a = [
+        (1, [[0, 5]]),  # "  A d" -> "A d" [2, 5]
+        (2, [[0, 7]]),  # "  A dog" -> "A dog" [2, 7]
+        (3, [[7, 8]]),  # " ": rejected
+        (4, [[8, 9]]),  # ".": rejected
+        (5, [[6, 9], [17, 23]]),  # "g ." and "ball!" -> "g" [6, 7], "ball" [18, 22]
+        (6, [[7, 9], [16, 23]]),  # " ." (left out) and " ball!" -> "ball" [18, 22]
+    ]
+    anns = [{"id": i, "image_id": 1, "bbox": [1, 1, 10, 10], "area": 100, "iscrowd": 0, "tokens_positive": sp}
+            for i, sp in a]
+    p = tmp_path / "mdetr.json"
+    p.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "o"}]}))
+    m = convert_goldg(p, tmp_path / "out", GoldGConvertConfig(source="t"))
+    (r,) = records(tmp_path / "out")
+    got = [(g["phrase"], g["tokens_positive"]) for g in r["regions"]]
+    assert got == [("A d", [[2, 5]]), ("A dog", [[2, 7]]), ("g ball", [[6, 7], [18, 22]]), ("ball", [[18, 22]])]
+    assert m.counts["rejected"] == {"no word character in spans": 2} and m.counts["boxes"] == 4
+    rej = Dataset(tmp_path / "out").read_rejects().to_pylist()
+    assert [(x["record"], x["reason"], x["detail"]) for x in rej] == [
+        ("annotations[2] id=3", "no word character in spans", "spans [[7, 8]] cover [' ']"),
+        ("annotations[3] id=4", "no word character in spans", "spans [[8, 9]] cover ['.']")]
+    run_cli("export", "yolo-world", tmp_path / "out", "--out", tmp_path / "yw")
+    texts = json.loads((tmp_path / "yw" / "class_texts.json").read_text())
+    assert sorted(t for (t,) in texts) == ["A d", "A dog", "ball", "g ball"]

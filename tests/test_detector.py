@@ -20,6 +20,16 @@ def test_prompts_fit_the_token_limit_and_keep_spans():
         assert sum(counts[i] + 1 for i in idx) + 2 <= 10
 
 
+def test_detect_prompts_dotted_phrases_whole_and_skips_wordless_ones(tiny_models, sample_images):
+    det = GroundingDetector(str(tiny_models["detector"]), box_threshold=0.0)
+    propose, texts = det.propose, []
+    det.propose = lambda *a, **k: texts.extend(det.tokenizer.batch_decode(a[3], skip_special_tokens=True)) or propose(*a, **k)
+    (d,) = det.detect(sample_images[:1], [["st. mary church", "...", "dog"]])
+    assert texts == ["st mary church. dog."]
+    assert len(d) == 20 and set(d.phrase.tolist()) <= {0, 2}
+    assert len(det.detect(sample_images[:1], [["?"]])[0]) == 0
+
+
 def test_positive_map_averages_each_phrase_own_tokens():
     import torch
 

@@ -35,6 +35,7 @@ from formats.converters.common import (
 )
 from formats.dataset import DatasetWriter, Manifest, part_ranges, provenance
 from formats.json_stream import JSONStructureError
+from formats.phrase_rules import edges_are_words, trim_span
 
 log = logging.getLogger("ovlabel.goldg")
 
@@ -199,6 +200,7 @@ def _check_boxes(imgs: pa.Table, anns: pa.Table, slot: np.ndarray, keep_img: np.
     bad = np.zeros(n, dtype=bool)
     bad[owner[outside]] = True
     reject(bad, "span outside the caption", _span_details(np.flatnonzero(bad & keep), owner, flat, cap_len[keep_slot]))
+    flat, owner = _trim_box_spans(imgs.column("caption"), flat, owner, keep_slot, reject)
     if not _grouped_and_sorted(owner, flat[:, 0]):
         order = np.lexsort((flat[:, 0], owner))  # spans of one box, by start
         flat, owner = flat[order], owner[order]
@@ -223,6 +225,32 @@ def _check_boxes(imgs: pa.Table, anns: pa.Table, slot: np.ndarray, keep_img: np.
     np.cumsum(counts, out=span_offsets[1:])
     return {"slot": slot[order], "bbox": np.stack([x1, y1, x2, y2], axis=1)[order],
             "spans": flat.astype(np.int32), "span_offsets": span_offsets}
+
+
+def _trim_box_spans(captions, flat: np.ndarray, owner: np.ndarray, keep_slot: np.ndarray, reject: MaskRejects):
+    """Every span of a kept box trimmed to word characters; spans with none are left out, and a box left
+    with no span is rejected ("no word character in spans"): its phrase would be blank or punctuation."""
+    live = np.flatnonzero(reject.keep[owner])
+    trimmed = _trimmed(captions, flat[live], keep_slot[owner[live]])
+    if np.array_equal(trimmed, flat[live]):
+        return flat, owner
+    empty = np.zeros(len(flat), dtype=bool)
+    empty[live[trimmed[:, 0] < 0]] = True
+    words = np.zeros(len(reject.keep), dtype=bool)
+    words[owner[~empty]] = True
+    caps = captions.combine_chunks() if isinstance(captions, pa.ChunkedArray) else captions
+
+    def details(idx):
+        out = []
+        for i in idx.tolist():
+            mine = flat[owner == i].tolist()
+            text = caps[int(keep_slot[i])].as_py()
+            out.append(f"spans {mine} cover {[text[a:b] for a, b in mine]!r}")
+        return out
+    reject(~words, "no word character in spans", details)
+    new = np.array(flat, dtype=np.int64, copy=True)
+    new[live] = trimmed
+    return new[~empty], owner[~empty]
 
 
 def _grouped_and_sorted(group: np.ndarray, key: np.ndarray) -> bool:
@@ -254,38 +282,65 @@ def _boxes(bbox: pa.ListArray) -> np.ndarray:
     return box
 
 
-def _phrases(captions: pa.Array, spans: np.ndarray, span_offsets: np.ndarray, slots: np.ndarray) -> pa.Array:
-    """The grounded words of each box: the text at its (sorted) spans, joined by single spaces.
-
-    Spans count characters (code points), as Python's do; they are mapped to UTF-8 byte positions and the
-    bytes gathered in one vectorised pass. Every span lies inside its caption (checked before).
-    """
+def _utf8(captions: pa.Array) -> tuple[pa.StringArray, np.ndarray, np.ndarray]:
+    """The captions as one string array, its character-offsets buffer and its UTF-8 bytes (no copies)."""
     captions = captions.combine_chunks() if isinstance(captions, pa.ChunkedArray) else captions
     if captions.type != pa.string():
         captions = captions.cast(pa.string())
     _, off_buf, data_buf = captions.buffers()
     cap_off = np.frombuffer(off_buf, dtype=np.int32)[captions.offset:captions.offset + len(captions) + 1]
     data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-    n_box = len(span_offsets) - 1
-    box = np.repeat(np.arange(n_box), np.diff(span_offsets))
-    cap = slots[box]
+    return captions, cap_off, data
+
+
+def _byte_spans(cap_off: np.ndarray, data: np.ndarray, cap: np.ndarray, spans: np.ndarray):
+    """UTF-8 byte positions (start, end) in `data` of character spans of captions `cap` (inside them)."""
     first = cap_off[cap].astype(np.int64)
     s, e = spans[:, 0].astype(np.int64), spans[:, 1].astype(np.int64)
     if not (data[cap_off[0]:cap_off[-1]] & 0x80).any():  # ASCII: characters are bytes
-        b_s, b_e = first + s, first + e
-    else:  # the k-th character of a caption starts at its k-th UTF-8 lead byte
-        lead = np.append(np.flatnonzero((data & 0xC0) != 0x80), len(data))  # + a sentinel past the end
-        base = np.searchsorted(lead, first)
-        last = cap_off[cap + 1].astype(np.int64)
+        return first + s, first + e
+    # the k-th character of a caption starts at its k-th UTF-8 lead byte
+    lead = np.append(np.flatnonzero((data & 0xC0) != 0x80), len(data))  # + a sentinel past the end
+    base = np.searchsorted(lead, first)
+    last = cap_off[cap + 1].astype(np.int64)
 
-        def byte_at(k):  # a caption's end for k == its length
-            return np.minimum(lead[np.minimum(base + k, len(lead) - 1)], last)
-        b_s, b_e = byte_at(s), byte_at(e)
+    def byte_at(k):  # a caption's end for k == its length
+        return np.minimum(lead[np.minimum(base + k, len(lead) - 1)], last)
+    return byte_at(s), byte_at(e)
+
+
+def _trimmed(captions: pa.Array, spans: np.ndarray, cap: np.ndarray) -> np.ndarray:
+    """Spans trimmed to their first and last word character (formats.phrase_rules); [-1, -1] where none.
+
+    Spans whose edge bytes are ASCII word characters (nearly all) are checked in one vectorised pass; the
+    rest are trimmed in Python on their caption's text.
+    """
+    captions, cap_off, data = _utf8(captions)
+    out = np.array(spans, dtype=np.int64, copy=True).reshape(-1, 2)
+    if not len(out):
+        return out
+    b_s, b_e = _byte_spans(cap_off, data, cap, out)
+    for i in np.flatnonzero(~edges_are_words(data, b_s, b_e)).tolist():
+        trimmed = trim_span(captions[int(cap[i])].as_py(), int(out[i, 0]), int(out[i, 1]))
+        out[i] = trimmed if trimmed is not None else (-1, -1)
+    return out
+
+
+def _phrases(captions: pa.Array, spans: np.ndarray, span_offsets: np.ndarray, slots: np.ndarray) -> pa.Array:
+    """The grounded words of each box: the text at its (sorted) spans, joined by single spaces.
+
+    Spans count characters (code points), as Python's do; they are mapped to UTF-8 byte positions and the
+    bytes gathered in one vectorised pass. Every span lies inside its caption (checked before).
+    """
+    captions, cap_off, data = _utf8(captions)
+    n_box = len(span_offsets) - 1
+    box = np.repeat(np.arange(n_box), np.diff(span_offsets))
+    b_s, b_e = _byte_spans(cap_off, data, slots[box], spans)
     # each span's bytes, followed by a space unless it is its box's last span
-    sep = np.ones(len(s), dtype=np.int64)
+    sep = np.ones(len(spans), dtype=np.int64)
     sep[span_offsets[1:][np.diff(span_offsets) > 0] - 1] = 0
     piece = b_e - b_s + sep
-    out_off = np.zeros(len(s) + 1, dtype=np.int64)
+    out_off = np.zeros(len(spans) + 1, dtype=np.int64)
     np.cumsum(piece, out=out_off[1:])
     src = np.arange(out_off[-1], dtype=np.int64) + np.repeat(b_s - out_off[:-1], piece)
     out = data[np.minimum(src, max(len(data) - 1, 0))] if len(src) else np.zeros(0, np.uint8)

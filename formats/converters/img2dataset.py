@@ -37,6 +37,7 @@ from formats.dataset import (
     write_rejects_file,
 )
 from formats.images import parquet_url, tar_url
+from formats.phrase_rules import trim_span
 
 log = logging.getLogger("ovlabel.img2dataset")
 
@@ -159,7 +160,12 @@ def _grit_regions(t: pa.Table, column: str, min_score: float, file: str) -> tupl
             if why:
                 rejects.append({"file": file, "record": f"key={keys[r]} {column}[{j}]", "reason": why, "detail": repr(c)})
                 continue
-            s, e = int(c[0]), int(c[1])
+            span = trim_span(cap, int(c[0]), int(c[1]))  # the phrase rule: formats.phrase_rules
+            if span is None:
+                rejects.append({"file": file, "record": f"key={keys[r]} {column}[{j}]",
+                                "reason": "no word character in span", "detail": repr(cap[int(c[0]):int(c[1])])})
+                continue
+            s, e = span
             x1, y1, x2, y2 = (min(max(v, 0.0), 1.0) for v in c[2:6])
             score = c[6] if len(c) > 6 and c[6] is not None else None
             if (x2 - x1) * (y2 - y1) <= 0 or (score is not None and score < min_score):
