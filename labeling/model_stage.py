@@ -60,7 +60,7 @@ class ModelStage(Stage):
     (index into the row's phrases) and ``image_score`` (CLIP image vs caption; NaN where the image failed)."""
 
     name = "detect-and-score"
-    resources = Resources(cpus=1.0, gpus=1.0)
+    resources = Resources(cpus=1.0, gpus=1.0, memory=4 << 30)  # host memory: models, buffers, batches
     actor = True
     reads = ("pixels", *SIZE_COLUMNS, "error", "phrases",
              "prompt_ids", "prompt_phrases", "prompt_token_spans", "caption_clip_ids")

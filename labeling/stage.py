@@ -19,10 +19,12 @@ import pyarrow as pa
 
 @dataclass(frozen=True)
 class Resources:
-    """What one worker of a stage reserves: ``cpus`` (fractions allowed), ``gpus`` (0 on CPU-only work)."""
+    """What one worker of a stage reserves: ``cpus`` (fractions allowed), ``gpus`` (0 on CPU-only work),
+    ``memory`` (bytes of host memory; 0: not reserved)."""
 
     cpus: float = 1.0
     gpus: float = 0.0
+    memory: float = 0.0
 
 
 class StageError(ValueError):

@@ -216,7 +216,7 @@ def test_stages_check_their_declared_columns_and_set_up_once():
 class _Gpu(Stage):
     name = "model"
     actor = True
-    resources = Resources(cpus=1.0, gpus=1.0)
+    resources = Resources(cpus=1.0, gpus=1.0, memory=4e9)
 
 
 class _Cpu(Stage):
@@ -225,13 +225,13 @@ class _Cpu(Stage):
 
 
 def test_resources_scale_to_the_cluster():
-    one = plan_resources([_Cpu(), _Gpu()], cluster_cpus=1, cluster_gpus=0)
-    assert one["model"].resources == Resources(cpus=0.5, gpus=0.0) and one["model"].pool == 1
+    one = plan_resources([_Cpu(), _Gpu()], cluster_cpus=1, cluster_gpus=0, cluster_memory=8e9)
+    assert one["model"].resources == Resources(cpus=0.5, gpus=0.0, memory=2e9) and one["model"].pool == 1
     assert one["decode"].resources == Resources(cpus=0.5, gpus=0.0) and one["decode"].pool is None
     two = plan_resources([_Cpu(), _Gpu()], cluster_cpus=2, cluster_gpus=0)
     assert two["model"].resources.cpus == 1.0 and two["decode"].resources.cpus == 1.0
     node = plan_resources([_Cpu(), _Gpu()], cluster_cpus=16, cluster_gpus=2)
-    assert node["model"].resources == Resources(cpus=1.0, gpus=1.0) and node["model"].pool == 2
+    assert node["model"].resources == Resources(cpus=1.0, gpus=1.0, memory=4e9) and node["model"].pool == 2
     assert node["decode"].resources.cpus == 1.0
     assert plan_resources([_Cpu(), _Gpu()], 16, 2, {"model": 1})["model"].pool == 1
     with pytest.raises(ResourceError, match="3 actors x 1.0 GPU exceed the cluster's 2"):

@@ -184,7 +184,8 @@ def _run_units(units: list[dict], cfg: PseudoConfig, opts: RunOptions, writer: D
     stages = build_stages(cfg, opts, gpus)
     model = next(s for s in stages if s.actor)
     plan = plan_resources(stages, float(res.get("CPU", 0)), gpus,
-                          {model.name: opts.model_actors} if opts.model_actors else None)
+                          {model.name: opts.model_actors} if opts.model_actors else None,
+                          cluster_memory=float(res.get("memory", 0)))
     log.info("stages: %s", ", ".join(f"{s.name} ({plan[s.name].resources.cpus:g} CPU"
                                           f"{f', {plan[s.name].resources.gpus:g} GPU' if plan[s.name].resources.gpus else ''}"
                                           f"{f', {plan[s.name].pool} actors' if plan[s.name].pool else ''})"

@@ -29,9 +29,10 @@ class Placement:
 
 
 def plan_resources(stages: list[Stage], cluster_cpus: float, cluster_gpus: float,
-                   pools: dict[str, int] | None = None) -> dict[str, Placement]:
+                   pools: dict[str, int] | None = None, cluster_memory: float = 0.0) -> dict[str, Placement]:
     """Scaled resources per stage name. ``pools`` overrides actor pool sizes (default: one actor per GPU the
-    stage could use, else 1).
+    stage could use, else 1). An actor's declared memory is capped at a quarter of the cluster's
+    (``cluster_memory`` bytes; 0: unknown, kept as declared).
 
     Raises ResourceError when the cluster has no CPU, or a stage needs a GPU fraction the cluster lacks.
     """
@@ -54,7 +55,8 @@ def plan_resources(stages: list[Stage], cluster_cpus: float, cluster_gpus: float
             raise ResourceError(f"stage {s.name}: {sizes[s.name]} actors x {gpus} GPU exceed the cluster's {cluster_gpus}")
         cpus = min(s.resources.cpus, cpu_share)
         actor_cpus += cpus * sizes[s.name]
-        out[s.name] = Placement(Resources(cpus=cpus, gpus=gpus), sizes[s.name])
+        memory = min(s.resources.memory, cluster_memory / 4) if cluster_memory else s.resources.memory
+        out[s.name] = Placement(Resources(cpus=cpus, gpus=gpus, memory=memory), sizes[s.name])
     free = cluster_cpus - actor_cpus
     for s in stages:
         if not s.actor:
@@ -98,11 +100,6 @@ class _ActorStage:
         return self.stage(batch)
 
 
-def _separate_workers() -> dict:
-    """No extra remote args; its presence marks an actor stage as not fusable with its neighbours."""
-    return {}
-
-
 def apply_stage(ds, stage: Stage, placement: Placement, *, batch_size: int | None = None):
     """``ds.map_batches`` for `stage` with its placement: a task per batch, or an actor pool.
 
@@ -112,11 +109,14 @@ def apply_stage(ds, stage: Stage, placement: Placement, *, batch_size: int | Non
 
     kw = {"batch_size": batch_size, "batch_format": "pyarrow", "num_cpus": placement.resources.cpus}
     if stage.actor:
-        # ray_remote_args_fn (public) also keeps Ray Data from fusing the CPU stages before it into the actor,
-        # where they would run serially beside the model instead of on every CPU of the cluster
+        # an actor reserves its memory; that also keeps Ray Data from fusing the CPU stages before the actor
+        # into it (it fuses only operators with equal resource requests), where they would run serially beside
+        # the model instead of on every CPU of the cluster
+        if not placement.resources.memory:
+            raise ResourceError(f"stage {stage.name}: an actor stage must declare its memory")
         return ds.map_batches(_ActorStage, fn_constructor_kwargs={"stage": stage},
                               compute=ray.data.ActorPoolStrategy(size=placement.pool),
-                              num_gpus=placement.resources.gpus, ray_remote_args_fn=_separate_workers, **kw)
+                              num_gpus=placement.resources.gpus, memory=placement.resources.memory, **kw)
     key = type(stage).__qualname__.encode() + pickle.dumps(stage.__dict__)
     fn = _run_task_in_slices if stage.rows_per_block else _run_task
     return ds.map_batches(fn, fn_kwargs={"stage": stage, "key": key}, **kw)
