@@ -29,7 +29,8 @@ def cmd_convert_coco(a: argparse.Namespace) -> None:
     from formats.converters.coco import CocoConvertConfig, convert_coco
 
     cfg = CocoConvertConfig(source=a.source, image_root=a.image_root, check_images=a.check_images,
-                            fix_o365_names=a.fix_o365_names, part_images=a.part_images)
+                            fix_o365_names=a.fix_o365_names, part_images=a.part_images,
+                            keep_unused_categories=a.keep_unused_categories)
     with reading_progress(a.annotations) as update:
         m = convert_coco(a.annotations, a.out, cfg, overwrite=a.overwrite, progress=update)
     c = m.counts
@@ -87,6 +88,9 @@ def register_convert_coco(csub) -> None:
     c.add_argument("--image-root", help="folder the file names are relative to (recorded in the manifest)")
     c.add_argument("--check-images", action="store_true", help="check every image exists and its size matches")
     c.add_argument("--fix-o365-names", action="store_true", help="fix the 13 misspelled Objects365 v2 names")
+    c.add_argument("--keep-unused-categories", action="store_true",
+                   help="--source custom: keep categories no box uses that are other categories' supercategory "
+                        "or a background category (left out of the label map by default, and counted)")
     c.add_argument("--part-images", type=int, default=100_000, help="at most this many images per parquet part; parts are balanced (default 100000)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     c.set_defaults(func=cmd_convert_coco, bulk=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -47,6 +48,20 @@ SOURCES = COCO_SOURCES
 ID_MINUS_ONE = {"o365v1", "o365v2", "v3det", "lvis_v1"}
 KNOWN_BROKEN = {"o365v1": {6, 19, 23}, "o365v2": {908726, 320532, 320534}}
 COCO80_IDS = [i for i in range(1, 91) if i not in {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}]
+# the 80 COCO 2017 (id, name) pairs of instances_*2017.json (MMDetection's CocoDataset.METAINFO classes)
+COCO80_NAMES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
+    "hair drier", "toothbrush",
+)
+COCO80 = dict(zip(COCO80_IDS, COCO80_NAMES))
+BACKGROUND_NAMES = {"background", "__background__", "_background_", "bg", "backgroud"}
 COCO_URL_PREFIX = "http://images.cocodataset.org/"
 O365V2_PREFIXES = ("images/v2/", "images/v1/")
 
@@ -86,6 +101,7 @@ class CocoConvertConfig:
     check_images: bool = False
     fix_o365_names: bool = False
     part_images: int = 100_000
+    keep_unused_categories: bool = False  # custom: keep unused supercategory / background categories as classes
 
 
 def o365_name_fixes() -> dict[int, tuple[str, str]]:
@@ -116,9 +132,8 @@ def build_categories(raw: list, source: str, path: str, fix_names: bool = False)
             raise ConversionError(f"{path}: {source} category ids start at 1; found id {ids[0]}")
         label_of = {i: i - 1 for i in ids}
     elif source == "coco2017":
-        if ids != COCO80_IDS:
-            raise ConversionError(f"{path}: not the 80 COCO 2017 categories (found {len(ids)} ids); use --source custom")
-        label_of = {cid: k for k, cid in enumerate(ids)}
+        cats = coco80_categories(cats, path)
+        label_of = {cid: k for k, cid in enumerate(COCO80_IDS)}
     else:
         label_of = {cid: k for k, cid in enumerate(ids)}
     if fix_names:
@@ -130,6 +145,58 @@ def build_categories(raw: list, source: str, path: str, fix_names: bool = False)
     for c in cats:
         c["label"] = label_of[c["id"]]
     return sorted(cats, key=lambda c: c["label"])
+
+
+def coco80_categories(cats: list[dict], path: str) -> list[dict]:
+    """The 80 COCO 2017 categories for a file holding any subset of the standard (id, name) pairs.
+
+    MMDetection's ``CocoDataset`` maps a file's categories into its fixed 80-class label space by name; here
+    both id and name must be a standard pair (names compared ignoring case), and classes the file lacks are
+    added with their standard name, so labels are the same 80 whatever subset a file holds."""
+    by_id = {c["id"]: c for c in cats}
+    for c in cats:
+        std = COCO80.get(c["id"])
+        if std is None:
+            raise ConversionError(f"{path}: category id {c['id']} ({c['name']!r}) is not one of the 80 COCO 2017 "
+                                  "categories; use --source custom")
+        if c["name"].strip().lower() != std:
+            raise ConversionError(f"{path}: category id {c['id']} is named {c['name']!r}; COCO 2017 names it "
+                                  f"{std!r}; use --source custom")
+    return [by_id.get(cid, {"id": cid, "name": name}) for cid, name in COCO80.items()]
+
+
+def unused_categories(cats: list[dict], used_ids: set) -> dict[int, str]:
+    """Categories with no box that are not classes: {id: reason}.
+
+    A category no annotation uses is left out when other categories name it as their ``supercategory``
+    (Roboflow's root category, e.g. id 0 "fishes" over "fish") or when its name is a background name
+    (``background``, ``__background__``, ...). Used categories are always kept."""
+    def norm(v) -> str | None:
+        return None if v is None else str(v).strip().lower()
+
+    supers = Counter(norm(c.get("supercategory")) for c in cats)
+    out = {}
+    for c in cats:
+        if c["id"] in used_ids:
+            continue
+        name = norm(c["name"])
+        if name in BACKGROUND_NAMES:
+            out[c["id"]] = "unused background category"
+        elif supers[name] - (norm(c.get("supercategory")) == name) > 0:
+            out[c["id"]] = "unused supercategory of other categories"
+    return out
+
+
+def drop_categories(cats: list[dict], drop: dict[int, str], rej: Rejects) -> list[dict]:
+    """`cats` without the `drop` ids, labels renumbered densely in the same order; each drop recorded."""
+    for k, c in enumerate(cats):
+        if c["id"] in drop:
+            rej.add_records([f"categories[{k}] id={c['id']} name={c['name']!r}"], drop[c["id"]],
+                            "no box uses it; --keep-unused-categories keeps it", dropped=True)
+    kept = [dict(c) for c in cats if c["id"] not in drop]
+    for k, c in enumerate(kept):
+        c["label"] = k
+    return kept
 
 
 def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: CocoConvertConfig, *,
@@ -150,6 +217,9 @@ def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: C
     cats = build_categories(cols.categories, cfg.source, str(ann_path), cfg.fix_o365_names)
     ids = id_columns(cols, ann_path)
     rej = Rejects(str(ann_path))
+    if cfg.source == "custom" and not cfg.keep_unused_categories:
+        used = set(np.unique(cols.ann_cat[cols.ann_cat != MISSING]).tolist())
+        cats = drop_categories(cats, unused_categories(cats, used), rej)
     problems = {(a, i): (r, d) for a, i, r, d in cols.problems}
 
     keep_img, file_names = _check_images(cols, ids, cfg, rej, problems)
@@ -177,6 +247,9 @@ def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: C
         "categories": len(cats),
         "dropped": dict(sorted(rej.dropped.items())), "rejected": dict(sorted(rej.rejected.items())),
     }
+    left_out = {r: n for r, n in rej.dropped.items() if r.startswith("unused ")}
+    if left_out:
+        counts["categories_left_out"] = dict(sorted(left_out.items()))
     return writer.finish(counts)
 
 
