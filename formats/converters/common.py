@@ -142,7 +142,8 @@ def safe_file_names(names: pa.Array) -> tuple[pa.Array, dict[int, str]]:
 
 
 def verify_image_files(root: str, names: list[str], widths: np.ndarray, heights: np.ndarray) -> dict[int, tuple[str, str]]:
-    """Checks each image exists under `root` and its header size matches; returns {index: (reason, detail)}."""
+    """Checks each image exists under `root` and its header size (as displayed: EXIF orientation applied,
+    `formats.images.image_size`) matches; returns {index: (reason, detail)}."""
     from formats.images import ImageError, image_size
 
     def check(i: int):
@@ -157,7 +158,10 @@ def verify_image_files(root: str, names: list[str], widths: np.ndarray, heights:
         except ImageError as e:
             return i, ("unreadable image", str(e))
         if (w, h) != (int(widths[i]), int(heights[i])):
-            return i, ("image size mismatch", f"{full}: header {w}x{h}, annotation {widths[i]}x{heights[i]}")
+            note = ""
+            if (h, w) == (int(widths[i]), int(heights[i])):
+                note = " (EXIF orientation turns the stored image; the annotation has the stored, unturned size)"
+            return i, ("image size mismatch", f"{full}: header {w}x{h} as displayed, annotation {widths[i]}x{heights[i]}{note}")
         return i, None
 
     with ThreadPoolExecutor(8) as pool:
