@@ -161,6 +161,17 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         raise ImageError(f"{path}: cannot read the image header: {type(e).__name__}: {e}") from None
 
 
+def header_size(f, name: str) -> tuple[int, int]:
+    """`image_size` of an open binary file (a tar member): (width, height) as displayed, from the header."""
+    from PIL import Image
+
+    try:
+        with Image.open(f) as im:
+            return oriented_size(im)
+    except Exception as e:  # noqa: BLE001 - any decoder failure is a reason to report
+        raise ImageError(f"{name}: cannot read the image header: {type(e).__name__}: {e}") from None
+
+
 def exif_orientation(im) -> int:
     """The EXIF orientation tag (1-8) of an opened image; 1 when absent or unreadable."""
     try:
