@@ -125,8 +125,8 @@ def test_images_dir_writes_shard_images_once_and_points_the_exports_at_them(samp
     stored = ds.read(["file_name", "width", "height"]).to_pylist()
     assert all(r["file_name"].startswith("tar://") for r in stored)
     images = tmp_path / "images"
-    summary = json.loads(run_cli("export", "odvg", ds_dir, "--out", tmp_path / "cc3m.jsonl",
-                                 "--images-dir", images).stdout)
+    summary = json.loads(run_cli("export", "odvg", ds_dir, "--out", tmp_path / "cc3m.jsonl",  # captions only:
+                                 "--images-dir", images, "--keep-empty").stdout)  # no region in any record
     assert summary["images_written"] == len(stored) and summary["images_present"] == 0
     exported = lines(tmp_path / "cc3m.jsonl")
     assert len(exported) == len(stored)
@@ -156,3 +156,55 @@ def test_images_dir_never_writes_outside_it(name):
 
     with pytest.raises(UnsafePathError):
         local_name(name)
+
+
+def vg_dataset(path, file_names: list[str], boxes: list[int]):
+    """A small VG dataset: one record per file name with the given number of regions (0 = a caption without boxes)."""
+    import pyarrow as pa
+
+    from formats import schema as S
+    from formats.dataset import DatasetWriter, Manifest
+
+    rows = []
+    for i, (name, n) in enumerate(zip(file_names, boxes)):
+        regs = [{"region_id": None, "bbox": [1.0, 2.0, 3.0 + k, 4.0], "label": None, "category": None, "phrase": "dog",
+                 "tokens_positive": [[2, 5]], "score": None, "det_score": None, "clip_score": None, "origin": "gold",
+                 "round": None} for k in range(n)]
+        rows.append({"image_id": f"t/{i}", "source": "t", "file_name": name, "width": 10, "height": 10,
+                     "caption": "a dog", "regions": regs})
+    w = DatasetWriter(path, Manifest(kind="vg", source="t", image_root=str(path)))
+    w.write_part("part-00000.parquet", S.conform(pa.Table.from_pylist(rows, schema=S.CORE_SCHEMA)))
+    w.finish()
+    return path
+
+
+def test_odvg_leaves_out_grounding_records_without_regions(tmp_path):
+    ds = vg_dataset(tmp_path / "vg", ["a.jpg", "b.jpg", "c.jpg"], [1, 0, 2])
+    r = export_odvg(ds, tmp_path / "vg.jsonl")
+    assert r["lines"] == 2 and r["left_out_empty"] == 1
+    assert [(x["filename"], len(x["grounding"]["regions"])) for x in lines(tmp_path / "vg.jsonl")] == [("a.jpg", 1),
+                                                                                                     ("c.jpg", 2)]
+    r = export_odvg(ds, tmp_path / "all.jsonl", keep_empty=True)
+    assert r["lines"] == 3 and r["left_out_empty"] == 0
+    assert lines(tmp_path / "all.jsonl")[1]["grounding"] == {"caption": "a dog", "regions": []}
+
+
+def test_exports_of_shard_backed_images_need_images_dir_or_tar_paths(tmp_path):
+    from conftest import run_cli
+
+    from formats.export.images import ShardImagesError
+
+    ds = vg_dataset(tmp_path / "vg", ["tar://k1.jpg::00000.tar", "a.jpg"], [1, 1])
+    for export in (lambda: export_odvg(ds, tmp_path / "x.jsonl"), lambda: export_coco(ds, tmp_path / "x.json"),
+                   lambda: export_yolo_world(ds, tmp_path / "yw")):
+        with pytest.raises(ShardImagesError, match=r"1 images are inside img2dataset/webdataset shards "
+                                                   r"\(e.g. tar://k1.jpg::00000.tar\).*--images-dir DIR.*--tar-paths"):
+            export()
+    assert not (tmp_path / "x.jsonl").exists() and not (tmp_path / "x.json").exists()
+    r = export_odvg(ds, tmp_path / "x.jsonl", tar_paths=True)
+    assert [x["filename"] for x in lines(r["records"])] == ["tar://k1.jpg::00000.tar", "a.jpg"]
+    p = run_cli("export", "coco", ds, "--out", tmp_path / "c.json", check=False)
+    assert p.returncode == 1 and "--images-dir" in p.stderr and "--tar-paths" in p.stderr
+    run_cli("export", "coco", ds, "--out", tmp_path / "c.json", "--tar-paths")
+    assert [i["file_name"] for i in json.load(open(tmp_path / "c.json"))["images"]] == ["tar://k1.jpg::00000.tar",
+                                                                                       "a.jpg"]

@@ -64,12 +64,31 @@ def cmd_pseudo(a: argparse.Namespace) -> dict:
     if a.coco_out:
         from formats.export.coco import export_coco
 
-        summary["coco"] = export_coco(a.out, a.coco_out)["file"]
+        # a side output of a long run: shard-backed images are named as their shards (with a warning), not refused
+        summary["coco"] = export_coco(a.out, a.coco_out, tar_paths=True)["file"]
+        if _shard_backed(a.out):
+            log.warning("%s names images inside shards (tar://...), which trainers cannot open; for a trainer run "
+                        "`ovlabel export coco %s --out FILE --images-dir DIR`", a.coco_out, a.out)
     log.info("pseudo: %s images in, %s kept, %s boxes from %s candidates in %ss",
              summary.get("images_in"), summary.get("images"), summary.get("boxes"), summary.get("candidates"),
              summary.get("seconds"))
     print_json(summary)
     return summary
+
+
+def _shard_backed(dataset_dir) -> bool:
+    """True when some record of the dataset points inside an img2dataset/webdataset shard."""
+    from formats.dataset import Dataset
+    from formats.export.images import ShardImagesError, refuse_shard_names
+    from formats.query import connect, register_records
+
+    con, ds = connect(), Dataset(dataset_dir)
+    register_records(con, ds)
+    try:
+        refuse_shard_names(con, ds)
+    except ShardImagesError:
+        return True
+    return False
 
 
 def cmd_refilter(a: argparse.Namespace) -> None:

@@ -31,7 +31,7 @@ def class_texts(category: dict) -> list[str]:
 
 
 def export_yolo_world(dataset_dir: str | os.PathLike, out: str | os.PathLike, *,
-                      images_dir: str | os.PathLike | None = None) -> dict:
+                      images_dir: str | os.PathLike | None = None, tar_paths: bool = False) -> dict:
     """Writes class_texts.json (and grounding.json for VG data) into the folder `out`; `images_dir` as for
     `export_coco`."""
     ds = Dataset(dataset_dir).require_complete()
@@ -46,6 +46,7 @@ def export_yolo_world(dataset_dir: str | os.PathLike, out: str | os.PathLike, *,
         texts = [[c["name"]] for c in coco_categories(ds, con)]
         result = {"class_texts": out / "class_texts.json", "classes": len(texts),
                   **{f"grounding_{k}": v for k, v in export_coco(dataset_dir, out / "grounding.json",
-                                                                         images_dir=images_dir).items()}}
+                                                                         images_dir=images_dir,
+                                                                         tar_paths=tar_paths).items()}}
     atomic_write_json(out / "class_texts.json", texts)
     return result
