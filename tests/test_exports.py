@@ -208,3 +208,36 @@ def test_exports_of_shard_backed_images_need_images_dir_or_tar_paths(tmp_path):
     run_cli("export", "coco", ds, "--out", tmp_path / "c.json", "--tar-paths")
     assert [i["file_name"] for i in json.load(open(tmp_path / "c.json"))["images"]] == ["tar://k1.jpg::00000.tar",
                                                                                        "a.jpg"]
+
+
+@pytest.mark.parametrize("synonyms, texts", [  # as in YOLO-World's data/texts/lvis_v1_class_texts.json
+    (["arctic_(type_of_shoe)", "galosh", "golosh", "rubber_(type_of_shoe)", "gumshoe"],
+     ["arctic", "arctic type of shoe", "galosh", "golosh", "rubber", "rubber type of shoe", "gumshoe"]),
+    (["bat_(animal)"], ["bat", "bat animal"]),
+    (["bicycle", "bike_(bicycle)"], ["bicycle", "bike", "bike bicycle"]),
+    (["bottle_cap", "cap_(container_lid)"], ["bottle cap", "cap", "cap container lid"]),
+    (["cash_register", "register_(for_cash_transactions)"], ["cash register", "register", "register for cash transactions"]),
+    (["Band_Aid"], ["Band Aid"]),
+    (["football_(American)"], ["football", "football American"]),
+])
+def test_yolo_world_class_texts_split_parenthesised_qualifiers(synonyms, texts):
+    assert class_texts({"name": synonyms[0], "synonyms": synonyms}) == texts
+
+
+def test_embed_texts_first_synonym_by_default_or_mean(tiny_models, tmp_path):
+    import numpy as np
+
+    from workflows.embed_texts import embed_texts
+
+    texts = tmp_path / "t.json"
+    texts.write_text(json.dumps([["tv", "monitor"], ["cat"]]))
+    (tmp_path / "tv.json").write_text(json.dumps([["tv"], ["cat"]]))
+    first = embed_texts(texts, tiny_models["clip"], tmp_path / "first.npy")
+    assert first["synonyms"] == "first"
+    embed_texts(tmp_path / "tv.json", tiny_models["clip"], tmp_path / "tv.npy", synonyms="mean")
+    embed_texts(texts, tiny_models["clip"], tmp_path / "mean.npy", synonyms="mean")
+    a, tv, mean = (np.load(tmp_path / f"{n}.npy") for n in ("first", "tv", "mean"))
+    assert a == pytest.approx(tv, abs=1e-6)  # the first text only
+    assert not np.allclose(mean[0], a[0]) and mean[1] == pytest.approx(a[1], abs=1e-6)
+    with pytest.raises(ValueError, match="--synonyms 'all'"):
+        embed_texts(texts, tiny_models["clip"], tmp_path / "x.npy", synonyms="all")

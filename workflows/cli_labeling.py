@@ -118,7 +118,7 @@ def cmd_phrases(a: argparse.Namespace) -> None:
 def cmd_embed_texts(a: argparse.Namespace) -> None:
     from workflows.embed_texts import embed_texts
 
-    print_json(embed_texts(a.source, a.model, a.out))
+    print_json(embed_texts(a.source, a.model, a.out, synonyms=a.synonyms))
 
 
 def register(sub) -> None:
@@ -153,6 +153,9 @@ def register(sub) -> None:
     p.add_argument("source", help="a dataset directory (its label map) or a class-texts JSON ([[name, synonym], ...])")
     p.add_argument("--model", default=DEFAULT_CLIP, help="CLIP hub id or local folder")
     p.add_argument("--out", required=True, help="the .npy file to write")
+    p.add_argument("--synonyms", choices=("first", "mean"), default="first",
+                   help="embed each class's first text, as YOLO-World's generate_text_prompts.py does (default), "
+                        "or the normalised mean of all its synonyms")
     p.set_defaults(func=cmd_embed_texts)
 
     models = sub.add_parser("models", help="model utilities")
