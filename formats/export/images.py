@@ -88,7 +88,7 @@ class ShardImagesError(ValueError):
 def refuse_shard_names(con: duckdb.DuckDBPyConnection, ds: Dataset, view: str = "records") -> None:
     """Raises ShardImagesError when records of `view` point inside img2dataset/webdataset shards."""
     n, example = con.execute(f"""SELECT count(*), min(file_name) FROM {view}
-                                 WHERE file_name LIKE 'tar://%' OR file_name LIKE 'parquet://%'""").fetchone()
+                                 WHERE file_name LIKE 'tar://%' OR file_name LIKE 'parquet://%'""").fetchall()[0]
     if n:
         raise ShardImagesError(
             f"{ds.root}: {n:,} images are inside img2dataset/webdataset shards (e.g. {example}), names no trainer "

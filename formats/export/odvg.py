@@ -44,7 +44,7 @@ def export_odvg(dataset_dir: str | os.PathLike, out: str | os.PathLike, label_ma
     where, left_out = "", 0
     if ds.manifest.kind == "vg" and not keep_empty:
         where = "WHERE len(coalesce(regions, [])) > 0"
-        left_out = con.execute("SELECT count(*) FROM records WHERE len(coalesce(regions, [])) = 0").fetchone()[0]
+        left_out = con.execute("SELECT count(*) FROM records WHERE len(coalesce(regions, [])) = 0").fetchall()[0][0]
     out = Path(out)
     with atomic_path(out) as tmp:
         con.execute(f"""COPY (SELECT file_name AS filename, height, width, {body} FROM records {where})
