@@ -90,11 +90,22 @@ def test_round_trip_on_generated_o365(write_json, tmp_path):
             assert i["bbox"] == pytest.approx(j["bbox"], abs=1e-6)
 
 
-def test_hf_export_declares_features_and_loads(coco_ds, tmp_path):
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    """A `datasets` cache of this test's own (the shared one can serve another test's folder of the same name)."""
+    import datasets
+
+    cache = tmp_path / "hf_cache"
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    return cache
+
+
+def test_hf_export_declares_features_and_loads(coco_ds, tmp_path, hf_cache):
     import datasets
 
     export_hf(coco_ds, tmp_path / "hf")
-    d = datasets.load_dataset(str(tmp_path / "hf"), split="train")
+    d = datasets.load_dataset(str(tmp_path / "hf"), split="train", cache_dir=str(hf_cache))
     assert d.num_rows == 2
     assert d.features["regions"].feature["bbox"] == datasets.List(datasets.Value("float64"), length=4)
     assert d[0]["regions"][0]["category"] == "motorcycle"
@@ -241,3 +252,21 @@ def test_embed_texts_first_synonym_by_default_or_mean(tiny_models, tmp_path):
     assert not np.allclose(mean[0], a[0]) and mean[1] == pytest.approx(a[1], abs=1e-6)
     with pytest.raises(ValueError, match="--synonyms 'all'"):
         embed_texts(texts, tiny_models["clip"], tmp_path / "x.npy", synonyms="all")
+
+
+def test_hf_reexport_into_the_same_folder_is_not_served_stale(write_json, tmp_path, hf_cache):
+    """A second export of other records into the same folder, within the same second, loads the new records."""
+    import datasets
+
+    a, b = coco_doc(n_images=3), coco_doc(n_images=1, cats=((1, "dog"), (2, "cat"), (3, "eel")))
+    convert_coco(write_json(a, "a.json"), tmp_path / "a", CocoConvertConfig(source="custom", part_images=2))
+    convert_coco(write_json(b, "b.json"), tmp_path / "b", CocoConvertConfig(source="custom"))
+    ra = export_hf(tmp_path / "a", tmp_path / "hf")
+    first = datasets.load_dataset(str(tmp_path / "hf"), split="train", cache_dir=str(hf_cache))
+    assert first.num_rows == 3 and ra["shards"] == 2
+    rb = export_hf(tmp_path / "b", tmp_path / "hf")
+    assert sorted(p.name for p in (tmp_path / "hf" / "data").iterdir()) == [
+        f"train-{rb['fingerprint']}-00000-of-00001.parquet"]  # the first export's shards are gone
+    again = datasets.load_dataset(str(tmp_path / "hf"), split="train", cache_dir=str(hf_cache))
+    assert again.num_rows == 1 and again[0]["regions"][0]["category"] == "cat"
+    assert ra["fingerprint"] != rb["fingerprint"]
