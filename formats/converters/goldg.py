@@ -169,6 +169,9 @@ def _check_boxes(imgs: pa.Table, anns: pa.Table, refs: Ids, slot: np.ndarray, ke
 
     reject(~refs.valid, "invalid image_id", refs.why)
     reject(slot < 0, "unknown image_id", "no caption with this id")
+    if imgs.num_rows == 0:  # every annotation was rejected just above; nothing to index
+        return {"slot": np.zeros(0, np.int64), "bbox": np.zeros((0, 4)), "spans": np.zeros((0, 2), np.int32),
+                "span_offsets": np.zeros(1, np.int32)}
     keep_slot = np.where(slot >= 0, slot, 0)
     reject(~keep_img[keep_slot], "image rejected", "its caption was rejected or dropped", dropped=True)
     box = _boxes(anns.column("bbox").combine_chunks())

@@ -110,7 +110,8 @@ def shard_records(shard: Path, source: str, spans: str | None = None, min_score:
     rejects += [{"file": str(shard), "record": f"key={k}", "reason": "download failed", "detail": err}
                 for k, err in zip(failed.column("key").to_pylist(), errors)]
     t = t.filter(ok)
-    bad_size = pc.or_(pc.is_null(t.column("width")), pc.less_equal(t.column("width"), 0))
+    bad_size = pc.fill_null(pc.or_kleene(pc.less_equal(t.column("width"), 0), pc.less_equal(t.column("height"), 0)),
+                            True)  # a missing side is no size either
     if pc.any(bad_size).as_py():
         rejects += [{"file": str(shard), "record": f"key={k}", "reason": "invalid width/height", "detail": None}
                     for k in t.filter(bad_size).column("key").to_pylist()]
