@@ -277,8 +277,6 @@ def test_webdataset_every_sample_kept_or_rejected_and_never_mixed(tmp_path_facto
 
     from PIL import Image
 
-    from formats.converters.img2dataset import Img2DatasetConvertConfig, convert_img2dataset
-
     tmp = tmp_path_factory.mktemp("wds")
     raw = tmp / "raw"
     raw.mkdir()
@@ -305,11 +303,7 @@ def test_webdataset_every_sample_kept_or_rejected_and_never_mixed(tmp_path_facto
                 add(f"{s['key']}.json", b"{not json")
             elif meta is not None:
                 add(f"{s['key']}.json", json.dumps(meta).encode())
-    m = convert_img2dataset(raw, tmp / "ds", Img2DatasetConvertConfig(source="w", spans="ref_exps"))
-    ds = Dataset(tmp / "ds")
-    recs = ds.read().to_pylist()
-    rejected = [r["record"] for r in (ds.read_rejects().to_pylist() if ds.manifest.reject_parts else [])]
-    keys = [r["image_id"].split("/", 1)[1] for r in recs]
+    m, recs, keys, rejected = convert_shards(raw, tmp / "ds")
     present = [s["key"] for s in samples if s["image"] or s["txt"] is not None or s["json"]]  # a sample has a member
     assert sorted(keys + rejected_keys(rejected)) == sorted(present)
     assert m.counts["images"] == len(recs) and m.counts["images_in"] == len(present)
@@ -322,6 +316,17 @@ def test_webdataset_every_sample_kept_or_rejected_and_never_mixed(tmp_path_facto
         assert r["caption"] == want
         for g in r["regions"]:
             assert g["phrase"] == r["caption"][g["tokens_positive"][0][0]:g["tokens_positive"][0][1]]
+
+
+def convert_shards(raw, out):
+    """`convert grit`-style conversion of a shard folder: manifest, records, their keys, reject record names."""
+    from formats.converters.img2dataset import Img2DatasetConvertConfig, convert_img2dataset
+
+    m = convert_img2dataset(raw, out, Img2DatasetConvertConfig(source="g", spans="ref_exps"))
+    ds = Dataset(out)
+    recs = ds.read().to_pylist()
+    rejected = [r["record"] for r in (ds.read_rejects().to_pylist() if ds.manifest.reject_parts else [])]
+    return m, recs, [r["image_id"].split("/", 1)[1] for r in recs], rejected
 
 
 def rejected_keys(records: list[str]) -> list[str]:
@@ -347,8 +352,6 @@ def test_img2dataset_parquet_every_row_kept_or_rejected_and_boxes_stay_on_their_
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from formats.converters.img2dataset import Img2DatasetConvertConfig, convert_img2dataset
-
     tmp = tmp_path_factory.mktemp("i2d")
     raw = tmp / "raw"
     raw.mkdir()
@@ -357,11 +360,7 @@ def test_img2dataset_parquet_every_row_kept_or_rejected_and_boxes_stay_on_their_
                         ("ref_exps", pa.list_(pa.list_(pa.float64())))])
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), raw / "00000.parquet")
     (raw / "00000_stats.json").write_text("{}")
-    m = convert_img2dataset(raw, tmp / "ds", Img2DatasetConvertConfig(source="g", spans="ref_exps"))
-    ds = Dataset(tmp / "ds")
-    recs = ds.read().to_pylist()
-    rejected = [r["record"] for r in (ds.read_rejects().to_pylist() if ds.manifest.reject_parts else [])]
-    keys = [r["image_id"].split("/", 1)[1] for r in recs]
+    m, recs, keys, rejected = convert_shards(raw, tmp / "ds")
     assert sorted(keys + rejected_keys(rejected)) == sorted(r["key"] for r in rows)
     assert m.counts["images_in"] == len(rows)
     by_key = {r["key"]: r for r in rows}
