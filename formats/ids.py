@@ -75,26 +75,29 @@ def parse_json_ids(raw: pa.Array | pa.ChunkedArray) -> Ids:
     if bool(is_int.all()):  # the usual case: every id an integer
         return Ids(raw, np.zeros(n, dtype=bool))
     is_str = _mask(pc.starts_with(raw, '"'))
-    is_flt = _mask(pc.match_substring_regex(raw, _INTEGRAL_FLOAT))
-    text = raw.to_pylist()
-    out: list[str | None] = [None] * n
+    plain_str = is_str & ~_mask(pc.match_substring(raw, "\\"))
+    # integers as they are, strings without escapes unquoted: vectorised; the rest one by one
+    text = pc.if_else(pa.array(plain_str), pc.utf8_slice_codeunits(raw, 1, -1), raw)
+    text = pc.if_else(pa.array(is_int | plain_str), text, pa.nulls(n, pa.string()))
     invalid: dict[int, str] = {}
-    for i, t in enumerate(text):
-        if t is None:
-            continue
-        if is_int[i]:
-            out[i] = t
-        elif is_flt[i]:
-            out[i] = str(int(float(t)))
-        elif is_str[i]:
-            s = json.loads(t)
-            if s.strip():
-                out[i] = s
+    rest = np.flatnonzero(~(is_int | plain_str) & raw.is_valid().to_numpy(zero_copy_only=False))
+    if len(rest):
+        fixed = text.to_pylist()
+        for i in rest.tolist():
+            t = raw[i].as_py()
+            if pc.match_substring_regex(pa.array([t]), _INTEGRAL_FLOAT)[0].as_py():
+                fixed[i] = str(int(float(t)))
+            elif t.startswith('"'):
+                fixed[i] = json.loads(t)
             else:
-                invalid[i] = "an empty string is not an id"
-        else:
-            invalid[i] = f"{t[:40]} is not an integer or a string"
-    return Ids(pa.array(out, pa.string()), is_str & np.array([o is not None for o in out], dtype=bool), invalid)
+                invalid[i] = f"{t[:40]} is not an integer or a string"
+        text = pa.array(fixed, pa.string())
+    empty = _mask(pc.equal(pc.utf8_trim_whitespace(text), ""))
+    for i in np.flatnonzero(empty).tolist():
+        invalid[i] = "an empty string is not an id"
+    if empty.any():
+        text = pc.if_else(pa.array(empty), pa.nulls(n, pa.string()), text)
+    return Ids(text, is_str & text.is_valid().to_numpy(zero_copy_only=False), invalid)
 
 
 def ids_from_values(values: list) -> Ids:
