@@ -230,6 +230,8 @@ def test_exports_of_shard_backed_images_need_images_dir_or_tar_paths(tmp_path):
     (["cash_register", "register_(for_cash_transactions)"], ["cash register", "register", "register for cash transactions"]),
     (["Band_Aid"], ["Band Aid"]),
     (["football_(American)"], ["football", "football American"]),
+    (["windshield_wiper", "wiper_(for_windshield/screen)"], ["windshield wiper", "wiper", "wiper for windshield or screen"]),
+    (["monitor_(computer_equipment) computer_monitor"], ["monitor", "monitor computer equipment"]),
 ])
 def test_yolo_world_class_texts_split_parenthesised_qualifiers(synonyms, texts):
     assert class_texts({"name": synonyms[0], "synonyms": synonyms}) == texts

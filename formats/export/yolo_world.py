@@ -20,17 +20,23 @@ from formats.dataset import Dataset, atomic_write_json
 from formats.export.coco import coco_categories, export_coco
 from formats.query import connect, register_records
 
-_QUALIFIED = re.compile(r"^(?P<bare>.+?)[_\s]*\((?P<qualifier>[^()]+)\)\s*$")
+_QUALIFIED = re.compile(r"^(?P<bare>.+?)[_\s]*\((?P<qualifier>[^()]+)\)")
 
 
 def synonym_texts(synonym: str) -> list[str]:
-    """One synonym's texts by YOLO-World's rule: underscores to spaces; ``bat_(animal)`` -> ``bat``, ``bat animal``."""
+    """One synonym's texts by YOLO-World's rule: underscores to spaces; ``bat_(animal)`` -> ``bat``, ``bat animal``.
+
+    As in YOLO-World's ``lvis_v1_class_texts.json``: a ``/`` inside the qualifier reads ``or``
+    (``wiper_(for_windshield/screen)`` -> ``wiper for windshield or screen``) and words after the qualifier
+    are left out (LVIS's ``monitor_(computer_equipment) computer_monitor`` -> ``monitor``,
+    ``monitor computer equipment``). With this, 1,202 of LVIS v1's 1,203 classes get exactly YOLO-World's
+    texts; the other is its spelling fix of ``speaker_(stero_equipment)``."""
     s = str(synonym).strip()
     m = _QUALIFIED.match(s)
     if m is None:
         return [" ".join(s.replace("_", " ").split())]
     bare = " ".join(m["bare"].replace("_", " ").split())
-    qualifier = " ".join(m["qualifier"].replace("_", " ").split())
+    qualifier = " ".join(m["qualifier"].replace("_", " ").replace("/", " or ").split())
     return [bare, f"{bare} {qualifier}"] if bare else [qualifier]
 
 
