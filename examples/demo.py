@@ -64,7 +64,8 @@ def main() -> None:
     run([PY, "pipelines/cc3m_pseudo.py", "--input", "examples/cc3m_sample", "--out", out / "cc3m_pseudo",
          "--detector", detector or DEFAULT_DETECTOR, "--clip", clip or DEFAULT_CLIP, "--images-per-part", "4",
          "--coco-out", out / "cc3m_pseudo_coco.json", "--overwrite", *extra])
-    run(OVLABEL + ["export", "odvg", out / "cc3m_pseudo", "--out", out / "cc3m_pseudo.jsonl"])
+    run(OVLABEL + ["export", "odvg", out / "cc3m_pseudo", "--out", out / "cc3m_pseudo.jsonl",
+                   "--images-dir", out / "cc3m_images"])  # CC3M images live inside shards: written out as files
     run(OVLABEL + ["stats", out / "cc3m_pseudo"])
     run(OVLABEL + ["render", out / "cc3m", "--pseudo", out / "cc3m_pseudo", "--out", out / "pictures", "-n", "8"])
     print(f"\ndone: pseudo labels in {out / 'cc3m_pseudo'} (ODVG {out / 'cc3m_pseudo.jsonl'}, "

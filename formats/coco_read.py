@@ -8,6 +8,7 @@ reject, not the file.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -27,7 +28,7 @@ from formats.json_stream import FastParseError, JSONObjectStream, JSONStructureE
 log = logging.getLogger("ovlabel.coco")
 
 _IMAGE_COLUMNS = {
-    "id": "BIGINT",
+    "id": "JSON",  # raw JSON text: the id's type and text are kept (formats.ids)
     "file_name": "VARCHAR",
     "coco_url": "VARCHAR",
     "width": "BIGINT",
@@ -36,8 +37,8 @@ _IMAGE_COLUMNS = {
     "not_exhaustive_category_ids": "BIGINT[]",
 }
 _ANN_COLUMNS = {
-    "id": "BIGINT",
-    "image_id": "BIGINT",
+    "id": "JSON",
+    "image_id": "JSON",
     "category_id": "BIGINT",
     "bbox": "DOUBLE[]",
     "area": "DOUBLE",
@@ -54,14 +55,15 @@ F_AREA_MISSING = 4
 
 @dataclass
 class CocoColumns:
-    """What a COCO file holds, as columns. Integers missing in the file are ``_MISSING``."""
+    """What a COCO file holds, as columns. Integers missing in the file are ``_MISSING``; ids are the raw JSON
+    text of each id (null where absent), read by `formats.ids.parse_json_ids`."""
 
     path: str
     sha256: str | None = None
     categories: list = field(default_factory=list)
     other: dict = field(default_factory=dict)  # info, licenses, ...
     # images
-    img_id: np.ndarray = None
+    img_id: pa.Array = None  # raw JSON text
     img_file: pa.Array = None
     img_url: pa.Array = None
     img_w: np.ndarray = None
@@ -70,8 +72,8 @@ class CocoColumns:
     img_not_exh: pa.Array = None
     img_index: np.ndarray = None
     # annotations
-    ann_id: np.ndarray = None
-    ann_img: np.ndarray = None
+    ann_id: pa.Array = None  # raw JSON text
+    ann_img: pa.Array = None  # raw JSON text
     ann_cat: np.ndarray = None
     ann_box: np.ndarray = None  # (N, 4) xywh, NaN where invalid
     ann_area: np.ndarray = None
@@ -262,7 +264,7 @@ def _image_window(w: Window, problems: list) -> dict:
     t = _objects_to_table(w, _IMAGE_COLUMNS, problems) if w.objects is not None else w.table
     n = t.num_rows
     return {
-        "id": _ints(t.column("id")),
+        "id": t.column("id").combine_chunks().cast(pa.string()),
         "file_name": t.column("file_name").combine_chunks(),
         "coco_url": t.column("coco_url").combine_chunks(),
         "width": _ints(t.column("width")),
@@ -298,8 +300,8 @@ def _ann_window(w: Window, problems: list) -> dict:
     flags = ((crowd != _MISSING) & (crowd != 0)) * F_CROWD + ((ignore != _MISSING) & (ignore != 0)) * F_IGNORE
     flags = flags + area_col.is_null().to_numpy(zero_copy_only=False) * F_AREA_MISSING
     return {
-        "id": _ints(t.column("id")),
-        "image_id": _ints(t.column("image_id")),
+        "id": t.column("id").combine_chunks().cast(pa.string()),
+        "image_id": t.column("image_id").combine_chunks().cast(pa.string()),
         "category_id": _ints(t.column("category_id")),
         "box": box,
         "area": area,
@@ -329,7 +331,7 @@ def arrow_type(duck_type: str) -> pa.DataType:
     """The Arrow type duckdb gives a column spec (``BIGINT[][]`` -> list<list<int64>>)."""
     if duck_type.endswith("[]"):
         return pa.list_(arrow_type(duck_type[:-2]))
-    return {"BIGINT": pa.int64(), "VARCHAR": pa.string(), "DOUBLE": pa.float64()}[duck_type]
+    return {"BIGINT": pa.int64(), "VARCHAR": pa.string(), "DOUBLE": pa.float64(), "JSON": pa.string()}[duck_type]
 
 
 def _coerce(v, typ: str, array: str, idx: int, key: str, obj: dict, problems: list):
@@ -337,6 +339,8 @@ def _coerce(v, typ: str, array: str, idx: int, key: str, obj: dict, problems: li
         return None
     rid = obj.get("id")
     where = f"id={rid!r}" if isinstance(rid, (int, str)) else ""
+    if typ == "JSON":  # an id: its raw JSON text, judged by formats.ids
+        return json.dumps(v, ensure_ascii=False)
     if typ == "BIGINT":
         if isinstance(v, bool):
             return int(v)
@@ -399,7 +403,7 @@ def _concat(windows: list[dict], key: str, empty):
 
 
 def _concat_images(out: CocoColumns, windows: list[dict]) -> None:
-    out.img_id = _concat(windows, "id", np.zeros(0, np.int64))
+    out.img_id = _concat(windows, "id", pa.array([], pa.string()))
     out.img_file = _concat(windows, "file_name", pa.array([], pa.string()))
     out.img_url = _concat(windows, "coco_url", pa.array([], pa.string()))
     out.img_w = _concat(windows, "width", np.zeros(0, np.int64))
@@ -410,8 +414,8 @@ def _concat_images(out: CocoColumns, windows: list[dict]) -> None:
 
 
 def _concat_anns(out: CocoColumns, windows: list[dict]) -> None:
-    out.ann_id = _concat(windows, "id", np.zeros(0, np.int64))
-    out.ann_img = _concat(windows, "image_id", np.zeros(0, np.int64))
+    out.ann_id = _concat(windows, "id", pa.array([], pa.string()))
+    out.ann_img = _concat(windows, "image_id", pa.array([], pa.string()))
     out.ann_cat = _concat(windows, "category_id", np.zeros(0, np.int64))
     out.ann_box = _concat(windows, "box", np.zeros((0, 4)))
     out.ann_area = _concat(windows, "area", np.zeros(0))

@@ -2,7 +2,9 @@
 img2dataset webdataset shards (``tar://KEY.jpg::00000.tar``) or rows of img2dataset parquet shards
 (``parquet://KEY::00000.parquet``), shards relative to the image root.
 
-Decoding is capped (``MAX_PIXELS``) so a hostile file cannot exhaust memory.
+Decoding is capped (``MAX_PIXELS``) so a hostile file cannot exhaust memory. Every reader of pixels or
+sizes goes through one rule (`to_rgb`, `image_size`): EXIF orientation applied, more than 8 bits mapped
+to 8 by value range, transparency composited on white, other modes converted (docs/format.md, "Images").
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pyarrow as pa
 from formats import paths as P
 
 MAX_PIXELS = 64_000_000  # decoded size cap (PIL's decompression-bomb limit is set to it)
+_ORIENTATION = 0x0112  # EXIF tag
 
 
 class ImageError(ValueError):
@@ -145,18 +148,95 @@ def read_image_bytes(image_root: str | os.PathLike | None, file_name: str) -> by
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(width, height) from an image file's header, without decoding the pixels."""
+    """(width, height) as displayed, from an image file's header without decoding the pixels.
+
+    EXIF orientation is applied (a phone photo stored 4000x3000 with orientation 6 is 3000x4000), as
+    `decode_image` applies it to the pixels, so sizes and pixels always agree."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
-            return im.size
+            return oriented_size(im)
     except Exception as e:  # noqa: BLE001 - any decoder failure is a reason to report
         raise ImageError(f"{path}: cannot read the image header: {type(e).__name__}: {e}") from None
 
 
+def header_size(f, name: str) -> tuple[int, int]:
+    """`image_size` of an open binary file (a tar member): (width, height) as displayed, from the header."""
+    from PIL import Image
+
+    try:
+        with Image.open(f) as im:
+            return oriented_size(im)
+    except Exception as e:  # noqa: BLE001 - any decoder failure is a reason to report
+        raise ImageError(f"{name}: cannot read the image header: {type(e).__name__}: {e}") from None
+
+
+def exif_orientation(im) -> int:
+    """The EXIF orientation tag (1-8) of an opened image; 1 when absent or unreadable."""
+    try:
+        value = int(im.getexif().get(_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - a broken EXIF block is no orientation
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def oriented_size(im) -> tuple[int, int]:
+    """(width, height) of an opened image after its EXIF orientation (5-8 swap the sides)."""
+    w, h = im.size
+    return (h, w) if exif_orientation(im) in (5, 6, 7, 8) else (w, h)
+
+
+def to_rgb(im):
+    """The one image rule: an opened PIL image -> 8-bit RGB as displayed.
+
+    - EXIF orientation applied (``ImageOps.exif_transpose``), as browsers, FiftyOne and cv2 show the image;
+    - 16-bit and 32-bit single-channel images (``I;16``, ``I``, ``F``) mapped to 8 bits by their value range:
+      kept as they are when every value is already in 0..255, else ``min..max`` stretched to ``0..255``
+      (PIL's own conversion clips, so a 16-bit photo decodes almost white);
+    - transparency (RGBA, LA, PA, palette or L/RGB with a transparent colour) composited on white, as
+      img2dataset does, not dropped to black;
+    - CMYK, YCbCr, LAB, HSV, 1-bit, L, P converted by PIL.
+    """
+    from PIL import Image, ImageOps
+
+    if exif_orientation(im) != 1:
+        im = ImageOps.exif_transpose(im)
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        im = _to_8bit(im)
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif im.mode in ("L", "RGB") and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def _to_8bit(im):
+    """A single-channel image of more than 8 bits -> mode L, by its value range (see `to_rgb`)."""
+    import numpy as np
+    from PIL import Image
+
+    a = np.asarray(im)
+    if a.dtype.byteorder == ">":
+        a = a.astype(a.dtype.newbyteorder("="))
+    a = a.astype(np.float64)
+    finite = a[np.isfinite(a)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if lo >= 0 and hi <= 255:
+        out = a
+    elif hi > lo:
+        out = (a - lo) * (255.0 / (hi - lo))
+    else:  # one value: keep its place in the 16-bit range
+        out = np.full(a.shape, min(max(lo, 0.0), 65535.0) * 255.0 / 65535.0)
+    return Image.fromarray(np.clip(np.nan_to_num(out), 0, 255).round().astype(np.uint8), mode="L")
+
+
 def decode_image(data: bytes, name: str = "image"):
-    """Decodes to an RGB PIL image, refusing files larger than MAX_PIXELS or that do not decode."""
+    """Decodes to an RGB PIL image by `to_rgb`'s rule, refusing files larger than MAX_PIXELS or that do not decode."""
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -164,8 +244,16 @@ def decode_image(data: bytes, name: str = "image"):
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > MAX_PIXELS:
                 raise ImageError(f"{name}: {im.width}x{im.height} exceeds the {MAX_PIXELS:,}-pixel cap")
-            return im.convert("RGB")
+            im.load()
+            return to_rgb(im)
     except ImageError:
         raise
     except Exception as e:  # noqa: BLE001 - any decoder failure is a reject with its reason
         raise ImageError(f"{name}: cannot decode: {type(e).__name__}: {e}") from None
+
+
+def decode_rgb_array(data: bytes, name: str = "image"):
+    """`decode_image` as an (height, width, 3) uint8 numpy array."""
+    import numpy as np
+
+    return np.asarray(decode_image(data, name))

@@ -10,7 +10,7 @@ import pytest
 from conftest import coco_doc
 
 from formats.converters.coco import (
-    COCO80_IDS,
+    COCO80,
     CocoConvertConfig,
     ConversionError,
     build_categories,
@@ -53,12 +53,64 @@ def test_boxes_labels_and_order(write_json, tmp_path):
 
 
 def test_coco2017_uses_the_80_class_order():
-    cats = [{"id": i, "name": f"c{i}"} for i in COCO80_IDS]
+    cats = [{"id": i, "name": n} for i, n in COCO80.items()]
     out = build_categories(cats, "coco2017", "x.json")
     assert [c["label"] for c in out] == list(range(80))
     assert {c["id"]: c["label"] for c in out}[13] == 11 and {c["id"]: c["label"] for c in out}[90] == 79
-    with pytest.raises(ConversionError, match="80 COCO 2017"):
-        build_categories(cats[:-1], "coco2017", "x.json")
+
+
+def test_coco2017_subset_keeps_the_80_class_label_map(write_json, tmp_path):
+    doc = coco_doc(n_images=1, cats=((90, "toothbrush"), (13, "Stop Sign")), boxes={1: [(90, [1, 1, 10, 10]),
+                                                                                      (13, [2, 2, 10, 10])]})
+    m = convert(write_json(doc), tmp_path / "ds", source="coco2017")
+    assert len(m.categories) == 80 and m.label_map()["0"] == "person" and m.label_map()["11"] == "Stop Sign"
+    assert m.label_map()["79"] == "toothbrush"
+    assert [(g["label"], g["category"]) for g in records(tmp_path / "ds")[0]["regions"]] == [(79, "toothbrush"),
+                                                                                          (11, "Stop Sign")]
+
+
+def test_coco2017_mismatched_name_or_id_is_an_error_naming_it():
+    with pytest.raises(ConversionError, match=r"x.json: category id 3 is named 'automobile'; COCO 2017 names it 'car'"):
+        build_categories([{"id": 1, "name": "person"}, {"id": 3, "name": "automobile"}], "coco2017", "x.json")
+    with pytest.raises(ConversionError, match=r"category id 12 \('thing'\) is not one of the 80"):
+        build_categories([{"id": 12, "name": "thing"}], "coco2017", "x.json")
+
+
+def roboflow_doc(extra_cats=()):
+    """A Roboflow-style export: root category 0 'fishes' (no boxes) named as the classes' supercategory."""
+    cats = [{"id": 0, "name": "fishes", "supercategory": "none"},
+            {"id": 1, "name": "fish", "supercategory": "fishes"},
+            {"id": 2, "name": "shark", "supercategory": "fishes"}, *extra_cats]
+    doc = coco_doc(n_images=1, boxes={1: [(1, [1, 1, 10, 10]), (2, [5, 5, 10, 10])]})
+    doc["categories"] = cats
+    return doc
+
+
+def test_custom_unused_supercategory_and_background_are_left_out_and_counted(write_json, tmp_path):
+    doc = roboflow_doc([{"id": 3, "name": "Background"}, {"id": 4, "name": "eel", "supercategory": "fishes"}])
+    m = convert(write_json(doc), tmp_path / "ds", source="custom")
+    assert m.label_map() == {"0": "fish", "1": "shark", "2": "eel"}
+    assert m.counts["categories"] == 3
+    assert m.counts["categories_left_out"] == {"unused background category": 1,
+                                               "unused supercategory of other categories": 1}
+    assert [(g["label"], g["category"]) for g in records(tmp_path / "ds")[0]["regions"]] == [(0, "fish"), (1, "shark")]
+    assert [(r["record"], r["reason"]) for r in rejects(tmp_path / "ds")] == [
+        ("categories[0] id=0 name='fishes'", "dropped: unused supercategory of other categories"),
+        ("categories[3] id=3 name='Background'", "dropped: unused background category")]
+
+
+def test_keep_unused_categories_keeps_them(write_json, tmp_path):
+    doc = roboflow_doc([{"id": 3, "name": "background"}])
+    m = convert(write_json(doc), tmp_path / "ds", source="custom", keep_unused_categories=True)
+    assert m.label_map() == {"0": "fishes", "1": "fish", "2": "shark", "3": "background"}
+    assert "categories_left_out" not in m.counts
+
+
+def test_used_supercategory_named_category_and_plain_unused_category_are_kept(write_json, tmp_path):
+    doc = roboflow_doc([{"id": 5, "name": "ray", "supercategory": "fishes"}])  # unused, but not a supercategory
+    doc["annotations"].append({**doc["annotations"][0], "id": 99, "category_id": 0})  # 'fishes' now has a box
+    m = convert(write_json(doc), tmp_path / "ds", source="custom")
+    assert m.label_map() == {"0": "fishes", "1": "fish", "2": "shark", "3": "ray"}
 
 
 def test_custom_labels_are_dense_in_id_order_and_keep_every_category():

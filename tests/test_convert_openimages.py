@@ -84,3 +84,51 @@ def test_wrong_csv_fails_clearly(tmp_path):
     (tmp_path / "sizes.csv").write_text("ImageID,width,height\n")
     proc = run_cli("convert", "openimages", ann, "--sizes", tmp_path / "sizes.csv", "--out", tmp_path / "o", check=False)
     assert proc.returncode == 1 and "not an Open Images box CSV" in proc.stderr
+
+
+def test_coordinates_outside_0_1_are_clipped_and_counted(tmp_path):
+    ann, images, sizes = write_inputs(tmp_path)
+    csv = ann / "oidv6-train-annotations-bbox.csv"
+    csv.write_text(HEADER + "\n"
+                   "000a1249af2bc5f0,xclick,/m/01g317,1,-0.01,0.5,0.2,1.002,0,0,0,0,0\n"  # a little outside: clipped
+                   "000a1249af2bc5f0,xclick,/m/0k4j,1,1.1,1.3,0.1,0.2,0,0,0,0,0\n"  # wholly outside: dropped
+                   "000a1249af2bc5f0,xclick,/m/0k4j,1,0.1,0.2,0.1,nan,0,0,0,0,0\n")  # not a number: rejected
+    m = convert_openimages(ann, tmp_path / "oi", OpenImagesConvertConfig(sizes=str(sizes)))
+    (rec,) = Dataset(tmp_path / "oi").read().to_pylist()
+    assert [g["bbox"] for g in rec["regions"]] == [pytest.approx([0.0, 60.0, 200.0, 300.0])]
+    assert m.counts["boxes_clipped"] == 1 and m.counts["boxes"] == 1
+    assert m.counts["dropped"] == {"no overlap with image": 1} and m.counts["rejected"] == {"invalid box": 1}
+    rej = {r["reason"]: r["record"] for r in Dataset(tmp_path / "oi").read_rejects().to_pylist()}
+    assert rej == {"dropped: no overlap with image": "line 3", "invalid box": "line 4"}
+
+
+def test_malformed_lines_are_rejected_with_line_numbers_and_the_rest_converts(tmp_path):
+    ann, images, sizes = write_inputs(tmp_path)
+    good = "0b6f22bf3b586889,xclick,/m/0k4j,1,0.1,0.5,0.2,0.6,0,0,0,0,0"
+    (ann / "oidv6-train-annotations-bbox.csv").write_bytes(
+        (HEADER + "\n" + good + "\n"
+         "000a1249af2bc5f0,xclick,/m/01g317,1,0.0,0.5\n"  # line 3: fields missing
+         + good + "\n").encode()
+        + b"1111111111111111,xclick,/m/01yrx,1,0.1,0.9,0.1,0.9,0,0,\xff,0,0\n"  # line 5: not UTF-8
+        + b"000a1249af2bc5f0,xclick,/m/zzzz,1,0.1,0.2,0.1,0.2,0,0,0,0,0\n"  # line 6: unknown class (line kept right)
+        + b"000a1249af2bc5f0,xclick,/m/01g317,1,0.1,0.2,0.1,0.2,0,0,0,0,0,7\n")  # line 7: a field too many
+    m = convert_openimages(ann, tmp_path / "oi", OpenImagesConvertConfig(sizes=str(sizes)))
+    recs = Dataset(tmp_path / "oi").read().to_pylist()
+    assert [(r["image_id"], len(r["regions"])) for r in recs] == [("openimages_v6/0b6f22bf3b586889", 2)]
+    rej = [(r["record"], r["reason"], r["detail"]) for r in Dataset(tmp_path / "oi").read_rejects().to_pylist()]
+    assert [x[:2] for x in rej] == [("line 3", "malformed CSV line"), ("line 5", "malformed CSV line"),
+                                    ("line 7", "malformed CSV line"), ("line 6", "unknown LabelName"),
+                                    ("ImageID=000a1249af2bc5f0", "dropped: no box left")]
+    assert rej[0][2].startswith("missing columns: Expected Number of Columns: 13")
+    assert rej[1][2].startswith("invalid encoding") and rej[2][2].startswith("too many columns")
+    assert m.counts["rejected"] == {"malformed CSV line": 3, "unknown LabelName": 1}
+    assert m.counts["boxes_in"] == 6
+
+
+def test_a_file_with_no_readable_line_is_one_clear_line(tmp_path):
+    ann, images, sizes = write_inputs(tmp_path)
+    (ann / "oidv6-train-annotations-bbox.csv").write_bytes((HEADER + "\n").encode() + b"a,b\n" * 3)
+    proc = run_cli("convert", "openimages", ann, "--sizes", sizes, "--out", tmp_path / "o", check=False)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) <= 2 and "oidv6-train-annotations-bbox.csv" in lines[-1] and "line 2" in lines[-1]

@@ -90,11 +90,22 @@ def test_round_trip_on_generated_o365(write_json, tmp_path):
             assert i["bbox"] == pytest.approx(j["bbox"], abs=1e-6)
 
 
-def test_hf_export_declares_features_and_loads(coco_ds, tmp_path):
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    """A `datasets` cache of this test's own (the shared one can serve another test's folder of the same name)."""
+    import datasets
+
+    cache = tmp_path / "hf_cache"
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    return cache
+
+
+def test_hf_export_declares_features_and_loads(coco_ds, tmp_path, hf_cache):
     import datasets
 
     export_hf(coco_ds, tmp_path / "hf")
-    d = datasets.load_dataset(str(tmp_path / "hf"), split="train")
+    d = datasets.load_dataset(str(tmp_path / "hf"), split="train", cache_dir=str(hf_cache))
     assert d.num_rows == 2
     assert d.features["regions"].feature["bbox"] == datasets.List(datasets.Value("float64"), length=4)
     assert d[0]["regions"][0]["category"] == "motorcycle"
@@ -125,8 +136,8 @@ def test_images_dir_writes_shard_images_once_and_points_the_exports_at_them(samp
     stored = ds.read(["file_name", "width", "height"]).to_pylist()
     assert all(r["file_name"].startswith("tar://") for r in stored)
     images = tmp_path / "images"
-    summary = json.loads(run_cli("export", "odvg", ds_dir, "--out", tmp_path / "cc3m.jsonl",
-                                 "--images-dir", images).stdout)
+    summary = json.loads(run_cli("export", "odvg", ds_dir, "--out", tmp_path / "cc3m.jsonl",  # captions only:
+                                 "--images-dir", images, "--keep-empty").stdout)  # no region in any record
     assert summary["images_written"] == len(stored) and summary["images_present"] == 0
     exported = lines(tmp_path / "cc3m.jsonl")
     assert len(exported) == len(stored)
@@ -156,3 +167,108 @@ def test_images_dir_never_writes_outside_it(name):
 
     with pytest.raises(UnsafePathError):
         local_name(name)
+
+
+def vg_dataset(path, file_names: list[str], boxes: list[int]):
+    """A small VG dataset: one record per file name with the given number of regions (0 = a caption without boxes)."""
+    import pyarrow as pa
+
+    from formats import schema as S
+    from formats.dataset import DatasetWriter, Manifest
+
+    rows = []
+    for i, (name, n) in enumerate(zip(file_names, boxes)):
+        regs = [{"region_id": None, "bbox": [1.0, 2.0, 3.0 + k, 4.0], "label": None, "category": None, "phrase": "dog",
+                 "tokens_positive": [[2, 5]], "score": None, "det_score": None, "clip_score": None, "origin": "gold",
+                 "round": None} for k in range(n)]
+        rows.append({"image_id": f"t/{i}", "source": "t", "file_name": name, "width": 10, "height": 10,
+                     "caption": "a dog", "regions": regs})
+    w = DatasetWriter(path, Manifest(kind="vg", source="t", image_root=str(path)))
+    w.write_part("part-00000.parquet", S.conform(pa.Table.from_pylist(rows, schema=S.CORE_SCHEMA)))
+    w.finish()
+    return path
+
+
+def test_odvg_leaves_out_grounding_records_without_regions(tmp_path):
+    ds = vg_dataset(tmp_path / "vg", ["a.jpg", "b.jpg", "c.jpg"], [1, 0, 2])
+    r = export_odvg(ds, tmp_path / "vg.jsonl")
+    assert r["lines"] == 2 and r["left_out_empty"] == 1
+    assert [(x["filename"], len(x["grounding"]["regions"])) for x in lines(tmp_path / "vg.jsonl")] == [("a.jpg", 1),
+                                                                                                     ("c.jpg", 2)]
+    r = export_odvg(ds, tmp_path / "all.jsonl", keep_empty=True)
+    assert r["lines"] == 3 and r["left_out_empty"] == 0
+    assert lines(tmp_path / "all.jsonl")[1]["grounding"] == {"caption": "a dog", "regions": []}
+
+
+def test_exports_of_shard_backed_images_need_images_dir_or_tar_paths(tmp_path):
+    from conftest import run_cli
+
+    from formats.export.images import ShardImagesError
+
+    ds = vg_dataset(tmp_path / "vg", ["tar://k1.jpg::00000.tar", "a.jpg"], [1, 1])
+    for export in (lambda: export_odvg(ds, tmp_path / "x.jsonl"), lambda: export_coco(ds, tmp_path / "x.json"),
+                   lambda: export_yolo_world(ds, tmp_path / "yw")):
+        with pytest.raises(ShardImagesError, match=r"1 images are inside img2dataset/webdataset shards "
+                                                   r"\(e.g. tar://k1.jpg::00000.tar\).*--images-dir DIR.*--tar-paths"):
+            export()
+    assert not (tmp_path / "x.jsonl").exists() and not (tmp_path / "x.json").exists()
+    r = export_odvg(ds, tmp_path / "x.jsonl", tar_paths=True)
+    assert [x["filename"] for x in lines(r["records"])] == ["tar://k1.jpg::00000.tar", "a.jpg"]
+    p = run_cli("export", "coco", ds, "--out", tmp_path / "c.json", check=False)
+    assert p.returncode == 1 and "--images-dir" in p.stderr and "--tar-paths" in p.stderr
+    run_cli("export", "coco", ds, "--out", tmp_path / "c.json", "--tar-paths")
+    assert [i["file_name"] for i in json.load(open(tmp_path / "c.json"))["images"]] == ["tar://k1.jpg::00000.tar",
+                                                                                       "a.jpg"]
+
+
+@pytest.mark.parametrize("synonyms, texts", [  # as in YOLO-World's data/texts/lvis_v1_class_texts.json
+    (["arctic_(type_of_shoe)", "galosh", "golosh", "rubber_(type_of_shoe)", "gumshoe"],
+     ["arctic", "arctic type of shoe", "galosh", "golosh", "rubber", "rubber type of shoe", "gumshoe"]),
+    (["bat_(animal)"], ["bat", "bat animal"]),
+    (["bicycle", "bike_(bicycle)"], ["bicycle", "bike", "bike bicycle"]),
+    (["bottle_cap", "cap_(container_lid)"], ["bottle cap", "cap", "cap container lid"]),
+    (["cash_register", "register_(for_cash_transactions)"], ["cash register", "register", "register for cash transactions"]),
+    (["Band_Aid"], ["Band Aid"]),
+    (["football_(American)"], ["football", "football American"]),
+    (["windshield_wiper", "wiper_(for_windshield/screen)"], ["windshield wiper", "wiper", "wiper for windshield or screen"]),
+    (["monitor_(computer_equipment) computer_monitor"], ["monitor", "monitor computer equipment"]),
+])
+def test_yolo_world_class_texts_split_parenthesised_qualifiers(synonyms, texts):
+    assert class_texts({"name": synonyms[0], "synonyms": synonyms}) == texts
+
+
+def test_embed_texts_first_synonym_by_default_or_mean(tiny_models, tmp_path):
+    import numpy as np
+
+    from workflows.embed_texts import embed_texts
+
+    texts = tmp_path / "t.json"
+    texts.write_text(json.dumps([["tv", "monitor"], ["cat"]]))
+    (tmp_path / "tv.json").write_text(json.dumps([["tv"], ["cat"]]))
+    first = embed_texts(texts, tiny_models["clip"], tmp_path / "first.npy")
+    assert first["synonyms"] == "first"
+    embed_texts(tmp_path / "tv.json", tiny_models["clip"], tmp_path / "tv.npy", synonyms="mean")
+    embed_texts(texts, tiny_models["clip"], tmp_path / "mean.npy", synonyms="mean")
+    a, tv, mean = (np.load(tmp_path / f"{n}.npy") for n in ("first", "tv", "mean"))
+    assert a == pytest.approx(tv, abs=1e-6)  # the first text only
+    assert not np.allclose(mean[0], a[0]) and mean[1] == pytest.approx(a[1], abs=1e-6)
+    with pytest.raises(ValueError, match="--synonyms 'all'"):
+        embed_texts(texts, tiny_models["clip"], tmp_path / "x.npy", synonyms="all")
+
+
+def test_hf_reexport_into_the_same_folder_is_not_served_stale(write_json, tmp_path, hf_cache):
+    """A second export of other records into the same folder, within the same second, loads the new records."""
+    import datasets
+
+    a, b = coco_doc(n_images=3), coco_doc(n_images=1, cats=((1, "dog"), (2, "cat"), (3, "eel")))
+    convert_coco(write_json(a, "a.json"), tmp_path / "a", CocoConvertConfig(source="custom", part_images=2))
+    convert_coco(write_json(b, "b.json"), tmp_path / "b", CocoConvertConfig(source="custom"))
+    ra = export_hf(tmp_path / "a", tmp_path / "hf")
+    first = datasets.load_dataset(str(tmp_path / "hf"), split="train", cache_dir=str(hf_cache))
+    assert first.num_rows == 3 and ra["shards"] == 2
+    rb = export_hf(tmp_path / "b", tmp_path / "hf")
+    assert sorted(p.name for p in (tmp_path / "hf" / "data").iterdir()) == [
+        f"train-{rb['fingerprint']}-00000-of-00001.parquet"]  # the first export's shards are gone
+    again = datasets.load_dataset(str(tmp_path / "hf"), split="train", cache_dir=str(hf_cache))
+    assert again.num_rows == 1 and again[0]["regions"][0]["category"] == "cat"
+    assert ra["fingerprint"] != rb["fingerprint"]

@@ -6,10 +6,10 @@ import json
 
 from conftest import EXAMPLES, coco_doc, run_cli
 
-from formats.converters.coco import COCO80_IDS
+from formats.converters.coco import COCO80
 from formats.dataset import Dataset
 
-COCO_CATS = tuple((i, f"class{i}") for i in COCO80_IDS)
+COCO_CATS = tuple(COCO80.items())
 
 
 def goldg_file(path, images: list[dict]) -> None:

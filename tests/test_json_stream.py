@@ -24,7 +24,8 @@ def collect(data: bytes, window: int = 64, big=("annotations",)):
                 if it.objects is not None:
                     items += [o.get("id") if isinstance(o, dict) else o for o in it.objects]
                 else:
-                    items += it.table.column("id").to_pylist()
+                    # ids are read as raw JSON text (formats.ids): 3 -> "3", "03" -> '"03"'
+                    items += [None if v is None else json.loads(v) for v in it.table.column("id").to_pylist()]
             else:
                 small[it[0]] = it[1]
     finally:
@@ -171,7 +172,7 @@ def test_window_crossing_into_the_next_array_is_cut_at_its_end_first_time():
     try:
         stream = JSONObjectStream(io.BytesIO(data), "t.json", big_arrays={"images", "annotations"},
                                   fast_parse=counting, window_bytes=len(json.dumps(images)) + 500)
-        ids = [i for it in stream if isinstance(it, Window) for i in it.table.column("id").to_pylist()]
+        ids = [json.loads(i) for it in stream if isinstance(it, Window) for i in it.table.column("id").to_pylist()]
     finally:
         parser.close()
     assert ids == list(range(30)) + list(range(100, 300)) and refused == []
@@ -192,7 +193,7 @@ def test_elements_holding_lists_of_objects_cost_a_bounded_number_of_parses():
         stream = JSONObjectStream(io.BytesIO(data), "t.json", big_arrays={"annotations"}, fast_parse=counting,
                                   window_bytes=1 << 20)
         ids = [i for it in stream if isinstance(it, Window)
-               for i in (it.table.column("id").to_pylist() if it.objects is None else [o["id"] for o in it.objects])]
+               for i in ([json.loads(v) for v in it.table.column("id").to_pylist()] if it.objects is None else [o["id"] for o in it.objects])]
     finally:
         parser.close()
     assert ids == list(range(400)) and len(calls) <= 8

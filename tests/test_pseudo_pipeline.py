@@ -67,10 +67,10 @@ def test_exports_of_pseudo_data(reference, tmp_path):
     from formats.export.odvg import export_odvg
 
     out, _ = reference
-    export_odvg(out, tmp_path / "p.jsonl")
+    export_odvg(out, tmp_path / "p.jsonl", tar_paths=True)  # shard-backed: refused without --images-dir / tar_paths
     lines = [json.loads(x) for x in open(tmp_path / "p.jsonl")]
     assert len(lines) == 7 and all("score" in g for x in lines for g in x["grounding"]["regions"])
-    export_coco(out, tmp_path / "p.json")
+    export_coco(out, tmp_path / "p.json", images_dir=tmp_path / "images")
     c = COCO(str(tmp_path / "p.json"))
     ann = c.anns[1]
     img = c.imgs[ann["image_id"]]

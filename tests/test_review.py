@@ -210,3 +210,29 @@ def test_review_open_prints_the_url_as_json_and_serves(gold_and_pseudo, tmp_path
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+def test_review_open_accepts_tar_only_webdataset_output(tmp_path):
+    """`review open` takes img2dataset / webdataset output as `pseudo --input` does (converted once into the cache)."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    from workflows.review import build_review
+
+    raw = tmp_path / "wds"
+    raw.mkdir()
+    with tarfile.open(raw / "00000.tar", "w") as tf:
+        for key, caption in (("k0", "a red square"), ("k1", "a blue square")):
+            buf = io.BytesIO()
+            Image.new("RGB", (16, 12), (200, 0, 0)).save(buf, "JPEG")
+            for name, data in ((f"{key}.jpg", buf.getvalue()), (f"{key}.txt", caption.encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    fds = build_review(raw, [], name="t-wds", cache_dir=tmp_path / "cache", rebuild=True, evaluate=False)
+    got = sorted((s["image_id"], s["caption"], s["width"], s["height"]) for s in fds)
+    assert got == [("cc3m/k0", "a red square", 16, 12), ("cc3m/k1", "a blue square", 16, 12)]
+    assert all(Path(s.filepath).is_file() for s in fds)
+    fds.delete()

@@ -29,7 +29,8 @@ def cmd_convert_coco(a: argparse.Namespace) -> None:
     from formats.converters.coco import CocoConvertConfig, convert_coco
 
     cfg = CocoConvertConfig(source=a.source, image_root=a.image_root, check_images=a.check_images,
-                            fix_o365_names=a.fix_o365_names, part_images=a.part_images)
+                            fix_o365_names=a.fix_o365_names, part_images=a.part_images,
+                            keep_unused_categories=a.keep_unused_categories)
     with reading_progress(a.annotations) as update:
         m = convert_coco(a.annotations, a.out, cfg, overwrite=a.overwrite, progress=update)
     c = m.counts
@@ -43,13 +44,14 @@ def cmd_convert_coco(a: argparse.Namespace) -> None:
 def cmd_export_odvg(a: argparse.Namespace) -> None:
     from formats.export.odvg import export_odvg
 
-    print_json(export_odvg(a.dataset, a.out, a.label_map, images_dir=a.images_dir))
+    print_json(export_odvg(a.dataset, a.out, a.label_map, images_dir=a.images_dir, tar_paths=a.tar_paths,
+                           keep_empty=a.keep_empty))
 
 
 def cmd_export_coco(a: argparse.Namespace) -> None:
     from formats.export.coco import export_coco
 
-    print_json(export_coco(a.dataset, a.out, images_dir=a.images_dir))
+    print_json(export_coco(a.dataset, a.out, images_dir=a.images_dir, tar_paths=a.tar_paths))
 
 
 def cmd_export_hf(a: argparse.Namespace) -> None:
@@ -61,7 +63,7 @@ def cmd_export_hf(a: argparse.Namespace) -> None:
 def cmd_export_yolo_world(a: argparse.Namespace) -> None:
     from formats.export.yolo_world import export_yolo_world
 
-    print_json(export_yolo_world(a.dataset, a.out, images_dir=a.images_dir))
+    print_json(export_yolo_world(a.dataset, a.out, images_dir=a.images_dir, tar_paths=a.tar_paths))
 
 
 def cmd_stats(a: argparse.Namespace) -> None:
@@ -87,15 +89,22 @@ def register_convert_coco(csub) -> None:
     c.add_argument("--image-root", help="folder the file names are relative to (recorded in the manifest)")
     c.add_argument("--check-images", action="store_true", help="check every image exists and its size matches")
     c.add_argument("--fix-o365-names", action="store_true", help="fix the 13 misspelled Objects365 v2 names")
+    c.add_argument("--keep-unused-categories", action="store_true",
+                   help="--source custom: keep categories no box uses that are other categories' supercategory "
+                        "or a background category (left out of the label map by default, and counted)")
     c.add_argument("--part-images", type=int, default=100_000, help="at most this many images per parquet part; parts are balanced (default 100000)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     c.set_defaults(func=cmd_convert_coco, bulk=True)
 
 
 def add_images_dir(p: argparse.ArgumentParser) -> None:
-    """The exports' ``--images-dir`` option."""
-    p.add_argument("--images-dir", help="write images kept inside img2dataset shards (GRIT, CC3M) there as files "
-                   "and name them relative to it, others by absolute path: use it as the trainer's data root")
+    """The exports' ``--images-dir`` and ``--tar-paths`` options."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--images-dir", help="write images kept inside img2dataset shards (GRIT, CC3M) there as files "
+                   "and name them relative to it, others by absolute path: use it as the trainer's data root "
+                   "(required for shard-backed datasets unless --tar-paths)")
+    g.add_argument("--tar-paths", action="store_true", help="write shard-backed images as their shard names "
+                   "(tar://KEY.jpg::SHARD), which no trainer opens, instead of refusing the export")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("dataset")
     e.add_argument("--out", required=True, help="the .jsonl file to write")
     e.add_argument("--label-map", help="label map path (default: OUT with .label_map.json)")
+    e.add_argument("--keep-empty", action="store_true", help="keep grounding records without regions (left out "
+                   "and counted by default: Open-GroundingDino's reader raises on them)")
     add_images_dir(e)
     e.set_defaults(func=cmd_export_odvg)
     e = esub.add_parser("coco", help="COCO JSON (pycocotools; CC3M-Lite style for VG data)")

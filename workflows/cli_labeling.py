@@ -67,12 +67,31 @@ def cmd_pseudo(a: argparse.Namespace) -> dict:
     if a.coco_out:
         from formats.export.coco import export_coco
 
-        summary["coco"] = export_coco(a.out, a.coco_out)["file"]
+        # a side output of a long run: shard-backed images are named as their shards (with a warning), not refused
+        summary["coco"] = export_coco(a.out, a.coco_out, tar_paths=True)["file"]
+        if _shard_backed(a.out):
+            log.warning("%s names images inside shards (tar://...), which trainers cannot open; for a trainer run "
+                        "`ovlabel export coco %s --out FILE --images-dir DIR`", a.coco_out, a.out)
     log.info("pseudo: %s images in, %s kept, %s boxes from %s candidates in %ss",
              summary.get("images_in"), summary.get("images"), summary.get("boxes"), summary.get("candidates"),
              summary.get("seconds"))
     print_json(summary)
     return summary
+
+
+def _shard_backed(dataset_dir) -> bool:
+    """True when some record of the dataset points inside an img2dataset/webdataset shard."""
+    from formats.dataset import Dataset
+    from formats.export.images import ShardImagesError, refuse_shard_names
+    from formats.query import connect, register_records
+
+    con, ds = connect(), Dataset(dataset_dir)
+    register_records(con, ds)
+    try:
+        refuse_shard_names(con, ds)
+    except ShardImagesError:
+        return True
+    return False
 
 
 def cmd_refilter(a: argparse.Namespace) -> None:
@@ -102,7 +121,7 @@ def cmd_phrases(a: argparse.Namespace) -> None:
 def cmd_embed_texts(a: argparse.Namespace) -> None:
     from workflows.embed_texts import embed_texts
 
-    print_json(embed_texts(a.source, a.model, a.out))
+    print_json(embed_texts(a.source, a.model, a.out, synonyms=a.synonyms))
 
 
 def register(sub) -> None:
@@ -137,6 +156,9 @@ def register(sub) -> None:
     p.add_argument("source", help="a dataset directory (its label map) or a class-texts JSON ([[name, synonym], ...])")
     p.add_argument("--model", default=DEFAULT_CLIP, help="CLIP hub id or local folder")
     p.add_argument("--out", required=True, help="the .npy file to write")
+    p.add_argument("--synonyms", choices=("first", "mean"), default="first",
+                   help="embed each class's first text, as YOLO-World's generate_text_prompts.py does (default), "
+                        "or the normalised mean of all its synonyms")
     p.set_defaults(func=cmd_embed_texts)
 
     models = sub.add_parser("models", help="model utilities")

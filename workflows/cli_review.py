@@ -53,7 +53,8 @@ def register(sub) -> None:
     r = sub.add_parser("review", help="review boxes in FiftyOne; tags come back as corrections")
     rsub = r.add_subparsers(dest="what", required=True, metavar="WHAT")
     p = rsub.add_parser("open", help="build or update the review dataset and launch the App")
-    p.add_argument("dataset", help="base dataset directory (its gold boxes become the `gold` field)")
+    p.add_argument("dataset", help="base dataset directory (its gold boxes become the `gold` field), or img2dataset / "
+                   "webdataset output as `pseudo --input` takes it")
     p.add_argument("--pseudo", nargs="+", help="pseudo dataset directories (fields `pseudo` or `round_<k>`)")
     p.add_argument("--name", help="FiftyOne dataset name (default from the dataset folder)")
     p.add_argument("--port", type=int, default=5151)

@@ -1,6 +1,9 @@
 """`ovlabel embed-texts`: the N x D CLIP text-embedding array YOLO-World's prompt tuning takes.
 
-One row per class in label-map order; a class with synonyms gets the normalised mean of their embeddings.
+One row per class in label-map order. ``--synonyms first`` (the default) embeds each class's first text, as
+YOLO-World's ``tools/generate_text_prompts.py`` and its evaluation do (the bare name: ``bat`` for
+``bat_(animal)``, `formats.export.yolo_world.class_texts`); ``--synonyms mean`` takes the normalised mean of
+every synonym's embedding.
 """
 
 from __future__ import annotations
@@ -25,11 +28,18 @@ def load_class_texts(source: str | Path) -> list[list[str]]:
     return data
 
 
-def embed_texts(source: str | Path, model: str, out: str | Path) -> dict:
-    """Writes the (classes, dim) float32 array to `out` (.npy); returns its shape."""
+SYNONYM_MODES = ("first", "mean")
+
+
+def embed_texts(source: str | Path, model: str, out: str | Path, synonyms: str = "first") -> dict:
+    """Writes the (classes, dim) float32 array to `out` (.npy); returns its shape. `synonyms`: "first" or "mean"."""
     from detector.clip_scorer import RegionScorer
 
+    if synonyms not in SYNONYM_MODES:
+        raise ValueError(f"--synonyms {synonyms!r}: expected one of {', '.join(SYNONYM_MODES)}")
     classes = load_class_texts(source)
+    if synonyms == "first":
+        classes = [names[:1] for names in classes]
     scorer = RegionScorer(model)
     flat = [t for names in classes for t in names]
     emb = scorer.embed_texts(flat)
@@ -41,4 +51,4 @@ def embed_texts(source: str | Path, model: str, out: str | Path) -> dict:
     arr = np.stack(rows).astype(np.float32)
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         np.save(f, arr)
-    return {"file": str(out), "shape": list(arr.shape), "classes": len(classes)}
+    return {"file": str(out), "shape": list(arr.shape), "classes": len(classes), "synonyms": synonyms}

@@ -152,6 +152,29 @@ def _candidates_dropped(ds: Dataset, kept: set[str]) -> dict[str, list[dict]]:
     return out
 
 
+def review_base(dataset_dir: str | os.PathLike, pseudos: list[Dataset], cache: Path) -> Dataset:
+    """The base dataset: a dataset directory, or img2dataset / webdataset output (what `pseudo --input` accepts),
+    converted once into the cache with the pseudo datasets' source so image ids match theirs."""
+    from formats.converters.img2dataset import (
+        Img2DatasetConvertConfig,
+        convert_img2dataset,
+        is_img2dataset_dir,
+    )
+    from formats.dataset import DatasetError
+
+    path = Path(dataset_dir)
+    if (path / "manifest.json").is_file() or not is_img2dataset_dir(path):
+        return Dataset(path).require_complete()
+    source = pseudos[0].manifest.source if pseudos else "cc3m"
+    out = cache / f"base-{source}"
+    cfg = Img2DatasetConvertConfig(source=source)
+    try:
+        convert_img2dataset(path, out, cfg)
+    except DatasetError:  # made from other shards: the cache is ours to redo
+        convert_img2dataset(path, out, cfg, overwrite=True)
+    return Dataset(out).require_complete()
+
+
 def build_review(dataset_dir: str | os.PathLike, pseudo_dirs: list[str | os.PathLike] = (), *, name: str | None = None,
                  cache_dir: str | os.PathLike | None = None, rebuild: bool = False, batch_size: int = 2000,
                  evaluate: bool = True):
@@ -159,11 +182,11 @@ def build_review(dataset_dir: str | os.PathLike, pseudo_dirs: list[str | os.Path
     import fiftyone as fo
     from tqdm import tqdm
 
-    base = Dataset(dataset_dir).require_complete()
     pseudos = [Dataset(p).require_complete() for p in pseudo_dirs]
     fields = field_names(pseudos)
     name = name or default_name(dataset_dir)
     cache = Path(cache_dir) if cache_dir else Path(os.environ.get("OVLABEL_CACHE", Path.home() / ".cache" / "ovlabel")) / "review" / name
+    base = review_base(dataset_dir, pseudos, cache)
     if rebuild and fo.dataset_exists(name):
         fo.delete_dataset(name)
     fds = fo.load_dataset(name) if fo.dataset_exists(name) else fo.Dataset(name, persistent=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -38,6 +39,7 @@ from formats.converters.common import (
     verify_image_files,
 )
 from formats.dataset import DatasetWriter, Manifest, part_ranges, provenance
+from formats.ids import Ids, codes, parse_json_ids, self_codes, type_collision
 from formats.json_stream import JSONStructureError
 
 log = logging.getLogger("ovlabel.convert")
@@ -46,12 +48,48 @@ SOURCES = COCO_SOURCES
 ID_MINUS_ONE = {"o365v1", "o365v2", "v3det", "lvis_v1"}
 KNOWN_BROKEN = {"o365v1": {6, 19, 23}, "o365v2": {908726, 320532, 320534}}
 COCO80_IDS = [i for i in range(1, 91) if i not in {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}]
+# the 80 COCO 2017 (id, name) pairs of instances_*2017.json (MMDetection's CocoDataset.METAINFO classes)
+COCO80_NAMES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
+    "hair drier", "toothbrush",
+)
+COCO80 = dict(zip(COCO80_IDS, COCO80_NAMES))
+BACKGROUND_NAMES = {"background", "__background__", "_background_", "bg", "backgroud"}
 COCO_URL_PREFIX = "http://images.cocodataset.org/"
 O365V2_PREFIXES = ("images/v2/", "images/v1/")
 
 
 class ConversionError(ValueError):
     """A structural problem in the input: nothing was written."""
+
+
+@dataclass
+class IdColumns:
+    """The file's ids (`formats.ids`: type and text kept) and their int64 codes (equal code = same id)."""
+
+    images: Ids
+    annotations: Ids
+    refs: Ids  # annotations' image_id
+    img_code: np.ndarray
+    ann_code: np.ndarray
+    ref_code: np.ndarray
+
+
+def id_columns(cols: CocoColumns, path) -> IdColumns:
+    """Parses the id columns; raises ConversionError when two image ids differ only in JSON type."""
+    images, anns, refs = parse_json_ids(cols.img_id), parse_json_ids(cols.ann_id), parse_json_ids(cols.ann_img)
+    clash = type_collision(images, cols.img_index)
+    if clash:
+        raise ConversionError(f"{path}: {clash}")
+    img_code, ref_code = codes(images, refs)
+    return IdColumns(images, anns, refs, img_code, self_codes(anns), ref_code)
 
 
 @dataclass
@@ -63,6 +101,7 @@ class CocoConvertConfig:
     check_images: bool = False
     fix_o365_names: bool = False
     part_images: int = 100_000
+    keep_unused_categories: bool = False  # custom: keep unused supercategory / background categories as classes
 
 
 def o365_name_fixes() -> dict[int, tuple[str, str]]:
@@ -93,9 +132,8 @@ def build_categories(raw: list, source: str, path: str, fix_names: bool = False)
             raise ConversionError(f"{path}: {source} category ids start at 1; found id {ids[0]}")
         label_of = {i: i - 1 for i in ids}
     elif source == "coco2017":
-        if ids != COCO80_IDS:
-            raise ConversionError(f"{path}: not the 80 COCO 2017 categories (found {len(ids)} ids); use --source custom")
-        label_of = {cid: k for k, cid in enumerate(ids)}
+        cats = coco80_categories(cats, path)
+        label_of = {cid: k for k, cid in enumerate(COCO80_IDS)}
     else:
         label_of = {cid: k for k, cid in enumerate(ids)}
     if fix_names:
@@ -107,6 +145,58 @@ def build_categories(raw: list, source: str, path: str, fix_names: bool = False)
     for c in cats:
         c["label"] = label_of[c["id"]]
     return sorted(cats, key=lambda c: c["label"])
+
+
+def coco80_categories(cats: list[dict], path: str) -> list[dict]:
+    """The 80 COCO 2017 categories for a file holding any subset of the standard (id, name) pairs.
+
+    MMDetection's ``CocoDataset`` maps a file's categories into its fixed 80-class label space by name; here
+    both id and name must be a standard pair (names compared ignoring case), and classes the file lacks are
+    added with their standard name, so labels are the same 80 whatever subset a file holds."""
+    by_id = {c["id"]: c for c in cats}
+    for c in cats:
+        std = COCO80.get(c["id"])
+        if std is None:
+            raise ConversionError(f"{path}: category id {c['id']} ({c['name']!r}) is not one of the 80 COCO 2017 "
+                                  "categories; use --source custom")
+        if c["name"].strip().lower() != std:
+            raise ConversionError(f"{path}: category id {c['id']} is named {c['name']!r}; COCO 2017 names it "
+                                  f"{std!r}; use --source custom")
+    return [by_id.get(cid, {"id": cid, "name": name}) for cid, name in COCO80.items()]
+
+
+def unused_categories(cats: list[dict], used_ids: set) -> dict[int, str]:
+    """Categories with no box that are not classes: {id: reason}.
+
+    A category no annotation uses is left out when other categories name it as their ``supercategory``
+    (Roboflow's root category, e.g. id 0 "fishes" over "fish") or when its name is a background name
+    (``background``, ``__background__``, ...). Used categories are always kept."""
+    def norm(v) -> str | None:
+        return None if v is None else str(v).strip().lower()
+
+    supers = Counter(norm(c.get("supercategory")) for c in cats)
+    out = {}
+    for c in cats:
+        if c["id"] in used_ids:
+            continue
+        name = norm(c["name"])
+        if name in BACKGROUND_NAMES:
+            out[c["id"]] = "unused background category"
+        elif supers[name] - (norm(c.get("supercategory")) == name) > 0:
+            out[c["id"]] = "unused supercategory of other categories"
+    return out
+
+
+def drop_categories(cats: list[dict], drop: dict[int, str], rej: Rejects) -> list[dict]:
+    """`cats` without the `drop` ids, labels renumbered densely in the same order; each drop recorded."""
+    for k, c in enumerate(cats):
+        if c["id"] in drop:
+            rej.add_records([f"categories[{k}] id={c['id']} name={c['name']!r}"], drop[c["id"]],
+                            "no box uses it; --keep-unused-categories keeps it", dropped=True)
+    kept = [dict(c) for c in cats if c["id"] not in drop]
+    for k, c in enumerate(kept):
+        c["label"] = k
+    return kept
 
 
 def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: CocoConvertConfig, *,
@@ -125,15 +215,19 @@ def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: C
     except JSONStructureError as e:
         raise ConversionError(str(e)) from None
     cats = build_categories(cols.categories, cfg.source, str(ann_path), cfg.fix_o365_names)
+    ids = id_columns(cols, ann_path)
     rej = Rejects(str(ann_path))
+    if cfg.source == "custom" and not cfg.keep_unused_categories:
+        used = set(np.unique(cols.ann_cat[cols.ann_cat != MISSING]).tolist())
+        cats = drop_categories(cats, unused_categories(cats, used), rej)
     problems = {(a, i): (r, d) for a, i, r, d in cols.problems}
 
-    keep_img, file_names = _check_images(cols, cfg, rej, problems)
+    keep_img, file_names = _check_images(cols, ids, cfg, rej, problems)
     n_kept = int(keep_img.sum())
     kept_idx = np.flatnonzero(keep_img)
     img_slot = np.full(len(cols.img_id), -1, dtype=np.int64)
     img_slot[keep_img] = np.arange(int(keep_img.sum()))
-    ann_keep, ann_slot, ann_label_pos = _check_annotations(cols, cats, keep_img, img_slot, rej, problems)
+    ann_keep, ann_slot, ann_label_pos = _check_annotations(cols, ids, cats, keep_img, img_slot, rej, problems)
 
     manifest = Manifest(
         kind="od", source=cfg.source, image_root=cfg.image_root,
@@ -143,7 +237,8 @@ def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: C
     extra = _extra_fields(cols, cfg)
     manifest.extra_columns = [f.name for f in extra]
     writer = DatasetWriter(out_dir, manifest, overwrite=True, resume_key=resume_key)
-    boxes_per_image = _write_parts(writer, cols, cfg, cats, kept_idx, file_names, ann_keep, ann_slot, ann_label_pos, extra)
+    boxes_per_image = _write_parts(writer, cols, ids.images, cfg, cats, kept_idx, file_names, ann_keep, ann_slot,
+                                   ann_label_pos, extra)
     writer.write_rejects("part-00000.parquet", rej.rows)
     counts = {
         "images_in": int(len(cols.img_id)), "images": n_kept,
@@ -152,15 +247,18 @@ def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: C
         "categories": len(cats),
         "dropped": dict(sorted(rej.dropped.items())), "rejected": dict(sorted(rej.rejected.items())),
     }
+    left_out = {r: n for r, n in rej.dropped.items() if r.startswith("unused ")}
+    if left_out:
+        counts["categories_left_out"] = dict(sorted(left_out.items()))
     return writer.finish(counts)
 
 
-def _check_images(cols: CocoColumns, cfg: CocoConvertConfig, rej: Rejects, problems: dict):
-    reject = MaskRejects(rej, "images", cols.img_index, cols.img_id, problems)
+def _check_images(cols: CocoColumns, ids: IdColumns, cfg: CocoConvertConfig, rej: Rejects, problems: dict):
+    reject = MaskRejects(rej, "images", cols.img_index, ids.images, problems)
     keep = reject.keep
 
-    reject(cols.img_id == MISSING, "invalid id", "missing or not an integer")
-    reject(later_duplicates(cols.img_id), "duplicate image id", "an earlier image has the same id; the first is kept")
+    reject(ids.img_code == MISSING, "invalid id", ids.images.why)
+    reject(later_duplicates(ids.img_code), "duplicate image id", "an earlier image has the same id; the first is kept")
     names = _file_names(cols, cfg)
     reject(pc.is_null(names).to_numpy(zero_copy_only=False), "missing file_name", "no 'file_name' (nor 'coco_url')")
     names, unsafe = safe_file_names(names)
@@ -169,7 +267,8 @@ def _check_images(cols: CocoColumns, cfg: CocoConvertConfig, rej: Rejects, probl
     reject(bad_size, "invalid width/height", "width and height must be positive integers")
     broken = KNOWN_BROKEN.get(cfg.source)
     if broken:
-        reject(np.isin(cols.img_id, list(broken)), "known broken image",
+        known = pc.is_in(ids.images.text, value_set=pa.array([str(b) for b in broken])).fill_null(False)
+        reject(known.to_numpy(zero_copy_only=False) & ~ids.images.is_str, "known broken image",
                f"{cfg.source} image skipped as MMDetection's coco2odvg.py skips it")
     if cfg.check_images and cfg.image_root:
         idx = np.flatnonzero(keep)
@@ -192,16 +291,19 @@ def _file_names(cols: CocoColumns, cfg: CocoConvertConfig) -> pa.Array:
     return names
 
 
-def _check_annotations(cols: CocoColumns, cats: list[dict], keep_img, img_slot, rej: Rejects, problems: dict):
+def _check_annotations(cols: CocoColumns, ids: IdColumns, cats: list[dict], keep_img, img_slot, rej: Rejects,
+                       problems: dict):
     n = len(cols.ann_id)
-    reject = MaskRejects(rej, "annotations", cols.ann_index, cols.ann_id, problems)
+    reject = MaskRejects(rej, "annotations", cols.ann_index, ids.annotations, problems)
     keep = reject.keep
 
-    reject(cols.ann_id == MISSING, "invalid id", "missing or not an integer")
-    reject(later_duplicates(cols.ann_id), "duplicate annotation id", "an earlier annotation has the same id; the first is kept")
-    img_row = index_of(cols.img_id, cols.ann_img)  # a duplicated image id resolves to its first occurrence
-    reject(cols.ann_img == MISSING, "invalid image_id", "missing or not an integer")
-    reject(img_row < 0, "unknown image id", "no image with this id in 'images'")
+    reject(ids.ann_code == MISSING, "invalid id", ids.annotations.why)
+    reject(later_duplicates(ids.ann_code), "duplicate annotation id", "an earlier annotation has the same id; the first is kept")
+    img_row = index_of(ids.img_code, ids.ref_code)  # a duplicated image id resolves to its first occurrence
+    reject(ids.ref_code == MISSING, "invalid image_id", ids.refs.why)
+    reject(img_row < 0, "unknown image id",
+           lambda idx: [f"image_id={r!r} names no image in 'images'" if isinstance(r, str)
+                        else f"image_id={r} names no image in 'images'" for r in ids.refs.display(idx)])
     if len(cols.img_id) == 0:  # nothing can be kept; every annotation is rejected above
         return keep, np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
     img_ok = np.zeros(n, dtype=bool)
@@ -246,7 +348,7 @@ def _ids_to_labels(lists: pa.Array, cats: list[dict]) -> pa.Array:
                     type=pa.list_(pa.int32()))
 
 
-def _write_parts(writer: DatasetWriter, cols: CocoColumns, cfg: CocoConvertConfig, cats: list[dict],
+def _write_parts(writer: DatasetWriter, cols: CocoColumns, img_ids: Ids, cfg: CocoConvertConfig, cats: list[dict],
                  kept_idx: np.ndarray, names: pa.Array, ann_keep, ann_slot, label_pos, extra: list[pa.Field]) -> np.ndarray:
     """Groups the kept boxes by image and writes the record parts; returns the box count of each image."""
     n_kept = len(kept_idx)
@@ -264,7 +366,7 @@ def _write_parts(writer: DatasetWriter, cols: CocoColumns, cfg: CocoConvertConfi
         a, b = ranges[p]
         rows = kept_idx[a:b]
         sel = order[offsets[a]:offsets[b]]
-        image_id = pc.binary_join_element_wise(prefix, pc.cast(from_numpy(cols.img_id[rows]), pa.string()), "")
+        image_id = pc.binary_join_element_wise(prefix, img_ids.text.take(from_numpy(rows)), "")
         lp = label_pos[sel]
         regions = S.regions_from_columns(  # gold boxes are keyed by position (schema.region_keys)
             offsets[a:b + 1] - offsets[a], xywh_to_xyxy(cols.ann_box[sel]),

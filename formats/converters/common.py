@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 from formats import paths as P
 from formats.coco_read import MISSING
 from formats.dataset import prior_run
+from formats.ids import format_id
 
 
 class Rejects:
@@ -34,7 +35,7 @@ class Rejects:
         for k, idx in enumerate(indices.tolist()):
             detail = details[k] if isinstance(details, list) else details
             rid = None if ids is None else ids[k]
-            record = f"{array}[{idx}]" + ("" if rid is None or rid == MISSING else f" id={rid}")
+            record = f"{array}[{idx}]" + ("" if rid is None or rid == MISSING else f" id={format_id(rid)}")
             self.rows.append({"file": self.file, "record": record,
                               "reason": ("dropped: " if dropped else "") + reason, "detail": detail})
 
@@ -54,11 +55,12 @@ class MaskRejects:
 
     ``r = MaskRejects(rejects, "images", index, ids, problems)``; ``r(mask, reason, detail)`` records every
     still-kept element under `mask` with its reason; `r.keep` is what is left. A detail may be one string,
-    a list (one per selected element) or a function of the selected positions; a problem noted while
+    a list (one per selected element) or a function of the selected positions; `ids` an array or a
+    `formats.ids.Ids` (named as the file wrote them: ``id=3``, ``id='03'``); a problem noted while
     decoding the element (`problems[(array, index)]`) is the better detail and wins for rejects.
     """
 
-    def __init__(self, rejects: Rejects, array: str, index: np.ndarray, ids: np.ndarray, problems: dict):
+    def __init__(self, rejects: Rejects, array: str, index: np.ndarray, ids, problems: dict):
         self.rejects, self.array, self.index, self.ids, self.problems = rejects, array, index, ids, problems
         self.keep = np.ones(len(index), dtype=bool)
 
@@ -70,7 +72,8 @@ class MaskRejects:
         if not dropped:
             details = [self.problems.get((self.array, int(self.index[i])), (None, None))[1]
                        or (details[k] if isinstance(details, list) else details) for k, i in enumerate(idx)]
-        self.rejects.add(self.array, self.index[idx], reason, details, self.ids[idx].tolist(), dropped=dropped)
+        ids = self.ids.display(idx) if hasattr(self.ids, "display") else self.ids[idx].tolist()
+        self.rejects.add(self.array, self.index[idx], reason, details, ids, dropped=dropped)
         self.keep[idx] = False
 
 
@@ -139,7 +142,8 @@ def safe_file_names(names: pa.Array) -> tuple[pa.Array, dict[int, str]]:
 
 
 def verify_image_files(root: str, names: list[str], widths: np.ndarray, heights: np.ndarray) -> dict[int, tuple[str, str]]:
-    """Checks each image exists under `root` and its header size matches; returns {index: (reason, detail)}."""
+    """Checks each image exists under `root` and its header size (as displayed: EXIF orientation applied,
+    `formats.images.image_size`) matches; returns {index: (reason, detail)}."""
     from formats.images import ImageError, image_size
 
     def check(i: int):
@@ -154,7 +158,10 @@ def verify_image_files(root: str, names: list[str], widths: np.ndarray, heights:
         except ImageError as e:
             return i, ("unreadable image", str(e))
         if (w, h) != (int(widths[i]), int(heights[i])):
-            return i, ("image size mismatch", f"{full}: header {w}x{h}, annotation {widths[i]}x{heights[i]}")
+            note = ""
+            if (h, w) == (int(widths[i]), int(heights[i])):
+                note = " (EXIF orientation turns the stored image; the annotation has the stored, unturned size)"
+            return i, ("image size mismatch", f"{full}: header {w}x{h} as displayed, annotation {widths[i]}x{heights[i]}{note}")
         return i, None
 
     with ThreadPoolExecutor(8) as pool:

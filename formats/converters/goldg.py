@@ -34,13 +34,14 @@ from formats.converters.common import (
     safe_file_names,
 )
 from formats.dataset import DatasetWriter, Manifest, part_ranges, provenance
+from formats.ids import MISSING, Ids, codes, parse_json_ids, type_collision
 from formats.json_stream import JSONStructureError
 from formats.phrase_rules import edges_are_words, trim_span
 
 log = logging.getLogger("ovlabel.goldg")
 
 IMAGE_COLUMNS = {
-    "id": "BIGINT",
+    "id": "JSON",  # raw JSON text: type and text of ids kept (formats.ids)
     "file_name": "VARCHAR",
     "height": "BIGINT",
     "width": "BIGINT",
@@ -53,8 +54,8 @@ IMAGE_COLUMNS = {
     "tokens_positive_eval": "BIGINT[][][]",
 }
 ANN_COLUMNS = {
-    "id": "BIGINT",
-    "image_id": "BIGINT",
+    "id": "JSON",
+    "image_id": "JSON",
     "bbox": "DOUBLE[]",
     "area": "DOUBLE",
     "iscrowd": "BIGINT",
@@ -100,15 +101,19 @@ def convert_goldg(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
     problems = {(a, i): (r, d) for a, i, r, d in doc.problems}
     imgs, anns = doc.tables["images"], doc.tables["annotations"]
 
-    keep_img, names = _check_images(imgs, cfg, rej, problems)
-    img_id = _ints(imgs, "id")
-    slot = index_of(img_id, _ints(anns, "image_id"))
-    regions = _check_boxes(imgs, anns, slot, keep_img, rej, problems)
-    has_box = np.zeros(len(img_id), dtype=bool)
+    img_ids, refs = parse_json_ids(imgs.column("id")), parse_json_ids(anns.column("image_id"))
+    clash = type_collision(img_ids, imgs.column("_index").to_numpy())
+    if clash:
+        raise ConversionError(f"{ann_path}: {clash}")
+    img_code, ref_code = codes(img_ids, refs)
+    keep_img, names = _check_images(imgs, img_ids, img_code, cfg, rej, problems)
+    slot = index_of(img_code, ref_code)
+    regions = _check_boxes(imgs, anns, refs, slot, keep_img, rej, problems)
+    has_box = np.zeros(len(img_code), dtype=bool)
     has_box[regions["slot"]] = True
     no_box = keep_img & ~has_box
     rej.add("images", imgs.column("_index").to_numpy()[no_box], "no valid boxes",
-            "every box of this caption was dropped or rejected", img_id[no_box].tolist(), dropped=True)
+            "every box of this caption was dropped or rejected", img_ids.display(np.flatnonzero(no_box)), dropped=True)
     keep_img &= has_box
 
     manifest = Manifest(kind="vg", source=cfg.source, image_root=cfg.image_root, config=asdict(cfg),
@@ -116,7 +121,7 @@ def convert_goldg(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
                         provenance=provenance([{"path": str(ann_path.resolve()), "size": st.st_size,
                                                 "sha256": doc.sha256}]))
     writer = DatasetWriter(out_dir, manifest, overwrite=True, resume_key=resume_key)
-    _write_parts(writer, imgs, names, keep_img, regions, cfg)
+    _write_parts(writer, imgs, img_ids, names, keep_img, regions, cfg)
     writer.write_rejects("part-00000.parquet", rej.rows)
     return writer.finish({
         "images_in": imgs.num_rows, "images": int(keep_img.sum()),
@@ -133,16 +138,16 @@ def _ints(t: pa.Table, name: str) -> np.ndarray:
     return np.asarray(col.fill_null(S_MISSING).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def _check_images(imgs: pa.Table, cfg: GoldGConvertConfig, rej: Rejects, problems: dict):
+def _check_images(imgs: pa.Table, img_ids: Ids, ids: np.ndarray, cfg: GoldGConvertConfig, rej: Rejects,
+                  problems: dict):
     n = imgs.num_rows
-    ids = _ints(imgs, "id")
-    reject = MaskRejects(rej, "images", imgs.column("_index").to_numpy(), ids, problems)
+    reject = MaskRejects(rej, "images", imgs.column("_index").to_numpy(), img_ids, problems)
     keep = reject.keep
 
     if cfg.data_source is not None:
         src = pc.fill_null(pc.equal(imgs.column("data_source"), cfg.data_source), False).to_numpy(zero_copy_only=False)
         reject(~np.asarray(src, dtype=bool), f"data_source is not {cfg.data_source}", None, dropped=True)
-    reject(ids == S_MISSING, "invalid id", "missing or not an integer")
+    reject(ids == MISSING, "invalid id", img_ids.why)
     reject(later_duplicates(ids), "duplicate image id", "an earlier caption has the same id; the first is kept")
     reject(pc.is_null(imgs.column("caption")).to_numpy(zero_copy_only=False), "missing caption")
     names = imgs.column("file_name").combine_chunks()
@@ -155,14 +160,19 @@ def _check_images(imgs: pa.Table, cfg: GoldGConvertConfig, rej: Rejects, problem
     return keep, names
 
 
-def _check_boxes(imgs: pa.Table, anns: pa.Table, slot: np.ndarray, keep_img: np.ndarray, rej: Rejects,
+def _check_boxes(imgs: pa.Table, anns: pa.Table, refs: Ids, slot: np.ndarray, keep_img: np.ndarray, rej: Rejects,
                  problems: dict) -> dict:
     """Validates every annotation; returns the kept boxes (clipped xyxy), their image slot and sorted spans."""
     n = anns.num_rows
-    reject = MaskRejects(rej, "annotations", anns.column("_index").to_numpy(), _ints(anns, "id"), problems)
+    ann_ids = parse_json_ids(anns.column("id"))
+    reject = MaskRejects(rej, "annotations", anns.column("_index").to_numpy(), ann_ids, problems)
     keep = reject.keep
 
+    reject(~refs.valid, "invalid image_id", refs.why)
     reject(slot < 0, "unknown image_id", "no caption with this id")
+    if imgs.num_rows == 0:  # every annotation was rejected just above; nothing to index
+        return {"slot": np.zeros(0, np.int64), "bbox": np.zeros((0, 4)), "spans": np.zeros((0, 2), np.int32),
+                "span_offsets": np.zeros(1, np.int32)}
     keep_slot = np.where(slot >= 0, slot, 0)
     reject(~keep_img[keep_slot], "image rejected", "its caption was rejected or dropped", dropped=True)
     box = _boxes(anns.column("bbox").combine_chunks())
@@ -351,8 +361,8 @@ def _phrases(captions: pa.Array, spans: np.ndarray, span_offsets: np.ndarray, sl
     return pa.Array.from_buffers(typ, n_box, [None, pa.py_buffer(offsets), pa.py_buffer(out)])
 
 
-def _write_parts(writer: DatasetWriter, imgs: pa.Table, names: pa.Array, keep_img: np.ndarray, regions: dict,
-                 cfg: GoldGConvertConfig) -> None:
+def _write_parts(writer: DatasetWriter, imgs: pa.Table, img_ids: Ids, names: pa.Array, keep_img: np.ndarray,
+                 regions: dict, cfg: GoldGConvertConfig) -> None:
     kept_idx = np.flatnonzero(keep_img)
     new_slot = np.full(len(keep_img), -1, dtype=np.int64)
     new_slot[kept_idx] = np.arange(len(kept_idx))
@@ -375,7 +385,7 @@ def _write_parts(writer: DatasetWriter, imgs: pa.Table, names: pa.Array, keep_im
         phrases = _phrases(captions, regions["spans"][so[ba]:so[bb]], so[ba:bb + 1] - so[ba], regions["slot"][ba:bb])
         regs = S.regions_from_columns(offsets[a:b + 1] - ba, regions["bbox"][ba:bb], phrase=phrases,
                                       tokens_positive=spans, origin="gold")
-        ids = pc.cast(part.column("id"), pa.string())
+        ids = img_ids.text.slice(int(rows[0]), b - a) if contiguous else img_ids.text.take(from_numpy(rows))
         data = {
             "image_id": pc.binary_join_element_wise(f"{cfg.source}/", ids, ""),
             "source": pa.repeat(pa.scalar(cfg.source), b - a),

@@ -6,6 +6,12 @@ and ``NNNNN_stats.json``. Successful rows become records whose file_name points 
 (``tar://KEY.jpg::NNNNN.tar``); failed downloads go to rejects with img2dataset's error message.
 Images stay where img2dataset put them.
 
+Webdataset shards without a side parquet (CC3M/CC12M/GRIT as distributed: ``NNNNN.tar`` holding
+``KEY.jpg`` + ``KEY.txt`` + ``KEY.json`` per sample) are read through the same code: each sample's
+``.json`` gives the row (img2dataset writes the same columns there), its ``.txt`` the caption, and a size
+missing from the ``.json`` is read from the image header (`formats.images.image_size` rule). A sample
+without an image, with unreadable ``.json``/``.txt`` or a failed status is rejected with the reason.
+
 GRIT rows carry boxes: ``ref_exps`` / ``noun_chunks`` lists of ``[start, end, x1, y1, x2, y2, score]``
 with coordinates in 0..1 of the image. They become regions in pixels of the *stored* image (img2dataset
 may have resized it; a resize that cropped or padded is detected from the aspect ratio and rejected).
@@ -17,6 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import tarfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,17 +55,27 @@ class Img2DatasetError(ValueError):
     """A folder is not img2dataset output, or a shard is unreadable."""
 
 
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif")
+
+
 def is_img2dataset_dir(path: str | os.PathLike) -> bool:
-    """True for a folder holding img2dataset shards (``NNNNN.parquet`` with ``NNNNN_stats.json``)."""
+    """True for a folder holding img2dataset shards (``NNNNN.parquet`` with ``NNNNN_stats.json``) or webdataset
+    shards (``NNNNN.tar``, with or without a side parquet)."""
     p = Path(path)
-    return p.is_dir() and any(p.glob("*_stats.json")) and any(p.glob("[0-9]*.parquet"))
+    if not p.is_dir():
+        return False
+    return (any(p.glob("*_stats.json")) and any(p.glob("[0-9]*.parquet"))) or any(p.glob("[0-9]*.tar"))
 
 
 def shards(raw_dir: str | os.PathLike) -> list[Path]:
-    """The shard parquet files, in name order."""
-    found = sorted(Path(raw_dir).glob("[0-9]*.parquet"))
+    """The shards, in name order: each ``NNNNN.parquet``, and each ``NNNNN.tar`` that has no parquet beside it."""
+    root = Path(raw_dir)
+    parquet = sorted(root.glob("[0-9]*.parquet"))
+    stems = {p.stem for p in parquet}
+    tars = [t for t in sorted(root.glob("[0-9]*.tar")) if t.stem not in stems]
+    found = sorted(parquet + tars, key=lambda p: (p.stem, p.suffix))
     if not found:
-        raise Img2DatasetError(f"{raw_dir}: no img2dataset shards (NNNNN.parquet)")
+        raise Img2DatasetError(f"{raw_dir}: no img2dataset shards (NNNNN.parquet) nor webdataset shards (NNNNN.tar)")
     return found
 
 
@@ -69,23 +86,33 @@ def shard_records(shard: Path, source: str, spans: str | None = None, min_score:
     `stats`, when given, receives ``images_rejected`` (rows rejected whole) and ``boxes_dropped`` (GRIT boxes
     left out as empty or under `min_score`).
     """
-    try:
-        columns = pq.read_schema(shard).names
-        images_inside = "jpg" in columns  # output_format parquet: the image bytes are in this file
-        t = pq.read_table(shard, columns=[c for c in columns if c != "jpg"])
-    except Exception as e:  # noqa: BLE001
-        raise Img2DatasetError(f"{shard}: unreadable parquet: {e}") from None
+    members: dict[str, str] | None = None
+    if shard.suffix == ".tar":
+        t, members, rejects = webdataset_table(shard)
+        images_inside = False
+        if spans is not None and spans not in t.column_names:  # no sample's .json has boxes
+            t = t.append_column(spans, pa.nulls(t.num_rows, pa.list_(pa.list_(pa.float64()))))
+    else:
+        try:
+            columns = pq.read_schema(shard).names
+            images_inside = "jpg" in columns  # output_format parquet: the image bytes are in this file
+            t = pq.read_table(shard, columns=[c for c in columns if c != "jpg"])
+        except Exception as e:  # noqa: BLE001
+            raise Img2DatasetError(f"{shard}: unreadable parquet: {e}") from None
+        rejects = []
     missing = [c for c in ("key", "caption", "status", "width", "height") if c not in t.column_names]
     if spans is not None and spans not in t.column_names:
         missing.append(spans)
     if missing:
         raise Img2DatasetError(f"{shard}: not an img2dataset shard (missing {', '.join(missing)})")
-    ok = pc.equal(t.column("status"), "success")
+    ok = pc.fill_null(pc.equal(t.column("status"), "success"), False)
     failed = t.filter(pc.invert(ok))
-    rejects = [{"file": str(shard), "record": f"key={k}", "reason": "download failed", "detail": err}
-               for k, err in zip(failed.column("key").to_pylist(), failed.column("error_message").to_pylist())]
+    errors = failed.column("error_message").to_pylist() if "error_message" in t.column_names else [None] * len(failed)
+    rejects += [{"file": str(shard), "record": f"key={k}", "reason": "download failed", "detail": err}
+                for k, err in zip(failed.column("key").to_pylist(), errors)]
     t = t.filter(ok)
-    bad_size = pc.or_(pc.is_null(t.column("width")), pc.less_equal(t.column("width"), 0))
+    bad_size = pc.fill_null(pc.or_kleene(pc.less_equal(t.column("width"), 0), pc.less_equal(t.column("height"), 0)),
+                            True)  # a missing side is no size either
     if pc.any(bad_size).as_py():
         rejects += [{"file": str(shard), "record": f"key={k}", "reason": "invalid width/height", "detail": None}
                     for k in t.filter(bad_size).column("key").to_pylist()]
@@ -99,7 +126,9 @@ def shard_records(shard: Path, source: str, spans: str | None = None, min_score:
     # keys sort in download order; records keep shard order by key for determinism
     t = t.sort_by("key")
     keys = t.column("key").to_pylist()
-    if shard.with_suffix(".tar").exists():  # output_format webdataset
+    if members is not None:  # a webdataset shard read on its own
+        names = [tar_url(members[k], shard.name) for k in keys]
+    elif shard.with_suffix(".tar").exists():  # output_format webdataset
         names = [tar_url(f"{k}.jpg", shard.with_suffix(".tar").name) for k in keys]
     elif images_inside:
         names = [parquet_url(k, shard.name) for k in keys]
@@ -127,6 +156,101 @@ def shard_records(shard: Path, source: str, spans: str | None = None, min_score:
     for c in KEEP_COLUMNS:
         cols[c] = t.column(c).cast(pa.string()) if c in t.column_names else pa.nulls(n, pa.string())
     return pa.table(cols), rejects
+
+
+def webdataset_table(shard: Path) -> tuple[pa.Table, dict[str, str], list[dict]]:
+    """A webdataset shard as img2dataset's parquet columns, each sample's image member, and rejects."""
+    st = shard.stat()
+    table, members, rejects = _webdataset_table(str(shard), st.st_size, st.st_mtime_ns)
+    return table, members, list(rejects)
+
+
+@functools.lru_cache(maxsize=4)
+def _webdataset_table(shard: str, size: int, mtime_ns: int) -> tuple[pa.Table, dict[str, str], tuple[dict, ...]]:
+    """Reads every sample of a tar (cached by path, size and time: the pseudo pipeline reads a shard twice)."""
+    samples, rejects = _tar_samples(Path(shard))
+    rows, members = [], {}
+    for key, s in samples.items():
+        why = s.get("error") or (None if "image" in s or s.get("json", {}).get("status") not in (None, "success")
+                                 else f"no image member (found {', '.join(sorted(s['exts']))})")
+        if why:
+            rejects.append({"file": shard, "record": f"key={key}", "reason": why.split(":")[0], "detail": why})
+            continue
+        meta = s.get("json", {})
+        caption = s["txt"] if "txt" in s else meta.get("caption")
+        row = {**{k: v for k, v in meta.items() if k in _WDS_EXTRA}, "key": key,
+               "caption": None if caption is None else str(caption), "status": meta.get("status", "success"),
+               "error_message": meta.get("error_message"), "width": _int_or_none(meta.get("width")),
+               "height": _int_or_none(meta.get("height"))}
+        if "size" in s:  # the image's own header, as displayed (formats.images rule), wins over the .json
+            row["width"], row["height"] = s["size"]
+        if "image" in s:
+            members[key] = s["image"]
+        rows.append(row)
+    table = pa.Table.from_pylist(rows) if rows else pa.table(
+        {c: pa.array([], t) for c, t in (("key", pa.string()), ("caption", pa.string()), ("status", pa.string()),
+                                         ("error_message", pa.string()), ("width", pa.int64()), ("height", pa.int64()))})
+    for c, typ in (("key", pa.string()), ("caption", pa.string()), ("status", pa.string()),
+                   ("error_message", pa.string()), ("width", pa.int64()), ("height", pa.int64())):
+        if c not in table.column_names:
+            table = table.append_column(c, pa.nulls(table.num_rows, typ))
+    return table, members, tuple(rejects)
+
+
+_WDS_EXTRA = ("url", "sha256", "original_width", "original_height", "ref_exps", "noun_chunks")
+
+
+def _int_or_none(v) -> int | None:
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() and v > 0 else None
+
+
+def _tar_samples(shard: Path) -> tuple[dict[str, dict], list[dict]]:
+    """Groups a tar's members by webdataset key (the path up to the first dot of the file name)."""
+    import json
+
+    from formats.images import ImageError, header_size
+
+    samples: dict[str, dict] = {}
+    try:
+        with tarfile.open(shard) as tf:
+            for m in tf:
+                if not m.isfile():
+                    continue
+                folder, _, base = m.name.rpartition("/")
+                stem, dot, ext = base.partition(".")
+                if not dot or base.startswith("."):
+                    continue
+                key = f"{folder}/{stem}" if folder else stem
+                s = samples.setdefault(key, {"exts": set()})
+                ext = ext.lower()
+                s["exts"].add(ext)
+                data = None
+                if ext in IMAGE_EXTENSIONS and "image" not in s:
+                    s["image"] = m.name
+                    try:
+                        s["size"] = header_size(tf.extractfile(m), f"{shard}::{m.name}")
+                    except ImageError as e:
+                        s["error"] = f"unreadable image: {e}"
+                elif ext in ("txt", "json"):
+                    data = tf.extractfile(m).read()
+                if ext == "txt":
+                    try:
+                        s["txt"] = data.decode("utf-8")
+                    except UnicodeDecodeError as e:
+                        s["error"] = f"invalid caption text: {m.name} is not UTF-8 ({e})"
+                elif ext == "json":
+                    try:
+                        meta = json.loads(data)
+                    except (UnicodeDecodeError, ValueError) as e:
+                        s["error"] = f"invalid json: {m.name}: {e}"
+                        continue
+                    if not isinstance(meta, dict):
+                        s["error"] = f"invalid json: {m.name} is not an object"
+                        continue
+                    s["json"] = meta
+    except (OSError, tarfile.TarError) as e:
+        raise Img2DatasetError(f"{shard}: unreadable tar: {e}") from None
+    return samples, []  # per-sample problems are kept on the sample (`error`)
 
 
 def _distorted(t: pa.Table, tolerance: float = 0.02) -> pa.Array:

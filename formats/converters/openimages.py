@@ -6,6 +6,11 @@ or without a header). Labels follow the class-description order. Boxes are group
 an unsorted CSV still gives one record per image (MMDetection's ``openimages2odvg.py`` writes one record
 per run of equal ImageIDs). Image sizes come from a sizes file (ImageID,width,height) or from the image
 headers, read in parallel without decoding the pixels.
+
+A CSV line is a record: a malformed line (missing or extra fields, bytes that are not UTF-8) is rejected
+with its line number and duckdb's reason (``read_csv(..., store_rejects=true)``) and the rest converts.
+Coordinates a little outside 0..1 are clipped to the image and counted (``boxes_clipped``); a box with no
+area inside the image is dropped (``no overlap with image``), an inverted or non-numeric one rejected.
 """
 
 from __future__ import annotations
@@ -78,16 +83,16 @@ def convert_openimages(ann_dir: str | os.PathLike, out_dir: str | os.PathLike, c
     con.execute("CREATE TABLE classes AS SELECT * FROM (VALUES " + ", ".join(
         f"({c['label']}, '{c['id']}')" for c in cats) + ") t(label, mid)")
     rej = Rejects(str(box_csv))
-    _load_boxes(con, box_csv)
-    _reject_boxes(con, cfg, rej)
+    _load_boxes(con, box_csv, rej)
+    clipped = _reject_boxes(con, cfg, rej)
     images = con.sql("SELECT image_id FROM good GROUP BY image_id ORDER BY image_id").to_arrow_table()
     ids = images.column("image_id").to_pylist()
     sizes = _sizes(con, ids, cfg, rej)
     con.register("sizes_t", sizes)
     t = con.sql("""
         SELECT g.image_id, s.width, s.height,
-               list(g.label ORDER BY g.row) AS labels, list(g.mid ORDER BY g.row) AS mids,
-               list([g.xmin * s.width, g.ymin * s.height, g.xmax * s.width, g.ymax * s.height] ORDER BY g.row) AS boxes
+               list(g.label ORDER BY g.line) AS labels, list(g.mid ORDER BY g.line) AS mids,
+               list([g.xmin * s.width, g.ymin * s.height, g.xmax * s.width, g.ymax * s.height] ORDER BY g.line) AS boxes
         FROM good g JOIN sizes_t s USING (image_id)
         GROUP BY g.image_id, s.width, s.height ORDER BY g.image_id""").to_arrow_table()
 
@@ -115,8 +120,10 @@ def convert_openimages(ann_dir: str | os.PathLike, out_dir: str | os.PathLike, c
         writer.write_part(f"part-{p:05d}.parquet", S.conform(table, []))
     writer.write_rejects("part-00000.parquet", rej.rows)
     n_in = con.execute("SELECT count(*), count(DISTINCT image_id) FROM boxes").fetchone()
+    malformed = rej.rejected.get("malformed CSV line", 0)
     return writer.finish({
-        "images_in": int(n_in[1]), "images": t.num_rows, "boxes_in": int(n_in[0]),
+        "images_in": int(n_in[1]), "images": t.num_rows, "boxes_in": int(n_in[0]) + malformed,
+        "boxes_clipped": clipped,
         "boxes": int(sum(p["boxes"] for p in writer.manifest.parts)), "categories": len(cats),
         "dropped": dict(sorted(rej.dropped.items())), "rejected": dict(sorted(rej.rejected.items())),
     })
@@ -129,7 +136,7 @@ def _categories(con: duckdb.DuckDBPyConnection, class_csv: Path) -> list[dict]:
         rows = con.execute(f"""SELECT * FROM read_csv('{class_csv}', header={str(header).lower()},
                                columns={{'mid': 'VARCHAR', 'name': 'VARCHAR'}})""").fetchall()
     except duckdb.Error as e:
-        raise ConversionError(f"{class_csv}: not a LabelName,DisplayName CSV: {e}") from None
+        raise ConversionError(f"{class_csv}: not a LabelName,DisplayName CSV: {_short(e)}") from None
     seen: set[str] = set()
     cats = []
     for mid, name in rows:
@@ -140,48 +147,79 @@ def _categories(con: duckdb.DuckDBPyConnection, class_csv: Path) -> list[dict]:
     return cats
 
 
-def _load_boxes(con: duckdb.DuckDBPyConnection, box_csv: Path) -> None:
+def _short(e: Exception) -> str:
+    """The first line of a duckdb error (its CSV errors carry a 30-line parser dump after it)."""
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _load_boxes(con: duckdb.DuckDBPyConnection, box_csv: Path, rej: Rejects) -> None:
+    """Table `boxes` (line, image_id, mid, coordinates, group_of); malformed lines rejected with their number."""
     try:
-        con.execute(f"""CREATE TABLE raw AS SELECT row_number() OVER () - 1 AS row, *
-                        FROM read_csv('{box_csv}', header=true, all_varchar=true)""")
+        con.execute(f"""CREATE TABLE raw AS SELECT row_number() OVER () - 1 AS k, *
+                        FROM read_csv('{box_csv}', header=true, all_varchar=true, store_rejects=true)""")
     except duckdb.Error as e:
-        raise ConversionError(f"{box_csv}: unreadable CSV: {e}") from None
-    cols = {r[0].lower(): r[0] for r in con.execute("DESCRIBE raw").fetchall()}
+        raise ConversionError(f"{box_csv}: unreadable CSV: {_short(e)}") from None
+    cols = {r[0].lower(): r[0] for r in con.execute("DESCRIBE raw").fetchall() if r[0] != "k"}
     need = ["imageid", "labelname", "xmin", "xmax", "ymin", "ymax", "isgroupof"]
     missing = [c for c in need if c not in cols]
     if missing:
         raise ConversionError(f"{box_csv}: not an Open Images box CSV (missing {', '.join(missing)})")
-    con.execute(f"""CREATE TABLE boxes AS SELECT row, "{cols['imageid']}" AS image_id, "{cols['labelname']}" AS mid,
+    bad = con.execute("""SELECT line, arg_min(error_type::VARCHAR, column_idx), arg_min(error_message, column_idx)
+                         FROM reject_errors GROUP BY line ORDER BY line""").fetchall()
+    n_good = con.execute("SELECT count(*) FROM raw").fetchall()[0][0]
+    if bad and n_good == 0:
+        line, kind, msg = bad[0]
+        raise ConversionError(f"{box_csv}: line {line}: {kind.lower()}: {msg} (no line of the file could be read)")
+    if bad:
+        rej.add_records([f"line {b[0]}" for b in bad], "malformed CSV line", [f"{b[1].lower()}: {b[2]}" for b in bad])
+        # rows come in file order: the k-th good row is on the k-th line that was not rejected (header = line 1)
+        rejected = np.array([b[0] for b in bad], dtype=np.int64)
+        lines = np.setdiff1d(np.arange(2, 2 + n_good + len(rejected), dtype=np.int64), rejected)[:n_good]
+        con.register("good_lines", pa.table({"k": pa.array(np.arange(n_good, dtype=np.int64)), "line": pa.array(lines)}))
+        line_sql, join = "l.line", "JOIN good_lines l ON l.k = raw.k"
+    else:
+        line_sql, join = "raw.k + 2", ""
+    con.execute(f"""CREATE TABLE boxes AS SELECT {line_sql} AS line, "{cols['imageid']}" AS image_id,
+        "{cols['labelname']}" AS mid,
         TRY_CAST("{cols['xmin']}" AS DOUBLE) AS xmin, TRY_CAST("{cols['xmax']}" AS DOUBLE) AS xmax,
         TRY_CAST("{cols['ymin']}" AS DOUBLE) AS ymin, TRY_CAST("{cols['ymax']}" AS DOUBLE) AS ymax,
-        TRY_CAST("{cols['isgroupof']}" AS INTEGER) = 1 AS group_of FROM raw""")
+        TRY_CAST("{cols['isgroupof']}" AS INTEGER) = 1 AS group_of FROM raw {join}""")
 
 
-def _reject_boxes(con: duckdb.DuckDBPyConnection, cfg: OpenImagesConvertConfig, rej: Rejects) -> None:
+_FINITE = "isfinite(xmin) AND isfinite(xmax) AND isfinite(ymin) AND isfinite(ymax)"
+_OUTSIDE = "xmin < 0 OR ymin < 0 OR xmax > 1 OR ymax > 1"
+
+
+def _reject_boxes(con: duckdb.DuckDBPyConnection, cfg: OpenImagesConvertConfig, rej: Rejects) -> int:
+    """Table `good` (boxes clipped to 0..1); bad boxes rejected or dropped by reason. Returns how many were clipped."""
     checks = [
         ("invalid ImageID", f"image_id IS NULL OR NOT ({_VALID_ID})", False),
         ("unknown LabelName", "mid NOT IN (SELECT mid FROM classes) OR mid IS NULL", False),
-        ("invalid box", "NOT (xmin >= 0 AND ymin >= 0 AND xmax <= 1 AND ymax <= 1 AND xmin < xmax AND ymin < ymax)"
-                        " OR xmin IS NULL OR xmax IS NULL OR ymin IS NULL OR ymax IS NULL", False),
+        ("invalid box", f"xmin IS NULL OR xmax IS NULL OR ymin IS NULL OR ymax IS NULL OR NOT ({_FINITE})"
+                        " OR NOT (xmin < xmax AND ymin < ymax)", False),
+        ("no overlap with image", "xmax <= 0 OR ymax <= 0 OR xmin >= 1 OR ymin >= 1", True),
     ]
     if cfg.group_of == "drop":
         checks.append(("group-of", "coalesce(group_of, false)", True))
     bad_sql = []
     for reason, cond, dropped in checks:
         prior = " AND ".join(f"NOT coalesce(({c}), false)" for c in bad_sql) or "true"
-        rows = con.execute(f"SELECT row, image_id, mid FROM boxes WHERE coalesce(({cond}), false) AND {prior} ORDER BY row").fetchall()
+        rows = con.execute(f"SELECT line, image_id, mid FROM boxes WHERE coalesce(({cond}), false) AND {prior} ORDER BY line").fetchall()
         if rows:
-            rej.add_records([f"line {r[0] + 2}" for r in rows], reason,
+            rej.add_records([f"line {r[0]}" for r in rows], reason,
                             [f"ImageID={r[1]} LabelName={r[2]}" for r in rows], dropped=dropped)
         bad_sql.append(cond)
     keep = " AND ".join(f"NOT coalesce(({c}), false)" for c in bad_sql)
-    con.execute(f"""CREATE TABLE good AS SELECT b.row, b.image_id, c.label, b.mid, b.xmin, b.ymin, b.xmax, b.ymax
+    con.execute(f"""CREATE TABLE good AS SELECT b.line, b.image_id, c.label, b.mid,
+                    greatest(b.xmin, 0.0) AS xmin, greatest(b.ymin, 0.0) AS ymin,
+                    least(b.xmax, 1.0) AS xmax, least(b.ymax, 1.0) AS ymax, ({_OUTSIDE}) AS clipped
                     FROM boxes b JOIN classes c USING (mid) WHERE {keep}""")
     gone = con.execute(f"""SELECT DISTINCT image_id FROM boxes WHERE image_id NOT IN (SELECT image_id FROM good)
                           AND image_id IS NOT NULL AND {_VALID_ID} ORDER BY image_id""").fetchall()
     if gone:
         rej.add_records([f"ImageID={g[0]}" for g in gone], "no box left", "every box of the image was dropped or rejected",
                         dropped=True)
+    return int(con.execute("SELECT count(*) FROM good WHERE clipped").fetchall()[0][0])
 
 
 def _sizes(con: duckdb.DuckDBPyConnection, ids: list[str], cfg: OpenImagesConvertConfig, rej: Rejects) -> pa.Table:
@@ -191,7 +229,7 @@ def _sizes(con: duckdb.DuckDBPyConnection, ids: list[str], cfg: OpenImagesConver
             t = con.sql(f"""SELECT ImageID AS image_id, CAST(width AS INTEGER) AS width, CAST(height AS INTEGER) AS height
                                 FROM read_csv('{cfg.sizes}', header=true)""").to_arrow_table()
         except duckdb.Error as e:
-            raise ConversionError(f"{cfg.sizes}: not an ImageID,width,height CSV: {e}") from None
+            raise ConversionError(f"{cfg.sizes}: not an ImageID,width,height CSV: {_short(e)}") from None
         lut = dict(zip(t.column("image_id").to_pylist(), zip(t.column("width").to_pylist(), t.column("height").to_pylist())))
         found = {i: lut.get(i) for i in ids}
     else:

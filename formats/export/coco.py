@@ -36,14 +36,14 @@ def coco_categories(ds: Dataset, con) -> list[dict]:
 
 
 def export_coco(dataset_dir: str | os.PathLike, out: str | os.PathLike, *,
-                images_dir: str | os.PathLike | None = None) -> dict:
+                images_dir: str | os.PathLike | None = None, tar_paths: bool = False) -> dict:
     """Writes the dataset as one COCO JSON file; returns counts.
 
     `images_dir`: write images kept inside img2dataset shards there and name them relative to it
-    (`formats.export.images`)."""
+    (`formats.export.images`); without it such datasets are refused unless `tar_paths`."""
     ds = Dataset(dataset_dir).require_complete()
     con = connect()
-    image_counts = register_export_records(con, ds, images_dir, with_order=True)
+    image_counts = register_export_records(con, ds, images_dir, with_order=True, tar_paths=tar_paths)
     vg = ds.manifest.kind == "vg"
     cats = coco_categories(ds, con)
     extra_img = ""

@@ -2,10 +2,18 @@
 
 Records are written as parquet shards under ``DIR/data/`` whose schema carries the ``datasets`` features
 (boxes, phrases, spans, scores), plus a dataset card. Images stay referenced (``file_name`` + image root).
+
+``datasets`` caches a local folder by its name and the card's ``data_files`` patterns (not the files), so a
+folder re-written with other records could be served from the stale cache. Shard names and the card's
+pattern carry a fingerprint of the exported dataset (``data/train-<fingerprint>-*.parquet``) and shards of
+an earlier export are removed, so a re-export of other records changes the cache key;
+``load_dataset(DIR, download_mode="force_redownload")`` reads a folder fresh in any case.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -35,6 +43,14 @@ def hf_features(schema: pa.Schema):
     return Features(feats)
 
 
+def export_fingerprint(ds: Dataset) -> str:
+    """8 hex digits identifying the exported records (parts, their sizes, when and where they were made)."""
+    m = ds.manifest
+    key = {"root": str(ds.root.resolve()), "parts": m.parts, "created": m.provenance.get("created"),
+           "resume": m.config.get("_resume_key")}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
 def export_hf(dataset_dir: str | os.PathLike, out: str | os.PathLike, push_to_hub: str | None = None,
               private: bool = True) -> dict:
     """Writes DIR/data/train-*.parquet with declared features and a README; optionally uploads to the Hub."""
@@ -42,22 +58,29 @@ def export_hf(dataset_dir: str | os.PathLike, out: str | os.PathLike, push_to_hu
     out = Path(out)
     (out / "data").mkdir(parents=True, exist_ok=True)
     n = len(ds.part_paths)
+    fp = export_fingerprint(ds)
     features = None
     rows = 0
+    written = set()
     for i, table in enumerate(ds.iter_tables()):
         if features is None:
             features = hf_features(table.schema)
         table = table.select(list(features.keys())).cast(features.arrow_schema)
-        with atomic_path(out / "data" / f"train-{i:05d}-of-{n:05d}.parquet") as tmp:
+        name = f"train-{fp}-{i:05d}-of-{n:05d}.parquet"
+        with atomic_path(out / "data" / name) as tmp:
             pq.write_table(table, tmp, compression="zstd")
+        written.add(name)
         rows += table.num_rows
+    for old in (out / "data").glob("train-*.parquet"):  # an earlier export's shards would be read with these
+        if old.name not in written:
+            old.unlink()
     m = ds.manifest
     card = f"""---
 configs:
 - config_name: default
   data_files:
   - split: train
-    path: data/train-*.parquet
+    path: data/train-{fp}-*.parquet
 ---
 # {ds.root.name}
 
@@ -65,6 +88,9 @@ ODVG records made by ovlabel ({m.kind.upper()} data from `{m.source}`): {rows} i
 {sum(int(p['boxes']) for p in m.parts)} boxes. Boxes are absolute-pixel `[x1, y1, x2, y2]`; `tokens_positive`
 are `[start, end)` character spans into `caption`. Images are referenced by `file_name` relative to the
 image root `{m.image_root}`, not embedded.
+
+Load it with `datasets.load_dataset("{out}", split="train")`; after re-exporting into this folder, add
+`download_mode="force_redownload"` to be sure no cached copy of an earlier export is served.
 """
     atomic_write_bytes(out / "README.md", card.encode())
     if push_to_hub:
@@ -73,4 +99,4 @@ image root `{m.image_root}`, not embedded.
         api = HfApi()
         api.create_repo(push_to_hub, repo_type="dataset", private=private, exist_ok=True)
         api.upload_folder(folder_path=str(out), repo_id=push_to_hub, repo_type="dataset")
-    return {"dir": out, "rows": rows, "shards": n, "pushed_to": push_to_hub}
+    return {"dir": out, "rows": rows, "shards": n, "fingerprint": fp, "pushed_to": push_to_hub}

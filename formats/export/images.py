@@ -81,12 +81,31 @@ def write_images(ds: Dataset, names: list[str], images_dir: str | os.PathLike, *
     return table, counts
 
 
+class ShardImagesError(ValueError):
+    """An export would name images inside shards (``tar://``, ``parquet://``) that no trainer opens."""
+
+
+def refuse_shard_names(con: duckdb.DuckDBPyConnection, ds: Dataset, view: str = "records") -> None:
+    """Raises ShardImagesError when records of `view` point inside img2dataset/webdataset shards."""
+    n, example = con.execute(f"""SELECT count(*), min(file_name) FROM {view}
+                                 WHERE file_name LIKE 'tar://%' OR file_name LIKE 'parquet://%'""").fetchall()[0]
+    if n:
+        raise ShardImagesError(
+            f"{ds.root}: {n:,} images are inside img2dataset/webdataset shards (e.g. {example}), names no trainer "
+            "opens; pass --images-dir DIR to write them out as files (the trainer's data root), or --tar-paths to "
+            "write the shard names anyway")
+
+
 def register_export_records(con: duckdb.DuckDBPyConnection, ds: Dataset, images_dir: str | os.PathLike | None, *,
-                            with_order: bool = False) -> dict:
+                            with_order: bool = False, tar_paths: bool = False) -> dict:
     """View `records` for an export: as stored, or with file names pointing at `images_dir` (then it holds
-    ``_ord`` and is ordered by it). Returns the image counts (empty without an images folder)."""
+    ``_ord`` and is ordered by it). Returns the image counts (empty without an images folder).
+
+    Without `images_dir`, records inside shards are refused (`ShardImagesError`) unless `tar_paths`."""
     if images_dir is None:
         register_records(con, ds, with_order=with_order)
+        if not tar_paths:
+            refuse_shard_names(con, ds)
         return {}
     register_records(con, ds, "stored_records", with_order=True)
     names = [n for (n,) in con.execute("SELECT DISTINCT file_name FROM stored_records ORDER BY 1").fetchall()]

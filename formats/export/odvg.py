@@ -23,14 +23,17 @@ def default_label_map_path(out: str | os.PathLike) -> Path:
 
 
 def export_odvg(dataset_dir: str | os.PathLike, out: str | os.PathLike, label_map: str | os.PathLike | None = None,
-                *, images_dir: str | os.PathLike | None = None) -> dict:
+                *, images_dir: str | os.PathLike | None = None, tar_paths: bool = False,
+                keep_empty: bool = False) -> dict:
     """Writes the dataset as ODVG JSON lines (and, for OD data, the label map); returns what was written.
 
     `images_dir`: write images kept inside img2dataset shards there and name them relative to it
-    (`formats.export.images`)."""
+    (`formats.export.images`); without it such datasets are refused unless `tar_paths`.
+    VG records without regions are left out (Open-GroundingDino's ODVG reader raises on ``"regions": []``)
+    and counted as ``left_out_empty``, unless `keep_empty`."""
     ds = Dataset(dataset_dir).require_complete()
     con = connect()
-    image_counts = register_export_records(con, ds, images_dir)
+    image_counts = register_export_records(con, ds, images_dir, tar_paths=tar_paths)
     score = ", 'score': r.score" if ds.has_scores else ""
     if ds.manifest.kind == "od":
         inner = f"{{'bbox': r.bbox, 'label': r.label, 'category': r.category{score}}}"
@@ -38,11 +41,17 @@ def export_odvg(dataset_dir: str | os.PathLike, out: str | os.PathLike, label_ma
     else:
         inner = f"{{'bbox': r.bbox, 'phrase': r.phrase, 'tokens_positive': r.tokens_positive{score}}}"
         body = f"{{'caption': caption, 'regions': list_transform(coalesce(regions, []), lambda r: {inner})}} AS grounding"
+    where, left_out = "", 0
+    if ds.manifest.kind == "vg" and not keep_empty:
+        where = "WHERE len(coalesce(regions, [])) > 0"
+        left_out = con.execute("SELECT count(*) FROM records WHERE len(coalesce(regions, [])) = 0").fetchall()[0][0]
     out = Path(out)
     with atomic_path(out) as tmp:
-        con.execute(f"""COPY (SELECT file_name AS filename, height, width, {body} FROM records)
+        con.execute(f"""COPY (SELECT file_name AS filename, height, width, {body} FROM records {where})
                         TO '{tmp}' (FORMAT JSON)""")
-    result = {"records": out, "lines": ds.manifest.totals()["images"], **image_counts}
+    result = {"records": out, "lines": ds.manifest.totals()["images"] - left_out, **image_counts}
+    if ds.manifest.kind == "vg":
+        result["left_out_empty"] = left_out
     if ds.manifest.kind == "od":
         lm = Path(label_map) if label_map else default_label_map_path(out)
         atomic_write_json(lm, ds.manifest.label_map())

