@@ -8,7 +8,7 @@ export FIFTYONE_DATABASE_VALIDATION := false
 export NO_ALBUMENTATIONS_UPDATE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install browser test demo bench bench-pseudo bench-ingest bench-review bench-train lint clean
+.PHONY: install browser test demo bench bench-pseudo bench-pseudo-gpu bench-ingest bench-review bench-train lint clean
 
 install: $(STAMP)
 
@@ -48,6 +48,10 @@ bench-train: install
 
 bench-pseudo: install
 	$(BIN)/python benchmarks/pseudo_throughput.py --json $(DEMO)/bench_pseudo.json
+
+# on a GPU machine (with a CUDA torch installed): images/s per GPU and the GPU's busy fraction
+bench-pseudo-gpu: install
+	$(BIN)/python benchmarks/pseudo_gpu.py --json $(DEMO)/bench_pseudo_gpu.json
 
 lint: install
 	$(BIN)/ruff check .
