@@ -192,8 +192,9 @@ def bench_cpu_stages(work: Path, n: int = 96) -> dict:
     import torch
     from transformers import CLIPImageProcessorPil, GroundingDinoImageProcessorPil
 
+    from detector.preprocess import ResizeRule
     from formats.images import decode_image, read_image_bytes
-    from labeling.image_stages import LoadImages, ResizeRule
+    from labeling.image_stages import LoadImages
 
     torch.set_num_threads(1)
     files = cc3m_jpegs(work / "jpegs", n)
@@ -271,7 +272,8 @@ def bench_actor(work: Path, models: dict, n: int = 64, batch_size: int = 16, lau
     import torch
     from transformers import AutoImageProcessor
 
-    from labeling.image_stages import LoadImages, ResizeRule
+    from detector.preprocess import ResizeRule
+    from labeling.image_stages import LoadImages
     from labeling.model_stage import ModelStage
     from labeling.prompt_stages import TokenizePrompts
 
@@ -338,10 +340,11 @@ def bench_end_to_end(work: Path, models: dict, n: int = 48, batch_size: int = 4,
 
     from detector.device_ops import normalize_pad
     from detector.grounding import GroundingDetector
+    from detector.preprocess import ResizeRule
     from formats import schema as S
     from formats.dataset import DatasetWriter, Manifest
     from labeling.fuse import FilterConfig
-    from labeling.image_stages import LoadImages, ResizeRule, canvas_groups
+    from labeling.image_stages import LoadImages, canvas_groups
     from labeling.prompt_stages import TokenizePrompts
     from labeling.stages import add_phrases
     from workflows.pseudo_label import PseudoConfig, RunOptions, run_pseudo

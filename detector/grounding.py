@@ -72,7 +72,7 @@ class GroundingDetector:
         import torch
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
-        from labeling.image_stages import ResizeRule
+        from detector.preprocess import ResizeRule
 
         self.name = model
         self.device = pick_device(device)
@@ -141,23 +141,18 @@ class GroundingDetector:
         labelled with its best phrase; no NMS (evaluation caps detections itself)."""
         torch = self._torch
         from detector.device_ops import assemble_canvases
-        from detector.prompts import build_prompts
-        from labeling.image_stages import LoadImages
-        from labeling.prompt_stages import token_spans
+        from detector.preprocess import prepare_image
+        from detector.prompts import PromptEncoder
 
-        loader = LoadImages(self.resize_rule)
-        requests = []  # (image index, phrase indices, prompt text, char spans)
-        for i, ph in enumerate(phrases):
-            if ph:
-                counts = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in ph]
-                requests += [(i, idx, text, spans) for idx, text, spans in build_prompts(ph, counts, self.max_tokens, tokenizer=self.tokenizer)]
+        encoded = PromptEncoder(self.tokenizer, self.max_tokens).encode(phrases)
+        requests = [(i, idx, ids, spans) for i, per in enumerate(encoded) for idx, ids, spans in per]
         found: list[list[Detections]] = [[] for _ in images]
         prepared = {}  # image -> (shipped bytes, SIZE_COLUMNS sizes), as the pipeline's CPU stage makes them
         for b in range(0, len(requests), self.batch_size):
             batch = requests[b:b + self.batch_size]
             for r in batch:
                 if r[0] not in prepared:
-                    prepared[r[0]] = loader.prepare(images[r[0]])
+                    prepared[r[0]] = prepare_image(images[r[0]], self.resize_rule)
             # one canvas per call: group the batch's requests by canvas
             by_canvas: dict = {}
             for r in batch:
@@ -168,18 +163,19 @@ class GroundingDetector:
                 offsets = np.concatenate([[0], np.cumsum([len(d) for d, _ in data])]).tolist()
                 flat = torch.frombuffer(bytearray(b"".join(d for d, _ in data)), dtype=torch.uint8).to(self.device)
                 canvas = assemble_canvases(flat, offsets, [z[0:2] for _, z in data], [z[2:4] for _, z in data], ch, cw)
-                enc = self.tokenizer([r[2] for r in reqs], padding="longest", truncation=True,
-                                     max_length=self.max_tokens, return_offsets_mapping=True, return_tensors="pt")
-                offsets = enc["offset_mapping"].numpy()
+                T = max(len(r[2]) for r in reqs)
                 P = max(len(r[1]) for r in reqs)
+                ids = np.full((len(reqs), T), self.tokenizer.pad_token_id or 0, np.int64)
+                mask = np.zeros((len(reqs), T), np.int64)
                 spans = np.zeros((len(reqs), P, 2), np.int64)
                 for k, r in enumerate(reqs):
-                    spans[k, :len(r[1])] = token_spans(r[3], offsets[k], self.max_tokens)
+                    ids[k, :len(r[2])], mask[k, :len(r[2])] = r[2], 1
+                    spans[k, :len(r[1])] = r[3]
                 dev = self.device
                 prop = self.propose(
                     canvas, torch.tensor([z[2:4] for _, z in data], device=dev),
                     torch.tensor([images[i].size for i in imgs], device=dev),
-                    enc["input_ids"].to(dev), enc["attention_mask"].to(dev), torch.from_numpy(spans).to(dev),
+                    torch.from_numpy(ids).to(dev), torch.from_numpy(mask).to(dev), torch.from_numpy(spans).to(dev),
                     torch.tensor([imgs.index(r[0]) for r in reqs], device=dev))
                 boxes, scores = prop.boxes.cpu().numpy(), prop.scores.cpu().numpy()
                 phrase, keep = prop.phrase.cpu().numpy(), prop.keep.cpu().numpy()

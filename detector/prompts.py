@@ -137,3 +137,58 @@ def label_maps(spans: list[tuple[int, int]], offsets: np.ndarray, mask: np.ndarr
     for j, (s, e) in enumerate(spans):
         out[j, :n] = live & (a >= s) & (b <= e)
     return out
+
+
+def token_spans(char_spans: list[tuple[int, int]], offsets: np.ndarray, limit: int) -> np.ndarray:
+    """(P, 2) int32 token ranges ``[start, end)`` of character spans, from a tokenization's offsets (T, 2).
+
+    Token t belongs to a span when its characters lie inside it (``s <= a`` and ``b <= e``, ``b > a``: special
+    tokens have empty offsets) and ``t < limit``; a span without tokens gets ``(0, 0)``.
+    """
+    if not char_spans:
+        return np.zeros((0, 2), np.int32)
+    off = np.asarray(offsets)[:limit]
+    sp = np.asarray(char_spans, dtype=np.int64)
+    inside = (off[None, :, 0] >= sp[:, 0:1]) & (off[None, :, 1] <= sp[:, 1:2]) & (off[None, :, 1] > off[None, :, 0])
+    any_ = inside.any(1)
+    first = np.where(any_, inside.argmax(1), 0)
+    last = np.where(any_, len(off) - 1 - inside[:, ::-1].argmax(1), -1)
+    return np.stack([first, last + 1], 1).astype(np.int32)
+
+
+class PromptEncoder:
+    """Phrase lists -> prompts (`build_prompts`) -> token ids and each phrase's token range, per image.
+
+    Phrase token counts are cached (phrases repeat across captions). The model actor turns the token ranges
+    into the positive map on its device (``detector.device_ops.positive_map``).
+    """
+
+    def __init__(self, tokenizer, max_tokens: int, cache_size: int = 200_000):
+        self.tok, self.max_tokens, self.cache_size = tokenizer, max_tokens, cache_size
+        self._counts: dict[str, int] = {}
+
+    def count(self, phrases: list[str]) -> list[int]:
+        """Token counts of phrases without special tokens."""
+        new = [p for p in dict.fromkeys(phrases) if p not in self._counts]
+        if new:
+            if len(self._counts) + len(new) > self.cache_size:
+                self._counts.clear()
+            for p, ids in zip(new, self.tok(new, add_special_tokens=False)["input_ids"]):
+                self._counts[p] = len(ids)
+        return [self._counts[p] for p in phrases]
+
+    def encode(self, phrase_lists: list[list[str]]) -> list[list[tuple[list[int], list[int], np.ndarray]]]:
+        """Per image: its prompts as (phrase indices, token ids with [CLS]/[SEP], token ranges ``(P, 2)``)."""
+        per = []  # (image, phrase indices, prompt text, char spans)
+        for i, names in enumerate(phrase_lists):
+            if names:
+                per += [(i, idx, text, spans) for idx, text, spans in
+                        build_prompts(names, self.count(names), self.max_tokens, tokenizer=self.tok)]
+        out: list[list] = [[] for _ in phrase_lists]
+        if per:
+            enc = self.tok([p[2] for p in per], truncation=True, max_length=self.max_tokens,
+                           return_offsets_mapping=True)
+            for (i, idx, _, spans), ids, offsets in zip(per, enc["input_ids"], enc["offset_mapping"]):
+                out[i].append((list(idx), list(ids), token_spans(spans, np.asarray(offsets, np.int64).reshape(-1, 2),
+                                                                 self.max_tokens)))
+        return out

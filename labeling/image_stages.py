@@ -1,80 +1,21 @@
 """CPU stages of the pseudo-labeling data path: order rows by canvas, read + decode + resize images.
 
-Every image gets the detector processor's own size rule (``transformers.image_transforms.
-get_size_with_aspect_ratio``). Images reach the model actor as uint8 HWC pixels at whichever size is
-smaller: an image the processor would shrink is resized here with PIL and the processor's ``resample``
-(exactly the processor's pixels); an image it would enlarge (a 500x375 CC3M photo becomes 1066x800) travels
-at its decoded size and is enlarged on the device (``detector.device_ops.assemble_canvases``: bilinear, within
-1/255 of PIL's), so neither the object store nor the CPUs carry the enlarged copy. Every image is padded to a
-*canvas*: its resized size rounded up to ``canvas_multiple``. Batches hold one canvas, so an image's boxes
-never depend on which images share its batch (padding to the batch's largest image changes the backbone's
-input; on a tiny model that moved boxes by up to 231 px).
+The rule (the detector processor's resize, images shrunk here and enlarged on the device, canvases that make
+results independent of batch companions) lives in ``detector.preprocess``; these stages apply it to rows.
 """
 
 from __future__ import annotations
-
-import math
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from detector.preprocess import SIZE_COLUMNS, ResizeRule, prepare_image
 from formats.arrow_np import from_numpy
 from formats.images import ImageError, decode_image, read_image_bytes
 from labeling.stage import Resources, Stage
 
-PIXEL_COLUMNS = ("pixels", "pixel_h", "pixel_w", "resized_h", "resized_w", "canvas_h", "canvas_w", "image_w",
-                 "image_h", "error")
-SIZE_COLUMNS = PIXEL_COLUMNS[1:-1]
-
-
-@dataclass(frozen=True)
-class ResizeRule:
-    """The detector processor's resize (shortest/longest edge, resample) and the canvas rounding.
-
-    ``shortest_edge``/``longest_edge`` in pixels (MM-Grounding-DINO: 800/1333); ``resample`` a PIL filter id
-    (2 = bilinear, the processor's default); ``canvas_multiple`` pixels the padded canvas is rounded up to.
-    """
-
-    shortest_edge: int = 800
-    longest_edge: int = 1333
-    resample: int = 2
-    canvas_multiple: int = 64
-
-    def __post_init__(self):
-        if self.canvas_multiple <= 0 or self.canvas_multiple % 8:
-            raise ValueError(f"canvas_multiple must be a positive multiple of 8, got {self.canvas_multiple}")
-
-    @classmethod
-    def from_processor(cls, image_processor, canvas_multiple: int = 64) -> ResizeRule:
-        """The rule of a transformers DETR-family image processor (``size``, ``resample``)."""
-        size = image_processor.size
-        get = size.get if isinstance(size, dict) else (lambda k, d=None: getattr(size, k, d))
-        short, long = get("shortest_edge"), get("longest_edge")
-        if not short:
-            raise ValueError(f"unsupported processor size {size!r}: expected shortest_edge/longest_edge")
-        resample = int(getattr(image_processor, "resample", 2) or 2)
-        return cls(int(short), int(long or short), resample, canvas_multiple)
-
-    def resized(self, width: int, height: int) -> tuple[int, int]:
-        """(width, height) after the processor's resize of a ``width x height`` image."""
-        from transformers.image_transforms import get_size_with_aspect_ratio
-
-        h, w = get_size_with_aspect_ratio((height, width), self.shortest_edge, self.longest_edge)
-        return int(w), int(h)
-
-    def canvas(self, width: int, height: int) -> tuple[int, int]:
-        """(width, height) of the padded canvas of a resized ``width x height`` image: both rounded up to
-        ``canvas_multiple``, with at least ``GUARD_ROWS`` (8) padding rows below the image (the device crop
-        sampler stacks a batch's canvases and relies on them)."""
-        from detector.device_ops import GUARD_ROWS
-
-        m = self.canvas_multiple
-        return int(math.ceil(width / m) * m), int(math.ceil((height + GUARD_ROWS) / m) * m)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+PIXEL_COLUMNS = ("pixels", *SIZE_COLUMNS, "error")
 
 
 class OrderByCanvas(Stage):
@@ -145,21 +86,8 @@ class LoadImages(Stage):
         return out.append_column("error", pa.array(errors, pa.string()))
 
     def prepare(self, img) -> tuple[bytes, tuple[int, ...]]:
-        """(uint8 RGB bytes to ship, their sizes in ``SIZE_COLUMNS`` order) of a PIL RGB image: shrunk here
-        when the processor shrinks it, else as decoded (enlarged on the device)."""
-        iw, ih = img.size
-        w, h = self.rule.resized(iw, ih)
-        if w * h < iw * ih:
-            img = img.resize((w, h), resample=self.rule.resample)
-        cw, ch = self.rule.canvas(w, h)
-        return img.tobytes(), (img.height, img.width, h, w, ch, cw, iw, ih)
-
-    def resize(self, img) -> np.ndarray:
-        """uint8 ``(h, w, 3)`` array of a PIL RGB image resized by the rule with PIL (the processor's pixels)."""
-        w, h = self.rule.resized(img.width, img.height)
-        if (w, h) != img.size:
-            img = img.resize((w, h), resample=self.rule.resample)
-        return np.asarray(img, dtype=np.uint8)
+        """``detector.preprocess.prepare_image`` with this stage's rule."""
+        return prepare_image(img, self.rule)
 
 
 def canvas_groups(batch: pa.Table, batch_size: int) -> list[np.ndarray]:

@@ -19,8 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from detector.device_ops import normalize_pad, square_context_boxes
+from detector.preprocess import SIZE_COLUMNS
 from formats.arrow_np import from_numpy
-from labeling.image_stages import SIZE_COLUMNS, canvas_groups
+from labeling.image_stages import canvas_groups
 from labeling.stage import Resources, Stage
 
 CANDIDATE_ARRAYS = ("cand_boxes", "cand_det", "cand_clip", "cand_phrase", "image_score")

@@ -15,11 +15,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from detector.preprocess import SIZE_COLUMNS
 from formats import schema as S
 from formats.arrow_np import from_numpy
 from formats.converters.img2dataset import shard_records
 from labeling.fuse import FilterConfig, fused_scores, select
-from labeling.image_stages import SIZE_COLUMNS
 from labeling.phrases import PhraseConfig, PhraseExtractor
 from labeling.stage import Resources, Stage
 

@@ -11,8 +11,9 @@ from conftest import EXAMPLES
 from PIL import Image
 
 from detector.device_ops import batched_nms, crop_resize, normalize_pad, square_context_boxes
+from detector.preprocess import ResizeRule
 from labeling.fuse import nms
-from labeling.image_stages import LoadImages, ResizeRule, canvas_groups
+from labeling.image_stages import LoadImages, canvas_groups
 from labeling.model_stage import ModelStage
 from labeling.stage import Resources, Stage, StageError
 from workflows.ray_stages import ResourceError, plan_resources

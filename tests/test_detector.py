@@ -34,7 +34,7 @@ def test_positive_map_averages_each_phrase_own_tokens():
     import torch
 
     from detector.device_ops import positive_map
-    from labeling.prompt_stages import token_spans
+    from detector.prompts import token_spans
 
     # "red car . dog ." -> tokens: [CLS] red car . dog . [SEP]
     offsets = np.array([[0, 0], [0, 3], [4, 7], [8, 9], [10, 13], [14, 15], [0, 0]])

@@ -152,7 +152,8 @@ def build_stages(cfg: PseudoConfig, opts: RunOptions, gpus: float) -> list:
     """The pipeline's stages in order, configured (plain objects: nothing is loaded before ``setup()``)."""
     from transformers import AutoConfig, AutoImageProcessor
 
-    from labeling.image_stages import LoadImages, OrderByCanvas, ResizeRule
+    from detector.preprocess import ResizeRule
+    from labeling.image_stages import LoadImages, OrderByCanvas
     from labeling.model_stage import ModelSettings, ModelStage
     from labeling.prompt_stages import TokenizePrompts
     from labeling.stages import AddPhrases, AssembleCandidates, LoadUnits

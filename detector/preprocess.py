@@ -1,0 +1,79 @@
+"""The detector's image preprocessing rule on the host: the processor's resize and the padded canvas.
+
+Every image gets the detector processor's own size rule (``transformers.image_transforms.
+get_size_with_aspect_ratio``). An image the processor would shrink is resized here with PIL and the
+processor's ``resample`` (exactly the processor's pixels); one it would enlarge (a 500x375 CC3M photo becomes
+1066x800) is kept at its decoded size and enlarged on the device (``detector.device_ops.assemble_canvases``),
+so neither the object store nor the CPUs carry the enlarged copy. Each image is padded to a *canvas*: its
+resized size rounded up to ``canvas_multiple``; batches hold one canvas, so an image's boxes never depend on
+which images share its batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+# the sizes of a prepared image, in this order (LoadImages writes them as columns)
+SIZE_COLUMNS = ("pixel_h", "pixel_w", "resized_h", "resized_w", "canvas_h", "canvas_w", "image_w", "image_h")
+
+
+@dataclass(frozen=True)
+class ResizeRule:
+    """The detector processor's resize (shortest/longest edge, resample) and the canvas rounding.
+
+    ``shortest_edge``/``longest_edge`` in pixels (MM-Grounding-DINO: 800/1333); ``resample`` a PIL filter id
+    (2 = bilinear, the processor's default); ``canvas_multiple`` pixels the padded canvas is rounded up to.
+    """
+
+    shortest_edge: int = 800
+    longest_edge: int = 1333
+    resample: int = 2
+    canvas_multiple: int = 64
+
+    def __post_init__(self):
+        if self.canvas_multiple <= 0 or self.canvas_multiple % 8:
+            raise ValueError(f"canvas_multiple must be a positive multiple of 8, got {self.canvas_multiple}")
+
+    @classmethod
+    def from_processor(cls, image_processor, canvas_multiple: int = 64) -> ResizeRule:
+        """The rule of a transformers DETR-family image processor (``size``, ``resample``)."""
+        size = image_processor.size
+        get = size.get if isinstance(size, dict) else (lambda k, d=None: getattr(size, k, d))
+        short, long = get("shortest_edge"), get("longest_edge")
+        if not short:
+            raise ValueError(f"unsupported processor size {size!r}: expected shortest_edge/longest_edge")
+        resample = int(getattr(image_processor, "resample", 2) or 2)
+        return cls(int(short), int(long or short), resample, canvas_multiple)
+
+    def resized(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) after the processor's resize of a ``width x height`` image."""
+        from transformers.image_transforms import get_size_with_aspect_ratio
+
+        h, w = get_size_with_aspect_ratio((height, width), self.shortest_edge, self.longest_edge)
+        return int(w), int(h)
+
+    def canvas(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of the padded canvas of a resized ``width x height`` image: both rounded up to
+        ``canvas_multiple``, with at least ``GUARD_ROWS`` (8) padding rows below the image (the device crop
+        sampler stacks a batch's canvases and relies on them)."""
+        from detector.device_ops import GUARD_ROWS
+
+        m = self.canvas_multiple
+        return int(math.ceil(width / m) * m), int(math.ceil((height + GUARD_ROWS) / m) * m)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def prepare_image(img, rule: ResizeRule) -> tuple[bytes, tuple[int, ...]]:
+    """(uint8 RGB bytes to ship, their sizes in ``SIZE_COLUMNS`` order) of a PIL RGB image: shrunk here when
+    the processor shrinks it, else as decoded (enlarged on the device). Sizes in pixels: shipped (h, w),
+    resized (h, w), canvas (h, w), original (w, h)."""
+    iw, ih = img.size
+    w, h = rule.resized(iw, ih)
+    if w * h < iw * ih:
+        img = img.resize((w, h), resample=rule.resample)
+    cw, ch = rule.canvas(w, h)
+    return img.tobytes(), (img.height, img.width, h, w, ch, cw, iw, ih)
+
