@@ -63,9 +63,11 @@ def main() -> None:
         extra = ["--box-threshold", "0", "--fused-threshold", "0", "--image-threshold", "-1"]
     run([PY, "pipelines/cc3m_pseudo.py", "--input", "examples/cc3m_sample", "--out", out / "cc3m_pseudo",
          "--detector", detector or DEFAULT_DETECTOR, "--clip", clip or DEFAULT_CLIP, "--images-per-part", "4",
-         "--coco-out", out / "cc3m_pseudo_coco.json", "--overwrite", *extra])
+         "--overwrite", *extra])
     run(OVLABEL + ["export", "odvg", out / "cc3m_pseudo", "--out", out / "cc3m_pseudo.jsonl",
                    "--images-dir", out / "cc3m_images"])  # CC3M images live inside shards: written out as files
+    run(OVLABEL + ["export", "coco", out / "cc3m_pseudo", "--out", out / "cc3m_pseudo_coco.json",
+                   "--images-dir", out / "cc3m_images"])  # CC3M-Lite style COCO, the same image files
     run(OVLABEL + ["stats", out / "cc3m_pseudo"])
     run(OVLABEL + ["render", out / "cc3m", "--pseudo", out / "cc3m_pseudo", "--out", out / "pictures", "-n", "8"])
     print(f"\ndone: pseudo labels in {out / 'cc3m_pseudo'} (ODVG {out / 'cc3m_pseudo.jsonl'}, "

@@ -43,6 +43,7 @@ def test_outputs(reference):
     out, summary = reference
     m = Dataset(out).require_complete().manifest
     assert summary["images_in"] == 8 and summary["rejected"] == 1  # one URL of the sample is dead
+    assert summary["images_dropped"] == {}
     assert summary["units"] == 4 and m.kind == "vg" and m.config["detector"].endswith("detector")
     recs = records(out)
     assert len(recs) == 7 and all(r["caption"] for r in recs)
@@ -100,6 +101,12 @@ def test_refilter_matches_a_direct_run(reference, tiny_models, tmp_path):
                         RunOptions(num_cpus=2))
     assert direct["boxes"] <= 14
     assert records(tmp_path / "rf") == records(tmp_path / "direct")
+    # the source's rejects stay; images the filters drop are counted by reason
+    assert [r["reason"] for r in Dataset(tmp_path / "rf").read_rejects().to_pylist()] == ["download failed"]
+    none = refilter(ref_out, tmp_path / "none", FilterConfig(fused_threshold=2.0))
+    assert none["images"] == 0 and none["images_dropped"] == {"no_box_kept": 7} and none["rejected"] == 1
+    loose = refilter(ref_out, tmp_path / "loose", FilterConfig(fused_threshold=0.0, image_threshold=2.0))
+    assert loose["images"] == 0 and loose["images_dropped"] == {"below_image_threshold": 7}
 
 
 def test_kill_minus_9_then_rerun_gives_the_same_records(reference, tiny_models, tmp_path):

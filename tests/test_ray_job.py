@@ -71,6 +71,8 @@ def test_a_run_beside_an_unrelated_cluster_starts_its_own_ray_even_on_one_cpu(ra
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "joining the Ray cluster" not in proc.stdout + proc.stderr
-    assert "detect-and-score (0.5 CPU, 1 actors)" in proc.stderr  # half of the one CPU, the rest for the tasks
+    assert "detect-and-score (0.5 CPU, 4 GiB, 1 actors)" in proc.stderr  # half of the one CPU, the rest for tasks
+    # the CPU stages are Ray Data operators of their own, not fused into the model actor
+    assert "ActorPoolMapOperator[MapBatches(_ActorStage)]" in proc.stderr
     ds = Dataset(out).require_complete()
     assert ds.manifest.counts["images_in"] == 8 and ds.manifest.counts["images"] == 7

@@ -28,7 +28,8 @@ def add_pseudo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--round", type=int, help="self-training round recorded on every region")
     p.add_argument("--images-per-part", type=int, help="images per output part, the unit of resume (default 1000)")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when visible)")
-    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                   help="autocast dtype on GPU (auto: bf16); CPU always runs fp32 (deterministic)")
     p.add_argument("--batch-size", type=int, help="images per model batch (default 16 on GPU clusters, 4 on CPU)")
     p.add_argument("--model-actors", type=int, help="model replicas (default: one per GPU; 1 without GPUs)")
     p.add_argument("--top-k", type=int, help="candidates kept per prompt before CLIP (default 100)")

@@ -23,6 +23,7 @@ from detector.models import DEFAULT_CLIP, DEFAULT_DETECTOR
 from formats import schema as S
 from formats.converters.img2dataset import is_img2dataset_dir, shard_records, shards
 from formats.dataset import (
+    REJECTS,
     Dataset,
     DatasetError,
     DatasetWriter,
@@ -169,6 +170,14 @@ def build_stages(cfg: PseudoConfig, opts: RunOptions, gpus: float) -> list:
             TokenizePrompts(cfg.detector, cfg.clip, max_tokens), ModelStage(settings), AssembleCandidates(cfg.round)]
 
 
+def _describe(p) -> str:
+    """'1 CPU, 1 GPU, 4 GiB, 2 actors' for a stage's placement (log line)."""
+    r = p.resources
+    parts = [f"{r.cpus:g} CPU"] + ([f"{r.gpus:g} GPU"] if r.gpus else []) + \
+        ([f"{r.memory / 2**30:.3g} GiB"] if r.memory else []) + ([f"{p.pool} actors"] if p.pool else [])
+    return ", ".join(parts)
+
+
 def batch_size(opts: RunOptions, gpus: float) -> int:
     """Images per model batch: the option, else 16 on GPU clusters and 4 on CPU ones."""
     return opts.batch_size or (16 if gpus else 4)
@@ -187,10 +196,7 @@ def _run_units(units: list[dict], cfg: PseudoConfig, opts: RunOptions, writer: D
     plan = plan_resources(stages, float(res.get("CPU", 0)), gpus,
                           {model.name: opts.model_actors} if opts.model_actors else None,
                           cluster_memory=float(res.get("memory", 0)))
-    log.info("stages: %s", ", ".join(f"{s.name} ({plan[s.name].resources.cpus:g} CPU"
-                                          f"{f', {plan[s.name].resources.gpus:g} GPU' if plan[s.name].resources.gpus else ''}"
-                                          f"{f', {plan[s.name].pool} actors' if plan[s.name].pool else ''})"
-                                          for s in stages))
+    log.info("stages: %s", ", ".join(f"{s.name} ({_describe(plan[s.name])})" for s in stages))
     expected = {u["unit"]: u["stop"] - u["start"] for u in units}
     ds = ray.data.from_items(units, override_num_blocks=len(units))
     # One block per unit; images are loaded in slices of a few model batches (LoadImages.rows_per_block), each
@@ -220,19 +226,24 @@ def _write_unit(writer: DatasetWriter, unit: str, rows: pa.Table, filt: FilterCo
     cands = rows.drop_columns(["unit", "row", "error"])
     with atomic_path(writer.root / CANDIDATES / name) as tmp:
         write_parquet(cands, tmp)
-    table = records_from_candidates(rows.filter(pa.compute.is_null(rows.column("error"))), filt)
+    table, dropped = records_from_candidates(rows.filter(pa.compute.is_null(rows.column("error"))), filt)
     writer.write_part(name, table, images_in=rows.num_rows + len(known_rejects), rejected=errors.num_rows + len(known_rejects),
-                      candidates=int(sum(len(c or []) for c in rows.column("candidates").to_pylist())))
+                      candidates=int(sum(len(c or []) for c in rows.column("candidates").to_pylist())),
+                      images_dropped=dropped)
 
 
-def records_from_candidates(cands: pa.Table, filt: FilterConfig) -> pa.Table:
-    """Pseudo records (kept images, kept regions) from candidate rows under a filter config."""
-    records = []
+def records_from_candidates(cands: pa.Table, filt: FilterConfig) -> tuple[pa.Table, dict[str, int]]:
+    """Pseudo records (kept images, kept regions) from candidate rows under a filter config, and the images
+    the filters dropped, counted by reason (``no_candidates``, ``no_box_kept``, ``below_image_threshold``)."""
+    records, dropped = [], {}
     for r in cands.to_pylist():
         regions, keep = select_regions(r["candidates"], r["width"], r["height"], r["image_score"], filt)
         if keep:
             records.append({k: r[k] for k in S.CORE_COLUMNS if k != "regions"} | {"regions": regions})
-    return pa.Table.from_pylist(records, schema=S.CORE_SCHEMA)
+        else:
+            why = "no_candidates" if not r["candidates"] else "no_box_kept" if not regions else "below_image_threshold"
+            dropped[why] = dropped.get(why, 0) + 1
+    return pa.Table.from_pylist(records, schema=S.CORE_SCHEMA), dropped
 
 
 def _summary(writer: DatasetWriter, units: list[dict], seconds: float) -> dict:
@@ -242,7 +253,17 @@ def _summary(writer: DatasetWriter, units: list[dict], seconds: float) -> dict:
             **writer.manifest.totals(),
             "candidates": sum(int(p.get("candidates", 0)) for p in parts),
             "rejected": sum(int(p.get("rejected", 0)) for p in parts),
+            "images_dropped": _dropped(parts),
             "seconds": round(seconds, 1)}
+
+
+def _dropped(parts: list[dict]) -> dict[str, int]:
+    """Images the filters dropped, by reason, over finished parts."""
+    out: dict[str, int] = {}
+    for p in parts:
+        for k, v in (p.get("images_dropped") or {}).items():
+            out[k] = out.get(k, 0) + int(v)
+    return dict(sorted(out.items()))
 
 
 def refilter(pseudo_dir: str | Path, out_dir: str | Path, filt: FilterConfig, *, overwrite: bool = False) -> dict:
@@ -264,8 +285,14 @@ def refilter(pseudo_dir: str | Path, out_dir: str | Path, filt: FilterConfig, *,
         with atomic_path(writer.root / CANDIDATES / name) as tmp:
             shutil.copyfile(cand_dir / name, tmp)
         cands = pq.read_table(cand_dir / name)
-        writer.write_part(name, records_from_candidates(cands, filt), images_in=part.get("images_in"),
-                          candidates=part.get("candidates"))
+        # the source's rejects (unreadable images, failed downloads) stay with the refiltered dataset
+        src_rejects = src.root / REJECTS / name
+        if src_rejects.exists():
+            writer.write_rejects(name, pq.read_table(src_rejects))
+        table, dropped = records_from_candidates(cands, filt)
+        writer.write_part(name, table, images_in=part.get("images_in"), rejected=part.get("rejected"),
+                          candidates=part.get("candidates"), images_dropped=dropped)
     parts = writer.manifest.parts
     return {"dataset": str(writer.root), **writer.finish({
-        "images_in": sum(int(p.get("images_in") or 0) for p in parts), **writer.manifest.totals()}).counts}
+        "images_in": sum(int(p.get("images_in") or 0) for p in parts), **writer.manifest.totals(),
+        "rejected": sum(int(p.get("rejected") or 0) for p in parts), "images_dropped": _dropped(parts)}).counts}
