@@ -69,9 +69,12 @@ class ResizeRule:
 def prepare_image(img, rule: ResizeRule) -> tuple[bytes, tuple[int, ...]]:
     """(uint8 RGB bytes to ship, their sizes in ``SIZE_COLUMNS`` order) of a PIL RGB image: shrunk here when
     the processor shrinks it, else as decoded (enlarged on the device). Sizes in pixels: shipped (h, w),
-    resized (h, w), canvas (h, w), original (w, h)."""
+    resized (h, w), canvas (h, w), original (w, h). Raises ValueError for an image so thin that the
+    processor's rule makes one side 0 (4000x1)."""
     iw, ih = img.size
     w, h = rule.resized(iw, ih)
+    if w < 1 or h < 1:
+        raise ValueError(f"{iw}x{ih} is too thin for the detector's resize (to {w}x{h})")
     if w * h < iw * ih:
         img = img.resize((w, h), resample=rule.resample)
     cw, ch = rule.canvas(w, h)

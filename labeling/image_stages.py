@@ -73,10 +73,10 @@ class LoadImages(Stage):
         for i in range(n):
             try:
                 img = decode_image(read_image_bytes(roots[i], names[i]), ids[i])
+                data, sizes = self.prepare(img)
             except (ImageError, ValueError) as e:
-                errors[i] = str(e)
+                errors[i] = f"{names[i]}: {e}" if names[i] not in str(e) else str(e)
                 continue
-            data, sizes = self.prepare(img)
             pixels[i] = data
             ints[:, i] = sizes
         out = batch.drop_columns([c for c in self.drops if c in batch.column_names])

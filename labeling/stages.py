@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from detector.preprocess import SIZE_COLUMNS
@@ -127,7 +128,8 @@ class AssembleCandidates(Stage):
     """Turns the model actor's arrays into ``candidates`` (regions with every score; what ``refilter`` reads).
 
     Runs on CPU workers after the actor, so the actor never builds per-box Python objects. Region ids are
-    ``IMAGE_ID#r<round>c<k>``, k the candidate's position in the image's candidate list.
+    ``IMAGE_ID#r<round>c<k>``, k the candidate's position in the image's candidate list. A readable row's
+    ``width``/``height`` become the decoded image's (the size its boxes are in).
     """
 
     name = "assemble-candidates"
@@ -156,8 +158,24 @@ class AssembleCandidates(Stage):
                                 "score": float(fused[k]), "det_score": float(det[k]), "clip_score": float(clip[k]),
                                 "origin": "pseudo", "round": self.round})
             out.append(regions)
+        batch = _decoded_sizes(batch)
         drop = [c for c in self.drops if c in batch.column_names]
         return batch.drop_columns(drop).append_column("candidates", pa.array(out, CANDIDATES_TYPE))
+
+
+def _decoded_sizes(batch: pa.Table) -> pa.Table:
+    """`width`/`height` of readable rows set to the decoded image's size (EXIF orientation applied), which
+    the boxes are in: a record whose stored size disagrees (written before the image rule, or by another tool)
+    never gets boxes outside its own width and height."""
+    if "image_w" not in batch.column_names or "width" not in batch.column_names:
+        return batch
+    ok = pc.is_null(batch.column("error")) if "error" in batch.column_names else None
+    for col, src in (("width", "image_w"), ("height", "image_h")):
+        new = batch.column(src).cast(pa.int32())
+        if ok is not None:
+            new = pc.if_else(ok, new, batch.column(col).cast(pa.int32()))
+        batch = batch.set_column(batch.column_names.index(col), col, new)
+    return batch
 
 
 # -- select ----------------------------------------------------------------------------------------------

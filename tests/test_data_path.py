@@ -122,11 +122,13 @@ def test_an_image_alone_and_in_a_mixed_batch_gives_the_same_candidates(tiny_mode
 
 def test_unreadable_images_get_an_error_and_no_batch(tiny_models, tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not a jpeg")
-    table = pa.table({"image_id": ["a", "b", "c"], "file_name": ["coffee.jpg", "bad.jpg", "../escape.jpg"],
-                      "image_root": [str(SAMPLE), str(tmp_path), str(tmp_path)]})
+    Image.new("RGB", (4000, 1)).save(tmp_path / "thin.png")  # the processor's rule makes it 1333x0
+    table = pa.table({"image_id": ["a", "b", "c", "d"], "file_name": ["coffee.jpg", "bad.jpg", "../escape.jpg", "thin.png"],
+                      "image_root": [str(SAMPLE), str(tmp_path), str(tmp_path), str(tmp_path)]})
     out = LoadImages(ResizeRule())(table)
     err = out.column("error").to_pylist()
     assert err[0] is None and "cannot decode" in err[1] and err[2] is not None
+    assert err[3] == "thin.png: 4000x1 is too thin for the detector's resize (to 1333x0)"
     assert out.column("pixels").to_pylist()[1] is None
     assert [g.tolist() for g in canvas_groups(out, 4)] == [[0]]
     a = np.frombuffer(out.column("pixels")[0].as_py(), np.uint8)
@@ -259,3 +261,25 @@ def test_crops_of_a_batch_never_read_a_neighbouring_image():
     assert rows[:18].min().item() > 0.99 and rows[21:].max().item() == 0.0
     with pytest.raises(ValueError, match="multiple of 8"):
         ResizeRule(canvas_multiple=12)
+
+
+def test_records_take_the_decoded_size_their_boxes_are_in():
+    from labeling.stages import _decoded_sizes
+
+    t = pa.table({"width": pa.array([200, 640], pa.int32()), "height": pa.array([100, 480], pa.int32()),
+                  "image_w": pa.array([100, 0], pa.int32()), "image_h": pa.array([200, 0], pa.int32()),
+                  "error": [None, "cannot decode"]})
+    out = _decoded_sizes(t)  # an EXIF-rotated image recorded unrotated; a failed row keeps its record's size
+    assert out.column("width").to_pylist() == [100, 640] and out.column("height").to_pylist() == [200, 480]
+
+
+def test_run_settings_are_checked():
+    from workflows.pseudo_label import PseudoConfig, RunOptions
+
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="images_per_part must be a positive integer"):
+            PseudoConfig(images_per_part=bad)
+        with pytest.raises(ValueError, match="batch-size must be >= 1"):
+            RunOptions(batch_size=bad)
+    with pytest.raises(ValueError, match="top_k must be >= 1"):
+        PseudoConfig(top_k=0)

@@ -151,3 +151,6 @@ def test_unreadable_images_are_rejected_with_their_reason(tiny_models, tmp_path,
     rej = {r["record"]: r for r in Dataset(tmp_path / "p").read_rejects().to_pylist()}
     assert "cannot decode" in rej["custom/2"]["detail"] and "missing.jpg" in rej["custom/3"]["detail"]
     assert {r["reason"] for r in rej.values()} == {"unreadable image"}
+    # refilter never turns the unreadable images into records, whatever the filter keeps
+    kept = refilter(tmp_path / "p", tmp_path / "rf", FilterConfig(drop_image_without_boxes=False, fused_threshold=2.0))
+    assert kept["images"] == 1 and kept["rejected"] == 2

@@ -61,6 +61,12 @@ class PseudoConfig:
     filter: dict = field(default_factory=lambda: FilterConfig().to_dict())
     images_per_part: int = 1000
 
+    def __post_init__(self):
+        if not isinstance(self.images_per_part, int) or self.images_per_part < 1:
+            raise ValueError(f"images_per_part must be a positive integer, got {self.images_per_part!r}")
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+
 
 @dataclass
 class RunOptions:
@@ -74,6 +80,12 @@ class RunOptions:
     ray_address: str | None = None  # join this cluster (else RAY_ADDRESS; else start a local Ray)
     source: str = "cc3m"
     max_units: int | None = None  # stop after this many units (tests simulate a crash)
+
+    def __post_init__(self):
+        for name in ("batch_size", "model_actors", "num_cpus"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {v}")
 
 
 @dataclass
@@ -124,7 +136,8 @@ def run_pseudo(input_path: str | Path, out_dir: str | Path, cfg: PseudoConfig, o
     opts = opts or RunOptions()
     out = Path(out_dir)
     plan = plan_input(input_path, cfg.images_per_part, opts.source)
-    resume_key = {"config": asdict(cfg), "input": plan.fingerprint, "input_path": plan.inputs[0]["path"]}
+    resume_key = {"config": asdict(cfg), "input": plan.fingerprint, "input_path": plan.inputs[0]["path"],
+                  "source": plan.source}  # img2dataset input: --source names the image ids
     done = prior_run(out, resume_key, overwrite)
     if done is not None:
         log.info("%s: already complete for this input and config", out)
@@ -212,8 +225,9 @@ def _run_units(units: list[dict], cfg: PseudoConfig, opts: RunOptions, writer: D
             pending.setdefault(unit, []).append(part)
             if sum(t.num_rows for t in pending[unit]) == expected[unit]:
                 _write_unit(writer, unit, pa.concat_tables(pending.pop(unit)), filt, known_rejects.get(unit, []))
-    if pending:
-        raise RuntimeError(f"units left incomplete: {sorted(pending)}")
+    missing = [u for u in expected if not writer.is_done(f"part-{u}.parquet")]  # units whose rows never came
+    if pending or missing:
+        raise RuntimeError(f"units left incomplete: {sorted(set(pending) | set(missing))}")
 
 
 def _write_unit(writer: DatasetWriter, unit: str, rows: pa.Table, filt: FilterConfig, known_rejects: list[dict]) -> None:
@@ -223,7 +237,8 @@ def _write_unit(writer: DatasetWriter, unit: str, rows: pa.Table, filt: FilterCo
     writer.write_rejects(name, known_rejects + [
         {"file": r["file_name"], "record": r["image_id"], "reason": "unreadable image", "detail": r["error"]}
         for r in errors.select(["file_name", "image_id", "error"]).to_pylist()])
-    cands = rows.drop_columns(["unit", "row", "error"])
+    # failed rows are in rejects/ only: refilter must never see them as images without boxes
+    cands = rows.filter(pa.compute.is_null(rows.column("error"))).drop_columns(["unit", "row", "error"])
     with atomic_path(writer.root / CANDIDATES / name) as tmp:
         write_parquet(cands, tmp)
     table, dropped = records_from_candidates(rows.filter(pa.compute.is_null(rows.column("error"))), filt)
