@@ -266,7 +266,8 @@ def bench_actor(work: Path, models: dict, n: int = 64, batch_size: int = 16, lau
     """The model actor's CPU time outside the model forwards, per image, at the real processing sizes (tiny
     networks, 800/1333 detector input, 224 CLIP crops, batch 16, 20 candidates per image).
 
-    Host work (stacking canvases, prompt arrays, the output arrays) is timed; the device work a GPU would run
+    Host work (packing pixels, prompt arrays, the output arrays) is timed in CPU seconds of the actor thread
+    (so other processes on the machine do not inflate it); the device work a GPU would run
     asynchronously costs the host one launch per tensor operation: those are counted (TorchDispatchMode) and
     priced at `launch_us` each. Target: host + launches <= 2 ms per image."""
     import torch

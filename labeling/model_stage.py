@@ -5,8 +5,9 @@ and sent with one non-blocking copy; on the device: rescale/normalise/pad, the d
 on GPU), phrase scores from the positive map, threshold + top-k + per-phrase NMS, then CLIP on square-context
 crops of the surviving candidates only (cut from the same image tensor), and CLIP on the whole image against
 the caption. The host side is array bookkeeping: no decoding, resizing, tokenizing of prompts or per-box
-Python objects (the CPU stages before and after it do that). ``timings`` keeps the seconds spent outside the
-model forwards, for ``benchmarks/pseudo_throughput.py``.
+Python objects (the CPU stages before and after it do that). ``timings`` keeps the host's CPU seconds
+(``host_s``, this thread's CPU time, so other processes do not inflate it) and the wall seconds of the
+device work (``device_s``), for ``benchmarks/pseudo_throughput.py``.
 """
 
 from __future__ import annotations
@@ -104,15 +105,15 @@ class ModelStage(Stage):
     def run_group(self, batch: pa.Table, rows: np.ndarray) -> list[tuple]:
         """(boxes, det, clip, phrase, image_score) per row of `rows` (all of one canvas)."""
         torch, dev = self.torch, self.device
-        t0 = time.perf_counter()
+        c0 = time.thread_time()
         packed, sizes, image_sizes = self._pack(batch, rows)
         prompts = self._prompts(batch, rows)
         if prompts is None:  # no phrases in any row: no detector call, only the image scores
-            return self._images_only(batch, rows, packed, sizes, t0)
+            return self._images_only(batch, rows, packed, sizes, c0)
         ids, mask, spans, prompt_row, prompt_phr = prompts
         phrases = batch.column("phrases").take(from_numpy(rows)).to_pylist()
         caption_ids = batch.column("caption_clip_ids").take(from_numpy(rows)).to_pylist()
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.thread_time()
         canvas = self._canvas(packed)
         sizes, image_sizes = sizes.to(dev, non_blocking=True), image_sizes.to(dev, non_blocking=True)
         prop = self.detector.propose(canvas, sizes, image_sizes, ids.to(dev, non_blocking=True),
@@ -148,7 +149,7 @@ class ModelStage(Stage):
         clip = self.scorer.similarity(crop_feat, self.scorer.text_features(texts)) if texts else crop_feat.new_zeros(0)
         img_score = self.scorer.similarity(img_feat, self.scorer.token_features(caption_ids))
         out = [t.cpu().numpy() for t in (boxes[slot], det[slot], clip, img_score)]
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.thread_time()
         # back to rows: prompts in order, their survivors in query order
         boxes_np, det_np, clip_np, img_np = out
         res, at = [[[], [], [], []] for _ in rows], 0
@@ -161,15 +162,14 @@ class ModelStage(Stage):
             at += c
         final = [tuple(np.concatenate(x) if x else np.zeros(0) for x in parts) + (float(img_np[k]),)
                  for k, parts in enumerate(res)]
-        t3 = time.perf_counter()
-        self.timings["host_s"] += (t1 - t0) + (t3 - t2)
+        self.timings["host_s"] += (c1 - c0) + (time.thread_time() - c2)
         self.timings["device_s"] += t2 - t1
         self.timings["images"] += len(rows)
         return final
 
-    def _images_only(self, batch: pa.Table, rows: np.ndarray, packed, sizes, t0: float) -> list[tuple]:
+    def _images_only(self, batch: pa.Table, rows: np.ndarray, packed, sizes, c0: float) -> list[tuple]:
         dev = self.device
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.thread_time()
         canvas = self._canvas(packed)
         sizes = sizes.to(dev, non_blocking=True)
         caption_ids = batch.column("caption_clip_ids").take(from_numpy(rows)).to_pylist()
@@ -180,7 +180,7 @@ class ModelStage(Stage):
             src, whole, self.torch.arange(len(sizes), device=dev), *norm))
         img = self.scorer.similarity(feat, self.scorer.token_features(caption_ids)).cpu().numpy()
         t2 = time.perf_counter()
-        self.timings["host_s"] += t1 - t0
+        self.timings["host_s"] += c1 - c0
         self.timings["device_s"] += t2 - t1
         self.timings["images"] += len(rows)
         return [(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32),
@@ -240,7 +240,7 @@ class ModelStage(Stage):
 
     def _finish(self, batch: pa.Table, results: list) -> pa.Table:
         """The candidate arrays as list columns (rows without results: empty lists, NaN image score)."""
-        t0 = time.perf_counter()
+        c0 = time.thread_time()
         empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32),
                  np.zeros(0, np.int32), np.nan)
         res = [r if r is not None else empty for r in results]
@@ -260,7 +260,7 @@ class ModelStage(Stage):
                .append_column("cand_clip", lst([r[2] for r in res], np.float32))
                .append_column("cand_phrase", lst([r[3] for r in res], np.int32))
                .append_column("image_score", from_numpy(np.array([r[4] for r in res], np.float32))))
-        self.timings["host_s"] += time.perf_counter() - t0
+        self.timings["host_s"] += time.thread_time() - c0
         return out
 
     def settings(self) -> dict:
