@@ -146,6 +146,11 @@ def evaluate(gold: str | os.PathLike, *, model: str | None = None, detections: s
         from detector.grounding import GroundingDetector
 
         detector = GroundingDetector(model, device=device, box_threshold=0.0)
+    if protocol in ("flickr30k", "refcoco"):
+        from detector.eval_grounding import flickr30k_recall, refcoco_accuracy
+
+        run = flickr30k_recall if protocol == "flickr30k" else refcoco_accuracy
+        return run(detector, gold, image_root=image_root, max_items=max_images)
     return evaluate_detector(detector, gold, protocol=protocol, image_root=image_root, max_images=max_images)
 
 
@@ -156,30 +161,6 @@ def _records(ds: Dataset, limit: int | None = None) -> list[dict]:
         if limit is not None and len(out) >= limit:
             return out[:limit]
     return out
-
-
-def grounding_recall(detector, dataset_dir: str | os.PathLike, *, ks=(1, 5, 10), iou: float = 0.5,
-                     max_images: int | None = None, batch_size: int = 4) -> dict:
-    """Recall@k of phrase grounding (Flickr30k protocol: a phrase is found when one of its k best boxes has
-    IoU >= 0.5 with one of its gold boxes)."""
-    ds = Dataset(dataset_dir).require_complete()
-    hits = {k: 0 for k in ks}
-    total = 0
-    todo = [(r, im) for r in _records(ds, max_images) for _, im in _decoded(ds.manifest.image_root, [{"id": r["image_id"], "file_name": r["file_name"]}])]
-    for b in range(0, len(todo), batch_size):
-        chunk = todo[b:b + batch_size]
-        phrases = [sorted({g["phrase"] for g in r["regions"] or [] if g["phrase"]}) for r, _ in chunk]
-        found = detector.detect([im for _, im in chunk], phrases)
-        for (r, _), ph, det in zip(chunk, phrases, found):
-            for j, p in enumerate(ph):
-                gold = np.array([g["bbox"] for g in r["regions"] if g["phrase"] == p], dtype=np.float64)
-                mine = det[det.phrase == j]
-                ranked = mine.boxes[np.argsort(-mine.scores)].astype(np.float64)
-                ok = (iou_matrix(ranked, gold) >= iou).any(1) if len(ranked) else np.zeros(0, bool)
-                total += 1
-                for k in ks:
-                    hits[k] += bool(ok[:k].any())
-    return {**{f"R@{k}": round(hits[k] / total, 5) if total else None for k in ks}, "phrases": total}
 
 
 def _xywh(b) -> list[float]:

@@ -11,7 +11,8 @@ import pytest
 from conftest import EXAMPLES, run_cli
 
 from detector.eval_gold import EvaluationError
-from detector.evaluate import coco_ap, grounding_recall, pseudo_quality
+from detector.eval_grounding import flickr30k_recall
+from detector.evaluate import coco_ap, pseudo_quality
 from detector.grounding import Detections
 from formats import schema as S
 from formats.dataset import Dataset, DatasetWriter, Manifest
@@ -69,9 +70,9 @@ def test_grounding_recall_at_k(gold, tmp_path):
     w = DatasetWriter(vg, Manifest(kind="vg", source="t", image_root=Dataset(gold).manifest.image_root))
     w.write_part("part-00000.parquet", S.conform(pa.Table.from_pylist(rows, schema=S.CORE_SCHEMA)))
     w.finish()
-    perfect = grounding_recall(Oracle(rows), vg)
+    perfect = flickr30k_recall(Oracle(rows), vg)
     assert perfect["R@1"] == 1.0 and perfect["phrases"] == sum(len({g["phrase"] for g in r["regions"]}) for r in rows)
-    far = grounding_recall(Oracle(rows, shift=10_000.0), vg)
+    far = flickr30k_recall(Oracle(rows, shift=10_000.0), vg)
     assert far["R@1"] == far["R@10"] == 0.0
 
 
