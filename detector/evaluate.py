@@ -34,8 +34,13 @@ MAX_DETS = {"coco": 100, "lvis": LVIS_MAX_DETS, "lvis-fixed": LVIS_MAX_DETS}  # 
 
 def default_protocol(gold: str | os.PathLike) -> str:
     """The protocol of a gold set's source: ``lvis`` for LVIS annotations, ``coco`` for other detection
-    gold (a COCO JSON file or an OD dataset), ``flickr30k`` for a grounding (VG) dataset."""
+    gold (a COCO JSON file or an OD dataset), ``flickr30k`` for a grounding (VG) dataset, ``odinw`` for a
+    suite (a folder that is no dataset, or a JSON file listing ``datasets``)."""
+    from detector.eval_odinw import is_suite
+
     p = Path(gold)
+    if is_suite(p):
+        return "odinw"
     if p.is_dir():
         m = Dataset(p).manifest
         if m.kind != "od":
@@ -146,6 +151,10 @@ def evaluate(gold: str | os.PathLike, *, model: str | None = None, detections: s
         from detector.grounding import GroundingDetector
 
         detector = GroundingDetector(model, device=device, box_threshold=0.0)
+    if protocol == "odinw":
+        from detector.eval_odinw import odinw_ap
+
+        return odinw_ap(detector, gold, max_images=max_images)
     if protocol in ("flickr30k", "refcoco"):
         from detector.eval_grounding import flickr30k_recall, refcoco_accuracy
 
