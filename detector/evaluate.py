@@ -29,6 +29,7 @@ log = logging.getLogger("ovlabel.evaluate")
 
 PROTOCOLS = ("coco", "lvis", "lvis-fixed", "odinw", "flickr30k", "refcoco")
 DETECTION_PROTOCOLS = ("coco", "lvis", "lvis-fixed")
+HEADLINE = {"coco": "AP", "lvis": "AP", "lvis-fixed": "AP", "odinw": "AP", "flickr30k": "R@1", "refcoco": "accuracy"}
 MAX_DETS = {"coco": 100, "lvis": LVIS_MAX_DETS, "lvis-fixed": LVIS_MAX_DETS}  # per image, from the detector
 
 
