@@ -124,38 +124,16 @@ def rec_accuracy(top_boxes: list[np.ndarray | None], gold: list[np.ndarray], iou
     return {"accuracy": (sum(ok) / len(ok)) if ok else None, "expressions": len(ok)}
 
 
-def ground_caption(detector, image, caption: str, spans: list[tuple[int, int]]):
-    """Boxes of a GroundingDetector for the phrases of one caption prompted as the caption itself (Detections,
-    ``phrase`` indexing `spans`): each query keeps its best phrase, as in ``GroundingDetector.detect``."""
-    import torch
-
-    from detector.device_ops import assemble_canvases
-    from detector.grounding import Detections
-    from labeling.image_stages import LoadImages
-    from labeling.prompt_stages import token_spans
-
-    data, z = LoadImages(detector.resize_rule).prepare(image)
-    dev = detector.device
-    flat = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(dev)
-    canvas = assemble_canvases(flat, [0, len(data)], [z[0:2]], [z[2:4]], z[4], z[5])
-    enc = detector.tokenizer([caption], truncation=True, max_length=detector.max_tokens,
-                             return_offsets_mapping=True, return_tensors="pt")
-    tok = token_spans(spans, enc["offset_mapping"].numpy()[0], detector.max_tokens).astype(np.int64)[None]
-    prop = detector.propose(canvas, torch.tensor([z[2:4]], device=dev), torch.tensor([image.size], device=dev),
-                            enc["input_ids"].to(dev), enc["attention_mask"].to(dev), torch.from_numpy(tok).to(dev),
-                            torch.zeros(1, dtype=torch.long, device=dev))
-    keep = prop.keep[0].cpu().numpy()
-    return Detections(prop.boxes[0].cpu().numpy()[keep].astype(np.float32),
-                      prop.scores[0].cpu().numpy()[keep].astype(np.float32), prop.phrase[0].cpu().numpy()[keep])
-
-
 def _ground(detector, image, item: GroundingItem):
     """Detections for an item's phrases: ``detector.ground(image, caption, spans)`` when the detector has it,
-    the caption prompt for a GroundingDetector (has ``propose``), else ``detect`` with the phrase texts."""
+    the caption prompt with every query under every phrase for a GroundingDetector (has ``propose``:
+    `eval_queries.phrase_detections`), else ``detect`` with the phrase texts."""
     if hasattr(detector, "ground"):
         return detector.ground(image, item.caption, item.spans)
     if hasattr(detector, "propose"):
-        return ground_caption(detector, image, item.caption, item.spans)
+        from detector.eval_queries import phrase_detections
+
+        return phrase_detections(detector, image, item.caption, item.spans)
     return detector.detect([image], [[item.caption[s:e] for s, e in item.spans]])[0]
 
 

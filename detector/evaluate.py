@@ -86,18 +86,23 @@ def _decoded(image_root, images: list[dict]):
 
 def detect_gold(detector, gt: dict, image_root: str | os.PathLike | None, *, max_dets: int = 100,
                 batch_size: int = 4) -> list[dict]:
-    """COCO results of `detector` (``detect(images, phrases) -> list[Detections]``) on the images of `gt`,
-    prompted with every category name; the `max_dets` best (query, class) pairs per image.
-
-    ``GroundingDetector.detect`` gives each query its best class only, so the top-k runs over those pairs
-    (MMDetection's rule over every (query, class) pair is `eval_coco.topk_query_class`, for detectors that
-    expose the full score matrix). Images that fail to decode are logged and left out.
+    """COCO results of `detector` on the images of `gt`, prompted with every category name; per image the
+    `max_dets` best (query, class) pairs (MMDetection's rule, `eval_queries.detect_query_class`) for a
+    GroundingDetector (has ``propose``); for any other ``detect(images, phrases) -> list[Detections]``
+    detector, the `max_dets` best of its detections. Images that fail to decode are logged and left out.
     """
     cats = gt["categories"]
     names = [_prompt_name(c["name"]) for c in cats]
     ids = np.array([c["id"] for c in cats], np.int64)
     dets: list[dict] = []
     todo = list(_decoded(image_root, gt["images"]))
+    if hasattr(detector, "propose"):
+        from detector.eval_queries import detect_query_class
+
+        for im, pil in todo:
+            boxes, scores, label = detect_query_class(detector, pil, names, max_dets)
+            dets += to_results(im["id"], boxes, scores, ids[label])
+        return dets
     for b in range(0, len(todo), batch_size):
         chunk = todo[b:b + batch_size]
         for (im, _), det in zip(chunk, detector.detect([pil for _, pil in chunk], [names] * len(chunk))):
