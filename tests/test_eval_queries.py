@@ -39,3 +39,16 @@ def test_caption_phrases_rank_every_query(tiny_detector, sample_images):
     assert boxes.shape == (q, 4) and scores.shape == (q, 2) and np.all((scores >= 0) & (scores <= 1))
     det = phrase_detections(tiny_detector, sample_images[0], caption, spans)
     assert len(det) == 2 * q and sorted(det.scores[det.phrase == 1]) == pytest.approx(sorted(scores[:, 1]))
+
+
+def test_cli_runs_a_model_on_the_original_annotation_file(tiny_models):
+    """`evaluate GOLD.json --image-root --model`: 100 (query, class) pairs per image, scored by COCOeval."""
+    import json
+
+    from conftest import EXAMPLES, run_cli
+
+    out = json.loads(run_cli("evaluate", EXAMPLES / "sample" / "gold.json", "--model", tiny_models["detector"],
+                             "--image-root", EXAMPLES / "sample" / "images", "--max-images", "2",
+                             "--device", "cpu").stdout)
+    assert out["protocol"] == "coco" and out["images"] == 2 and out["detections"] == 200  # 20 queries x 13 classes
+    assert 0.0 <= out["AP"] <= 1.0 and set(out) >= {"AP50", "AP75", "APs", "APm", "APl", "AR100"}
