@@ -1,25 +1,172 @@
-"""Evaluation: COCO AP on a gold OD dataset (pycocotools), phrase-grounding recall@k on a gold VG dataset
-(Flickr30k protocol), and the quality of pseudo labels against hidden gold boxes.
+"""Evaluation entry points: a detector or a COCO results file scored with a published protocol, and the
+quality of pseudo labels against hidden gold boxes.
 
-The detector is prompted with the category names (packed into as many prompts as the text limit needs,
-as for LVIS) or with each caption's phrases; every box keeps its best phrase and that phrase's score.
+Protocols (`PROTOCOLS`; each result records its ``protocol``; ``AP`` stays the headline key for detection):
+``coco`` (pycocotools COCOeval, `detector.eval_coco`), ``lvis`` / ``lvis-fixed`` (federated AP with
+APr/APc/APf, and Fixed AP: `detector.eval_lvis`), ``odinw`` (a suite of COCO-format sets, `detector.eval_odinw`),
+``flickr30k`` and ``refcoco`` (phrase grounding recall@k and REC accuracy@0.5: `detector.eval_grounding`).
+The default follows the gold: LVIS annotations (images carry ``neg_category_ids``) -> ``lvis``, other
+detection gold -> ``coco``, grounding (VG) datasets -> ``flickr30k``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
+from detector.eval_coco import coco_metrics, to_results
+from detector.eval_gold import EvaluationError, check_shared_images, is_lvis, load_gold
+from detector.eval_lvis import LVIS_MAX_DETS, lvis_metrics
 from formats.boxes import iou_matrix
 from formats.dataset import Dataset
 from formats.images import ImageError, decode_image, read_image_bytes
 
 log = logging.getLogger("ovlabel.evaluate")
+
+PROTOCOLS = ("coco", "lvis", "lvis-fixed", "odinw", "flickr30k", "refcoco")
+DETECTION_PROTOCOLS = ("coco", "lvis", "lvis-fixed")
+HEADLINE = {"coco": "AP", "lvis": "AP", "lvis-fixed": "AP", "odinw": "AP", "flickr30k": "R@1", "refcoco": "accuracy"}
+MAX_DETS = {"coco": 100, "lvis": LVIS_MAX_DETS, "lvis-fixed": LVIS_MAX_DETS}  # per image, from the detector
+
+
+def default_protocol(gold: str | os.PathLike) -> str:
+    """The protocol of a gold set's source: ``lvis`` for LVIS annotations, ``coco`` for other detection
+    gold (a COCO JSON file or an OD dataset), ``flickr30k`` for a grounding (VG) dataset, ``odinw`` for a
+    suite (a folder that is no dataset, or a JSON file listing ``datasets``)."""
+    from detector.eval_odinw import is_suite
+
+    p = Path(gold)
+    if is_suite(p):
+        return "odinw"
+    if p.is_dir():
+        m = Dataset(p).manifest
+        if m.kind != "od":
+            return "flickr30k"
+        return "lvis" if m.source.lower().startswith("lvis") else "coco"
+    return "lvis" if is_lvis(load_gold(p)) else "coco"
+
+
+def score_detections(gt: dict, dets: list[dict], protocol: str, *, gold_name: str = "gold",
+                     pred_name: str = "detections") -> dict:
+    """COCO results `dets` scored against the COCO dict `gt` with a detection protocol (coco, lvis,
+    lvis-fixed). Raises `EvaluationError` naming both when the detections share no image with the gold."""
+    if protocol not in DETECTION_PROTOCOLS:
+        raise EvaluationError(f"{protocol!r} is not a detection protocol ({', '.join(DETECTION_PROTOCOLS)})")
+    check_shared_images(gt, dets, gold_name, pred_name)
+    if protocol == "coco":
+        out = coco_metrics(gt, dets)
+    else:
+        out = lvis_metrics(gt, dets, fixed=protocol == "lvis-fixed")
+    return {"protocol": protocol, **out}
+
+
+def _prompt_name(name: str) -> str:
+    return name.replace("_", " ").strip()
+
+
+def _subset(gt: dict, max_images: int | None) -> dict:
+    if max_images is None or max_images >= len(gt["images"]):
+        return gt
+    images = gt["images"][:max_images]
+    keep = {im["id"] for im in images}
+    return {**gt, "images": images, "annotations": [a for a in gt["annotations"] if a["image_id"] in keep]}
+
+
+def _decoded(image_root, images: list[dict]):
+    for im in images:
+        try:
+            yield im, decode_image(read_image_bytes(image_root, im["file_name"]), str(im["id"]))
+        except ImageError as e:
+            log.warning("%s: left out of the evaluation: %s", im["file_name"], e)
+
+
+def detect_gold(detector, gt: dict, image_root: str | os.PathLike | None, *, max_dets: int = 100,
+                batch_size: int = 4) -> list[dict]:
+    """COCO results of `detector` on the images of `gt`, prompted with every category name; per image the
+    `max_dets` best (query, class) pairs (MMDetection's rule, `eval_queries.detect_query_class`) for a
+    GroundingDetector (has ``propose``); for any other ``detect(images, phrases) -> list[Detections]``
+    detector, the `max_dets` best of its detections. Images that fail to decode are logged and left out.
+    """
+    cats = gt["categories"]
+    names = [_prompt_name(c["name"]) for c in cats]
+    ids = np.array([c["id"] for c in cats], np.int64)
+    dets: list[dict] = []
+    todo = list(_decoded(image_root, gt["images"]))
+    if hasattr(detector, "propose"):
+        from detector.eval_queries import detect_query_class
+
+        for im, pil in todo:
+            boxes, scores, label = detect_query_class(detector, pil, names, max_dets)
+            dets += to_results(im["id"], boxes, scores, ids[label])
+        return dets
+    for b in range(0, len(todo), batch_size):
+        chunk = todo[b:b + batch_size]
+        for (im, _), det in zip(chunk, detector.detect([pil for _, pil in chunk], [names] * len(chunk))):
+            order = np.argsort(-det.scores, kind="stable")[:max_dets]
+            dets += to_results(im["id"], det.boxes[order], det.scores[order], ids[det.phrase[order]])
+    return dets
+
+
+def evaluate_detections(gold: str | os.PathLike, detections: str | os.PathLike, *,
+                        protocol: str | None = None) -> dict:
+    """A COCO results file scored against a gold file or dataset (no detector run)."""
+    from detector.eval_gold import load_detections
+
+    protocol = protocol or default_protocol(gold)
+    return score_detections(load_gold(gold), load_detections(detections), protocol, gold_name=str(gold),
+                            pred_name=str(detections))
+
+
+def evaluate_detector(detector, gold: str | os.PathLike, *, protocol: str | None = None,
+                      image_root: str | os.PathLike | None = None, max_images: int | None = None,
+                      batch_size: int = 4) -> dict:
+    """`detector` on a detection gold (COCO/LVIS JSON with `image_root`, or an OD dataset) with `protocol`
+    (default: `default_protocol`). With `max_images`, only the first images (and their gold) count."""
+    protocol = protocol or default_protocol(gold)
+    gt = _subset(load_gold(gold), max_images)
+    if Path(gold).is_dir() and image_root is None:
+        image_root = Dataset(gold).manifest.image_root
+    dets = detect_gold(detector, gt, image_root, max_dets=MAX_DETS[protocol], batch_size=batch_size)
+    return score_detections(gt, dets, protocol, gold_name=str(gold), pred_name=f"{getattr(detector, 'name', 'the detector')}")
+
+
+def coco_ap(detector, dataset_dir: str | os.PathLike, *, max_images: int | None = None, batch_size: int = 4,
+            protocol: str = "coco") -> dict:
+    """COCO-protocol AP of `detector` on a gold OD dataset (see `evaluate_detector`)."""
+    return evaluate_detector(detector, dataset_dir, protocol=protocol, max_images=max_images, batch_size=batch_size)
+
+
+def evaluate(gold: str | os.PathLike, *, model: str | None = None, detections: str | os.PathLike | None = None,
+             protocol: str | None = None, image_root: str | os.PathLike | None = None,
+             max_images: int | None = None, device: str | None = None, detector=None) -> dict:
+    """`ovlabel evaluate`: a COCO results file (`detections`) or a model (`model` hub id / folder, or a
+    ready `detector`) scored on `gold` with `protocol` (default `default_protocol`). The result records the
+    protocol. Raises `EvaluationError` for gold and predictions that cannot be scored together."""
+    protocol = protocol or default_protocol(gold)
+    if protocol not in PROTOCOLS:
+        raise EvaluationError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    if detections is not None:
+        if protocol not in DETECTION_PROTOCOLS:
+            raise EvaluationError(f"--detections takes a COCO results file: protocols {', '.join(DETECTION_PROTOCOLS)}")
+        return evaluate_detections(gold, detections, protocol=protocol)
+    if detector is None:
+        from detector.grounding import GroundingDetector
+
+        detector = GroundingDetector(model, device=device, box_threshold=0.0)
+    if protocol == "odinw":
+        from detector.eval_odinw import odinw_ap
+
+        return odinw_ap(detector, gold, max_images=max_images)
+    if protocol in ("flickr30k", "refcoco"):
+        from detector.eval_grounding import flickr30k_recall, refcoco_accuracy
+
+        run = flickr30k_recall if protocol == "flickr30k" else refcoco_accuracy
+        return run(detector, gold, image_root=image_root, max_items=max_images)
+    return evaluate_detector(detector, gold, protocol=protocol, image_root=image_root, max_images=max_images)
 
 
 def _records(ds: Dataset, limit: int | None = None) -> list[dict]:
@@ -31,102 +178,25 @@ def _records(ds: Dataset, limit: int | None = None) -> list[dict]:
     return out
 
 
-def _images(ds: Dataset, recs: list[dict]):
-    for r in recs:
-        try:
-            yield r, decode_image(read_image_bytes(ds.manifest.image_root, r["file_name"]), r["image_id"])
-        except ImageError as e:
-            log.warning("%s: left out of the evaluation: %s", r["image_id"], e)
-
-
 def _xywh(b) -> list[float]:
     x1, y1, x2, y2 = (float(v) for v in b)
     return [x1, y1, x2 - x1, y2 - y1]
 
 
-def coco_eval(gt: dict, dets: list[dict], *, agnostic: bool = False) -> dict:
-    """pycocotools bbox evaluation of `dets` against the COCO dict `gt`; AP figures (None where undefined)."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    with contextlib.redirect_stdout(sys.stderr):  # pycocotools prints; stdout is for data
-        coco = COCO()
-        coco.dataset = gt
-        coco.createIndex()
-        if not dets or not gt["annotations"]:
-            return {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, "APs": None, "APm": None, "APl": None, "AR100": 0.0,
-                    "images": len(gt["images"]), "gt_boxes": len(gt["annotations"]), "detections": len(dets)}
-        res = coco.loadRes(dets)
-        ev = COCOeval(coco, res, "bbox")
-        if agnostic:
-            ev.params.useCats = 0
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    names = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100"]
-    stats = {n: (round(float(v), 5) if v >= 0 else None) for n, v in zip(names, ev.stats)}
-    return {**stats, "images": len(gt["images"]), "gt_boxes": len(gt["annotations"]), "detections": len(dets)}
-
-
-def coco_ap(detector, dataset_dir: str | os.PathLike, *, max_images: int | None = None, max_dets: int = 100,
-            batch_size: int = 4) -> dict:
-    """COCO-style AP of `detector` (a GroundingDetector) on a gold OD dataset, prompted with every category."""
-    ds = Dataset(dataset_dir).require_complete()
-    if ds.manifest.kind != "od":
-        raise ValueError(f"{dataset_dir}: COCO AP needs a detection (OD) dataset; use grounding_recall for VG data")
-    cats = ds.manifest.categories
-    names = [c["name"] for c in cats]
-    gt = {"images": [], "annotations": [], "categories": [{"id": c["label"] + 1, "name": c["name"]} for c in cats]}
-    dets: list[dict] = []
-    todo = list(_images(ds, _records(ds, max_images)))
-    for b in range(0, len(todo), batch_size):
-        chunk = todo[b:b + batch_size]
-        found = detector.detect([im for _, im in chunk], [names] * len(chunk))
-        for (r, _), det in zip(chunk, found):
-            k = len(gt["images"]) + 1
-            gt["images"].append({"id": k, "width": r["width"], "height": r["height"], "file_name": r["file_name"]})
-            for g in r["regions"] or []:
-                if g["origin"] in ("gold", "review") and g["label"] is not None:
-                    box = _xywh(g["bbox"])
-                    gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": k, "bbox": box,
-                                              "category_id": int(g["label"]) + 1, "area": box[2] * box[3],
-                                              "iscrowd": 0})
-            order = np.argsort(-det.scores)[:max_dets]
-            for i in order:
-                dets.append({"image_id": k, "category_id": int(cats[int(det.phrase[i])]["label"]) + 1,
-                             "bbox": _xywh(det.boxes[i]), "score": float(det.scores[i])})
-    return coco_eval(gt, dets)
-
-
-def grounding_recall(detector, dataset_dir: str | os.PathLike, *, ks=(1, 5, 10), iou: float = 0.5,
-                     max_images: int | None = None, batch_size: int = 4) -> dict:
-    """Recall@k of phrase grounding (Flickr30k protocol: a phrase is found when one of its k best boxes has
-    IoU >= 0.5 with one of its gold boxes)."""
-    ds = Dataset(dataset_dir).require_complete()
-    hits = {k: 0 for k in ks}
-    total = 0
-    todo = list(_images(ds, _records(ds, max_images)))
-    for b in range(0, len(todo), batch_size):
-        chunk = todo[b:b + batch_size]
-        phrases = [sorted({g["phrase"] for g in r["regions"] or [] if g["phrase"]}) for r, _ in chunk]
-        found = detector.detect([im for _, im in chunk], phrases)
-        for (r, _), ph, det in zip(chunk, phrases, found):
-            for j, p in enumerate(ph):
-                gold = np.array([g["bbox"] for g in r["regions"] if g["phrase"] == p], dtype=np.float64)
-                mine = det[det.phrase == j]
-                ranked = mine.boxes[np.argsort(-mine.scores)].astype(np.float64)
-                ok = (iou_matrix(ranked, gold) >= iou).any(1) if len(ranked) else np.zeros(0, bool)
-                total += 1
-                for k in ks:
-                    hits[k] += bool(ok[:k].any())
-    return {**{f"R@{k}": round(hits[k] / total, 5) if total else None for k in ks}, "phrases": total}
-
-
 def pseudo_quality(pseudo_dir: str | os.PathLike, gold_dir: str | os.PathLike, *, iou: float = 0.5) -> dict:
-    """Pseudo boxes against hidden gold boxes of the same images (class-agnostic): AP, precision, recall."""
+    """Pseudo boxes against hidden gold boxes of the same images (class-agnostic): AP, precision, recall.
+
+    Raises `EvaluationError` naming both directories when the pseudo set has no pseudo region or shares no
+    image with the gold set (never a zero AP).
+    """
     pseudo, gold = Dataset(pseudo_dir).require_complete(), Dataset(gold_dir).require_complete()
     gold_recs = {r["image_id"]: r for r in _records(gold)}
     pseudo_recs = {r["image_id"]: r for r in _records(pseudo)}
+    if not any(x["origin"] == "pseudo" for r in pseudo_recs.values() for x in r["regions"] or []):
+        raise EvaluationError(f"{pseudo_dir} has no pseudo regions to judge against {gold_dir}")
+    if not set(gold_recs) & set(pseudo_recs):
+        raise EvaluationError(f"{pseudo_dir} shares no image with the gold set {gold_dir} "
+                              f"({len(pseudo_recs)} pseudo images, {len(gold_recs)} gold images)")
     gt = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "object"}]}
     dets, tp, n_pred = [], 0, 0
     for image_id, g in gold_recs.items():
@@ -151,7 +221,7 @@ def pseudo_quality(pseudo_dir: str | os.PathLike, gold_dir: str | os.PathLike, *
                 taken[cand[np.argmax(m[i, cand])]] = True
                 tp += 1
         n_pred += len(pboxes)
-    ap = coco_eval(gt, dets, agnostic=True)
+    ap = coco_metrics(gt, dets, agnostic=True)
     n_gold = len(gt["annotations"])
     return {"AP": ap["AP"], "AP50": ap["AP50"], "precision@0.5": round(tp / n_pred, 5) if n_pred else None,
             "recall@0.5": round(tp / n_gold, 5) if n_gold else None, "pseudo_boxes": n_pred, "gold_boxes": n_gold,

@@ -10,7 +10,9 @@ import pyarrow as pa
 import pytest
 from conftest import EXAMPLES, run_cli
 
-from detector.evaluate import coco_ap, grounding_recall, pseudo_quality
+from detector.eval_gold import EvaluationError
+from detector.eval_grounding import flickr30k_recall
+from detector.evaluate import coco_ap, pseudo_quality
 from detector.grounding import Detections
 from formats import schema as S
 from formats.dataset import Dataset, DatasetWriter, Manifest
@@ -68,9 +70,9 @@ def test_grounding_recall_at_k(gold, tmp_path):
     w = DatasetWriter(vg, Manifest(kind="vg", source="t", image_root=Dataset(gold).manifest.image_root))
     w.write_part("part-00000.parquet", S.conform(pa.Table.from_pylist(rows, schema=S.CORE_SCHEMA)))
     w.finish()
-    perfect = grounding_recall(Oracle(rows), vg)
+    perfect = flickr30k_recall(Oracle(rows), vg)
     assert perfect["R@1"] == 1.0 and perfect["phrases"] == sum(len({g["phrase"] for g in r["regions"]}) for r in rows)
-    far = grounding_recall(Oracle(rows, shift=10_000.0), vg)
+    far = flickr30k_recall(Oracle(rows, shift=10_000.0), vg)
     assert far["R@1"] == far["R@10"] == 0.0
 
 
@@ -92,3 +94,26 @@ def test_pseudo_quality_against_hidden_gold(gold, tmp_path):
     assert q["AP50"] == pytest.approx(1.0) and q["gold_boxes"] == n
     cli = json.loads(run_cli("evaluate", gold, "--pseudo", p).stdout)
     assert cli["recall@0.5"] == 1.0
+
+
+def _pseudo_set(root, recs: list[dict], image_root, origin: str = "pseudo", prefix: str = "") -> str:
+    rows = [{**{c: r[c] for c in S.CORE_COLUMNS if c != "regions"}, "image_id": prefix + r["image_id"],
+             "regions": [{**g, "origin": origin, "score": 0.5} for g in r["regions"]]} for r in recs]
+    w = DatasetWriter(root, Manifest(kind="od", source="t", image_root=image_root))
+    w.write_part("part-00000.parquet", S.conform(pa.Table.from_pylist(rows, schema=S.CORE_SCHEMA)))
+    w.finish()
+    return str(root)
+
+
+def test_pseudo_quality_refuses_sets_that_share_nothing(gold, tmp_path):
+    """No shared image, or no pseudo region: an error naming both directories, never AP 0.0."""
+    recs = Dataset(gold).read().to_pylist()
+    root = Dataset(gold).manifest.image_root
+    elsewhere = _pseudo_set(tmp_path / "elsewhere", recs, root, prefix="other/")
+    with pytest.raises(EvaluationError, match=f"{elsewhere} shares no image with the gold set {gold}"):
+        pseudo_quality(elsewhere, gold)
+    unlabeled = _pseudo_set(tmp_path / "unlabeled", recs, root, origin="gold")
+    with pytest.raises(EvaluationError, match=f"{unlabeled} has no pseudo regions to judge against {gold}"):
+        pseudo_quality(unlabeled, gold)
+    proc = run_cli("evaluate", gold, "--pseudo", elsewhere, check=False)
+    assert proc.returncode != 0 and proc.stdout == "" and elsewhere in proc.stderr and str(gold) in proc.stderr

@@ -134,7 +134,7 @@ def test_stop_rule_and_step_bookkeeping(tmp_path, monkeypatch):
     def fake_eval(run, model, pseudo_dir=None):
         k = 0 if model == run.cfg.base_model else int(model.split("round-")[1].split("/")[0])
         calls.append(("eval", k))
-        return {"sample": {"AP50": ap50[k]}}
+        return {"sample": {"protocol": "coco", "AP50": ap50[k]}}
 
     def fake_pseudo(run, k):
         calls.append(("pseudo", k))
@@ -158,8 +158,31 @@ def test_stop_rule_and_step_bookkeeping(tmp_path, monkeypatch):
     assert state["status"].startswith("stopped after round 2")  # 0.20 -> 0.15: no gain
     assert sorted(state["rounds"]) == ["0", "1", "2"]
     assert calls == [("eval", 0), ("pseudo", 1), ("train", 1), ("eval", 1), ("pseudo", 2), ("train", 2), ("eval", 2)]
+    assert [state["rounds"][k]["steps"]["eval"]["metric"] for k in ("0", "2")] == [
+        {"name": "sample.AP50", "value": 0.10, "protocol": "coco"},
+        {"name": "sample.AP50", "value": 0.15, "protocol": "coco"}]
     calls.clear()
     st.run_selftrain(cfg, tmp_path / "run")
     assert calls == []  # everything recorded: nothing redone
     with pytest.raises(ValueError, match="another config"):
         st.run_selftrain(st.SelfTrainConfig(**{**cfg.__dict__, "rounds": 5}), tmp_path / "run")
+
+
+def test_config_names_the_protocols(tmp_path):
+    """Each eval entry may name its protocol (checked); the default metric is the first eval's headline."""
+    from workflows.selftrain import SelfTrainConfig
+
+    vg = tmp_path / "vg.json"
+    vg.write_text(json.dumps({"base_model": "m", "pool": "p", "eval": [
+        {"name": "flickr", "path": str(EXAMPLES / "sample" / "gold.json"), "protocol": "flickr30k"},
+        {"name": "lvis", "path": str(EXAMPLES / "sample" / "gold.json"), "protocol": "lvis-fixed"}]}))
+    cfg = SelfTrainConfig.load(vg)
+    assert cfg.metric == "flickr.R@1" and [e["protocol"] for e in cfg.eval] == ["flickr30k", "lvis-fixed"]
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"base_model": "m", "pool": "p", "eval": [
+        {"name": "sample", "path": str(EXAMPLES / "sample" / "gold.json")}]}))
+    assert SelfTrainConfig.load(plain).metric == "sample.AP"  # COCO gold: the COCO protocol's AP
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"base_model": "m", "pool": "p", "eval": [{"path": "x", "protocol": "voc"}]}))
+    with pytest.raises(ValueError, match="protocol must be one of coco, lvis, lvis-fixed, odinw, flickr30k, refcoco"):
+        SelfTrainConfig.load(bad)

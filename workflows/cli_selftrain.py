@@ -9,6 +9,8 @@ from pathlib import Path
 
 from workflows.stdio import print_json
 
+PROTOCOLS = ("coco", "lvis", "lvis-fixed", "odinw", "flickr30k", "refcoco")  # detector.evaluate.PROTOCOLS
+
 
 def cmd_run(a: argparse.Namespace) -> None:
     from workflows.selftrain import SelfTrainConfig, run_selftrain
@@ -45,16 +47,15 @@ def cmd_train(a: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
-    from detector.evaluate import coco_ap, grounding_recall, pseudo_quality
-    from detector.grounding import GroundingDetector
-    from formats.dataset import Dataset
+    from detector.evaluate import evaluate, pseudo_quality
 
     if a.pseudo:
         print_json(pseudo_quality(a.pseudo, a.dataset))
         return
-    det = GroundingDetector(a.model, device=a.device, box_threshold=0.0)
-    kind = Dataset(a.dataset).manifest.kind
-    print_json((coco_ap if kind == "od" else grounding_recall)(det, a.dataset, max_images=a.max_images))
+    if not a.detections and not a.model:
+        raise SystemExit("ovlabel evaluate: give --model (run a detector) or --detections (a COCO results file)")
+    print_json(evaluate(a.dataset, model=a.model, detections=a.detections, protocol=a.protocol,
+                        image_root=a.image_root, max_images=a.max_images, device=a.device))
 
 
 def register(sub) -> None:
@@ -86,9 +87,15 @@ def register(sub) -> None:
     p.add_argument("--device")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="COCO AP (OD) or recall@k (VG) of a model; or pseudo vs gold")
-    p.add_argument("dataset", help="gold dataset directory")
+    p = sub.add_parser("evaluate", help="a model or a COCO results file scored with a published protocol; "
+                                         "or pseudo vs gold")
+    p.add_argument("dataset", help="gold: a COCO/LVIS annotation JSON, a dataset directory, or (odinw) a folder "
+                                   "of COCO-format datasets / 'odinw13'")
     p.add_argument("--model", help="hub id or local folder")
+    p.add_argument("--detections", help="a COCO results JSON to score instead of running a model")
+    p.add_argument("--protocol", choices=PROTOCOLS,
+                   help="default: the gold's source (LVIS -> lvis, COCO-format detection -> coco, VG -> flickr30k)")
+    p.add_argument("--image-root", help="images of a gold given as a JSON file")
     p.add_argument("--pseudo", help="instead: judge this pseudo dataset against the gold boxes")
     p.add_argument("--max-images", type=int)
     p.add_argument("--device")

@@ -39,12 +39,14 @@ class SelfTrainConfig:
     base_model: str
     pool: str  # caption dataset or img2dataset folder to pseudo-label
     gold: list[dict] = field(default_factory=list)  # [{path, image_root?}]: dataset dirs or COCO JSON files
-    eval: list[dict] = field(default_factory=list)  # [{name, path, image_root?, max_images?}]
+    # [{name, path, image_root?, max_images?, protocol?}]: path a COCO/LVIS JSON, dataset dir or ODinW suite;
+    # protocol one of detector.evaluate.PROTOCOLS (default: the gold's source, `default_protocol`)
+    eval: list[dict] = field(default_factory=list)
     pool_gold: str | None = None  # hidden gold boxes of the pool: pseudo-label quality per round
     clip: str | None = None
     rounds: int = 2
     init: str = "previous"  # train round k from model k-1 ("previous") or from the base model ("base")
-    metric: str = ""  # "<eval name>.<metric>", e.g. "sample.AP50"; default: the first eval's AP
+    metric: str = ""  # "<eval name>.<metric>", e.g. "sample.AP50"; default: the first eval's headline (AP, R@1...)
     min_gain: float = 0.0
     corrections: str | None = None  # a `review pull` directory
     pseudo: dict = field(default_factory=dict)  # PseudoConfig fields (filter: {...}, phrases: {...})
@@ -72,12 +74,19 @@ class SelfTrainConfig:
             entry["path"] = _abs(entry["path"])
             if entry.get("image_root"):
                 entry["image_root"] = _abs(entry["image_root"])
+        from detector.evaluate import HEADLINE, PROTOCOLS, default_protocol
+
         for i, e in enumerate(cfg.eval):
             e.setdefault("name", f"eval{i}")
+            if e.get("protocol") is not None and e["protocol"] not in PROTOCOLS:
+                raise ValueError(f"{p}: eval {e['name']!r}: protocol must be one of {', '.join(PROTOCOLS)}, "
+                                 f"not {e['protocol']!r}")
         if cfg.init not in ("previous", "base"):
             raise ValueError(f"{p}: init must be 'previous' or 'base', not {cfg.init!r}")
         if not cfg.metric and cfg.eval:
-            cfg.metric = f"{cfg.eval[0]['name']}.AP"
+            first = cfg.eval[0]
+            proto = first.get("protocol") or (default_protocol(first["path"]) if Path(first["path"]).exists() else "coco")
+            cfg.metric = f"{first['name']}.{HEADLINE[proto]}"
         return cfg
 
 
@@ -154,22 +163,39 @@ def _dataset_dir(run: Run, entry: dict, name: str) -> str:
 
 
 def evaluate_model(run: Run, model: str, pseudo_dir: str | None = None) -> dict:
-    """The run's evaluation sets (COCO AP for OD, recall@k for VG) and, with a pool gold, pseudo quality."""
-    from detector.evaluate import coco_ap, grounding_recall, pseudo_quality
+    """The run's evaluation sets, each with its protocol (the entry's ``protocol`` or the gold's default;
+    every result records it), and, with a pool gold, pseudo quality."""
+    from detector.evaluate import evaluate
     from detector.grounding import GroundingDetector
-    from formats.dataset import Dataset
 
     out = {}
     det = GroundingDetector(model, device=run.cfg.device, box_threshold=0.0)
-    for i, e in enumerate(run.cfg.eval):
-        d = _dataset_dir(run, e, f"eval-{i}")
-        if Dataset(d).manifest.kind == "od":
-            out[e["name"]] = coco_ap(det, d, max_images=e.get("max_images"))
-        else:
-            out[e["name"]] = grounding_recall(det, d, max_images=e.get("max_images"))
+    for e in run.cfg.eval:
+        out[e["name"]] = evaluate(e["path"], detector=det, protocol=e.get("protocol"),
+                                  image_root=e.get("image_root"), max_images=e.get("max_images"))
     if pseudo_dir and run.cfg.pool_gold:
-        out["pseudo_quality"] = pseudo_quality(pseudo_dir, run.cfg.pool_gold)
+        out["pseudo_quality"] = _pseudo_quality(pseudo_dir, run.cfg.pool_gold)
     return out
+
+
+def _pseudo_quality(pseudo_dir: str, pool_gold: str) -> dict:
+    """Pseudo quality of a round, or ``{"error": why}`` (logged) when the round kept no pseudo box or its
+    images are not the pool gold's: the round goes on, its number is missing rather than a zero."""
+    from detector.eval_gold import EvaluationError
+    from detector.evaluate import pseudo_quality
+
+    try:
+        return pseudo_quality(pseudo_dir, pool_gold)
+    except EvaluationError as e:
+        log.warning("pseudo quality not measured: %s", e)
+        return {"error": str(e)}
+
+
+def metric_record(cfg: SelfTrainConfig, metrics: dict) -> dict:
+    """What the stop rule watched in a round: the metric's name, value and the protocol that produced it."""
+    ev = metrics.get("eval", {}).get(cfg.metric.split(".")[0], {})
+    return {"name": cfg.metric, "value": metric_value(metrics, cfg.metric),
+            "protocol": ev.get("protocol") if isinstance(ev, dict) else None}
 
 
 def metric_value(metrics: dict, name: str) -> float | None:
@@ -237,6 +263,7 @@ def run_selftrain(config: SelfTrainConfig, run_dir: str | os.PathLike) -> dict:
     if not run.done(0, "eval"):
         t0 = time.perf_counter()
         metrics = {"round": 0, "model": cfg.base_model, "eval": evaluate_model(run, cfg.base_model)}
+        metrics["metric"] = metric_record(cfg, metrics)
         (run.root / "round-0").mkdir(parents=True, exist_ok=True)
         atomic_write_json(run.root / "round-0" / "metrics.json", metrics)
         run.mark(0, "eval", metrics, time.perf_counter() - t0)
@@ -266,6 +293,7 @@ def run_selftrain(config: SelfTrainConfig, run_dir: str | os.PathLike) -> dict:
             model = run.model(k)
             metrics = {"round": k, "model": model, "eval": evaluate_model(run, model, rv["pseudo"]),
                        "pseudo": {"images": rv["images"], "boxes": rv["boxes"]}, "train": run.round(k)["steps"]["train"]}
+            metrics["metric"] = metric_record(cfg, metrics)
             atomic_write_json(rdir / "metrics.json", metrics)
             run.mark(k, "eval", metrics, time.perf_counter() - t0)
         value = metric_value(run.round(k)["steps"]["eval"], cfg.metric)

@@ -70,7 +70,7 @@ def report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None)
         ev = run.round(k)["steps"].get("eval")
         for name, metrics in (ev or {}).get("eval", {}).items():
             for m, v in metrics.items():
-                if isinstance(v, (int, float)) and m in ("AP", "AP50", "R@1", "R@5", "precision@0.5", "recall@0.5"):
+                if isinstance(v, (int, float)) and m in ("AP", "AP50", "R@1", "R@5", "accuracy", "precision@0.5", "recall@0.5"):
                     series.setdefault(f"{name}.{m}", []).append((k, float(v)))
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, pts in sorted(series.items()):

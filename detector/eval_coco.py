@@ -1,0 +1,66 @@
+"""COCO box AP (pycocotools' COCOeval, the reference itself) and the (query, class) top-k rule of
+MMDetection's grounding heads.
+
+Sources: COCO detection evaluation (cocodataset.org/#detection-eval, pycocotools/cocoeval.py): crowd
+annotations are ignore regions, size buckets (small < 32², medium < 96², large) use the annotation's own
+`area`, at most 100 detections per (image, category). MMDetection `mmdet/models/dense_heads/
+grounding_dino_head.py` (`_predict_by_feat_single`): scores of every (query, class) pair, flattened, top-k
+(k = 100 for COCO, 300 for LVIS) per image, each kept pair a detection of that class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import numpy as np
+
+COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
+
+
+def coco_metrics(gt: dict, dets: list[dict], *, agnostic: bool = False) -> dict:
+    """COCOeval (bbox) of COCO results `dets` against the COCO dict `gt`, exactly as pycocotools computes it.
+
+    Returns AP, AP50, AP75, APs/APm/APl, AR1/AR10/AR100 (None where COCOeval reports -1: no gold in that
+    bucket), plus counts. `agnostic`: one class (``useCats = 0``). No detections: AP 0.0 (a real zero).
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    counts = {"images": len(gt["images"]), "gt_boxes": len(gt["annotations"]), "detections": len(dets)}
+    if not dets or not gt["annotations"]:
+        return {**{n: 0.0 for n in COCO_STATS}, "APs": None, "APm": None, "APl": None, **counts}
+    with contextlib.redirect_stdout(sys.stderr):  # pycocotools prints; stdout is for data
+        coco = COCO()
+        anns = [{"iscrowd": 0, "area": a["bbox"][2] * a["bbox"][3], **a} for a in gt["annotations"]]  # LVIS has neither
+        coco.dataset = {**gt, "annotations": anns}
+        coco.createIndex()
+        ev = COCOeval(coco, coco.loadRes([dict(d) for d in dets]), "bbox")
+        if agnostic:
+            ev.params.useCats = 0
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    stats = {n: (float(v) if v >= 0 else None) for n, v in zip(COCO_STATS, ev.stats)}
+    return {**stats, **counts}
+
+
+def topk_query_class(boxes: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MMDetection's grounding top-k: the `k` best (query, class) pairs of one image.
+
+    `boxes` (Q, 4) any box convention, `scores` (Q, C) per query and class. Returns (boxes (n, 4), scores
+    (n,), class index (n,)) with n = min(k, Q*C), best first; a query may appear under several classes.
+    """
+    q, c = scores.shape
+    flat = scores.reshape(-1)
+    n = min(k, q * c)
+    idx = np.argsort(-flat, kind="stable")[:n]
+    return boxes[idx // c], flat[idx], idx % c
+
+
+def to_results(image_id, boxes_xyxy: np.ndarray, scores: np.ndarray, category_ids: np.ndarray) -> list[dict]:
+    """COCO results entries for one image from xyxy pixel boxes."""
+    b = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
+    return [{"image_id": image_id, "category_id": int(c), "score": float(s),
+             "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]}
+            for (x1, y1, x2, y2), s, c in zip(b, scores, category_ids)]
