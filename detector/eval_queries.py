@@ -20,10 +20,10 @@ def prompt_scores(detector, image, text: str, char_spans: list[tuple[int, int]])
     import torch
 
     from detector.device_ops import assemble_canvases, positive_map
-    from labeling.image_stages import LoadImages
-    from labeling.prompt_stages import token_spans
+    from detector.preprocess import prepare_image
+    from detector.prompts import token_spans
 
-    data, z = LoadImages(detector.resize_rule).prepare(image)
+    data, z = prepare_image(image, detector.resize_rule)
     dev = detector.device
     flat = torch.frombuffer(bytearray(data), dtype=torch.uint8).to(dev)
     canvas = assemble_canvases(flat, [0, len(data)], [z[0:2]], [z[2:4]], z[4], z[5])
