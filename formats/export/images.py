@@ -3,7 +3,10 @@
 Records of GRIT/CC3M datasets point into their shards (``tar://KEY.jpg::00000.tar``,
 ``parquet://KEY::00000.parquet``), which MMDetection, Open-GroundingDino and YOLO-World cannot open. An
 export given an images folder writes each such image there once (``DIR/00000/KEY.jpg``, written under a
-temp name and renamed, so a rerun skips what is there) and names it relative to that folder; images that
+temp name and renamed, so a rerun skips what is there) and names it relative to that folder. A file already
+there is reused only when its bytes equal the shard member's; a different file (another dataset with the
+same shard and key names exported into the same folder) is an error naming the file and both sources,
+never a record pointing at another dataset's picture (`ImagesDirConflict`). Images that
 are files already are named by their absolute path, which those trainers' ``os.path.join(data_root, name)``
 keeps as it is. The folder is then the trainer's data root.
 """
@@ -60,12 +63,18 @@ def write_images(ds: Dataset, names: list[str], images_dir: str | os.PathLike, *
         written = present = 0
         for name, local in items:
             dest = P.resolve(root, local)  # the folder exists by now; symlinks in it may not lead out
+            data = read_image_bytes(image_root, name)
             if dest.exists():
+                if dest.read_bytes() != data:
+                    raise ImagesDirConflict(
+                        f"{dest}: already holds a different image than {name} of {ds.root} (image root "
+                        f"{image_root}) needs (another dataset with the same shard and key names was exported "
+                        "into this folder?); give each dataset its own --images-dir")
                 present += 1
                 continue
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-            tmp.write_bytes(read_image_bytes(image_root, name))
+            tmp.write_bytes(data)
             os.replace(tmp, dest)
             written += 1
         return written, present
@@ -79,6 +88,10 @@ def write_images(ds: Dataset, names: list[str], images_dir: str | os.PathLike, *
     table = pa.table({"file_name": pa.array(list(exported), pa.string()),
                       "exported_name": pa.array(list(exported.values()), pa.string())})
     return table, counts
+
+
+class ImagesDirConflict(ValueError):
+    """A file in the images folder has the name a shard image needs but other bytes."""
 
 
 class ShardImagesError(ValueError):
