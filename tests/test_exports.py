@@ -312,3 +312,25 @@ def test_images_dir_never_reuses_another_datasets_image_of_the_same_name(tmp_pat
     other = export_odvg(blue, tmp_path / "blue.jsonl", images_dir=tmp_path / "blue_images", keep_empty=True)
     assert other["images_written"] == 1
     assert lines(tmp_path / "blue.jsonl")[0]["filename"] == "00000/000000001.jpg"
+
+
+def test_odvg_without_keep_empty_writes_only_the_images_of_exported_records(tmp_path):
+    from test_convert_webdataset import image_bytes, write_tar
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_tar(raw / "00000.tar", [(f"k{i}.jpg", image_bytes(8, 8, color=(i * 40, 0, 0))) for i in range(4)])
+    ds = vg_dataset(tmp_path / "vg", [f"tar://k{i}.jpg::00000.tar" for i in range(4)], [0, 1, 0, 0])
+    ds_manifest = json.loads((ds / "manifest.json").read_text())
+    ds_manifest["image_root"] = str(raw)
+    (ds / "manifest.json").write_text(json.dumps(ds_manifest))
+    images = tmp_path / "images"
+    r = export_odvg(ds, tmp_path / "vg.jsonl", images_dir=images)
+    assert (r["lines"], r["left_out_empty"], r["images_written"], r["images_present"]) == (1, 3, 1, 0)
+    assert sorted(p.name for p in images.rglob("*.jpg")) == ["k1.jpg"]
+    assert [x["filename"] for x in lines(tmp_path / "vg.jsonl")] == ["00000/k1.jpg"]
+    r = export_odvg(ds, tmp_path / "all.jsonl", images_dir=images, keep_empty=True)
+    assert (r["lines"], r["left_out_empty"], r["images_written"], r["images_present"]) == (4, 0, 3, 1)
+    # shard names of records left out are no reason to refuse an export without --images-dir
+    only_empty_in_shards = vg_dataset(tmp_path / "vg2", ["tar://k0.jpg::00000.tar", "a.jpg"], [0, 1])
+    assert [x["filename"] for x in lines(export_odvg(only_empty_in_shards, tmp_path / "x.jsonl")["records"])] == ["a.jpg"]

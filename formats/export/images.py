@@ -110,21 +110,24 @@ def refuse_shard_names(con: duckdb.DuckDBPyConnection, ds: Dataset, view: str = 
 
 
 def register_export_records(con: duckdb.DuckDBPyConnection, ds: Dataset, images_dir: str | os.PathLike | None, *,
-                            with_order: bool = False, tar_paths: bool = False) -> dict:
+                            with_order: bool = False, tar_paths: bool = False, where: str = "") -> dict:
     """View `records` for an export: as stored, or with file names pointing at `images_dir` (then it holds
     ``_ord`` and is ordered by it). Returns the image counts (empty without an images folder).
 
-    Without `images_dir`, records inside shards are refused (`ShardImagesError`) unless `tar_paths`."""
+    Without `images_dir`, records inside shards are refused (`ShardImagesError`) unless `tar_paths`.
+    `where` (SQL over the records, e.g. ``WHERE len(regions) > 0``): only the images of the records the export
+    writes are written out and checked."""
     if images_dir is None:
         register_records(con, ds, with_order=with_order)
         if not tar_paths:
-            refuse_shard_names(con, ds)
+            con.execute(f"CREATE OR REPLACE TEMP VIEW exported_records AS SELECT * FROM records {where}")
+            refuse_shard_names(con, ds, "exported_records")
         return {}
     register_records(con, ds, "stored_records", with_order=True)
-    names = [n for (n,) in con.execute("SELECT DISTINCT file_name FROM stored_records ORDER BY 1").fetchall()]
+    names = [n for (n,) in con.execute(f"SELECT DISTINCT file_name FROM stored_records {where} ORDER BY 1").fetchall()]
     exported, counts = write_images(ds, names, images_dir)
     con.register("exported_names", exported)
     con.execute("""CREATE OR REPLACE VIEW records AS
-                   SELECT r.* REPLACE (n.exported_name AS file_name)
-                   FROM stored_records r JOIN exported_names n USING (file_name) ORDER BY r._ord""")
+                   SELECT r.* REPLACE (coalesce(n.exported_name, r.file_name) AS file_name)
+                   FROM stored_records r LEFT JOIN exported_names n USING (file_name) ORDER BY r._ord""")
     return counts
