@@ -188,9 +188,19 @@ def exif_orientation(im) -> int:
     return value if 1 <= value <= 8 else 1
 
 
+_TIFF_WIDTH, _TIFF_LENGTH = 256, 257  # TIFF tags: the stored (unrotated) size
+
+
 def oriented_size(im) -> tuple[int, int]:
-    """(width, height) of an opened image after its EXIF orientation (5-8 swap the sides)."""
+    """(width, height) of an opened image after its EXIF orientation (5-8 swap the sides of the stored size).
+
+    The stored size is ``im.size``, except for TIFF: Pillow reports a TIFF's size already turned by its
+    orientation (and turns the pixels on load) while still returning the tag, so its stored size is read
+    from the TIFF's own ImageWidth/ImageLength tags; swapping ``im.size`` would turn it twice."""
     w, h = im.size
+    tags = getattr(im, "tag_v2", None)
+    if im.format == "TIFF" and tags is not None and _TIFF_WIDTH in tags and _TIFF_LENGTH in tags:
+        w, h = int(tags[_TIFF_WIDTH]), int(tags[_TIFF_LENGTH])
     return (h, w) if exif_orientation(im) in (5, 6, 7, 8) else (w, h)
 
 
