@@ -258,7 +258,10 @@ def _check_images(cols: CocoColumns, ids: IdColumns, cfg: CocoConvertConfig, rej
     keep = reject.keep
 
     reject(ids.img_code == MISSING, "invalid id", ids.images.why)
-    reject(later_duplicates(ids.img_code), "duplicate image id", "an earlier image has the same id; the first is kept")
+    shared = _shared_image_ids(cols, ids)
+    reject(np.isin(np.arange(len(keep)), list(shared)), "duplicate image id",
+           lambda idx: [f"{shared[i]} have the same id: which one its annotations belong to is ambiguous; none is "
+                        "kept" for i in idx])
     names = _file_names(cols, cfg)
     reject(pc.is_null(names).to_numpy(zero_copy_only=False), "missing file_name", "no 'file_name' (nor 'coco_url')")
     names, unsafe = safe_file_names(names)
@@ -280,6 +283,23 @@ def _check_images(cols: CocoColumns, ids: IdColumns, cfg: CocoConvertConfig, rej
     return keep, names
 
 
+def _shared_image_ids(cols: CocoColumns, ids: IdColumns) -> dict[int, str]:
+    """Image row -> the images that share its id (``images[0] id=3 file_name='a.jpg' and images[4] ...``),
+    for every image whose id another image has too."""
+    codes = ids.img_code
+    valid = codes != MISSING
+    if valid.sum() < 2 or not later_duplicates(codes[valid]).any():
+        return {}
+    uniq, inv, counts = np.unique(codes, return_inverse=True, return_counts=True)
+    rows = np.flatnonzero((counts[inv] > 1) & valid)
+    files = cols.img_file.take(from_numpy(rows)).to_pylist()
+    shown = ids.images.display(rows)
+    groups: dict[int, list[str]] = {}
+    for r, f, i in zip(rows.tolist(), files, shown):
+        groups.setdefault(int(codes[r]), []).append(f"images[{cols.img_index[r]}] id={i!r} file_name={f!r}")
+    return {r: " and ".join(groups[int(codes[r])]) for r in rows.tolist()}
+
+
 def _file_names(cols: CocoColumns, cfg: CocoConvertConfig) -> pa.Array:
     """Image paths as the dataset stores them: LVIS's ``coco_url`` -> ``train2017/NAME``, O365v2 prefixes cut."""
     names = cols.img_file
@@ -299,11 +319,17 @@ def _check_annotations(cols: CocoColumns, ids: IdColumns, cats: list[dict], keep
 
     reject(ids.ann_code == MISSING, "invalid id", ids.annotations.why)
     reject(later_duplicates(ids.ann_code), "duplicate annotation id", "an earlier annotation has the same id; the first is kept")
-    img_row = index_of(ids.img_code, ids.ref_code)  # a duplicated image id resolves to its first occurrence
+    img_row = index_of(ids.img_code, ids.ref_code)  # a duplicated image id is rejected below, never resolved
     reject(ids.ref_code == MISSING, "invalid image_id", ids.refs.why)
     reject(img_row < 0, "unknown image id",
            lambda idx: [f"image_id={r!r} names no image in 'images'" if isinstance(r, str)
                         else f"image_id={r} names no image in 'images'" for r in ids.refs.display(idx)])
+    shared = _shared_image_ids(cols, ids)
+    if shared:
+        ambiguous = np.isin(img_row, list(shared))
+        reject(ambiguous, "ambiguous image id",
+               lambda idx: [f"image_id={r!r} names more than one image: {shared[int(img_row[i])]}"
+                            for i, r in zip(idx, ids.refs.display(idx))])
     if len(cols.img_id) == 0:  # nothing can be kept; every annotation is rejected above
         return keep, np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
     img_ok = np.zeros(n, dtype=bool)
