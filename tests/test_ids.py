@@ -123,3 +123,23 @@ def test_coco_annotation_of_a_duplicated_string_id_is_attached_to_no_image(write
     assert rej[-1]["detail"] == ("image_id='03' names more than one image: images[1] id='03' file_name='a.jpg' and "
                                  "images[2] id='03' file_name='b.jpg'")
     assert m.counts["rejected"] == {"ambiguous image id": 1, "duplicate image id": 2}
+
+
+def test_goldg_box_of_a_duplicated_caption_id_is_attached_to_no_caption(write_json, tmp_path):
+    doc = {"images": [{"id": i, "file_name": f, "width": 100, "height": 80, "caption": "a red fish"}
+                      for i, f in (("03", "a.jpg"), ("3", "b.jpg"), ("03", "c.jpg"))],
+           "annotations": [{"id": 1, "image_id": "03", "bbox": [1, 1, 10, 10], "area": 100, "tokens_positive": [[6, 10]]},
+                           {"id": 2, "image_id": "3", "bbox": [2, 1, 10, 10], "area": 100, "tokens_positive": [[2, 5]]}],
+           "categories": [{"id": 1, "name": "object"}]}
+    out = tmp_path / "vg"
+    m = convert_goldg(write_json(doc), out, GoldGConvertConfig(), overwrite=True)
+    got = {r["image_id"]: (r["file_name"], [g["bbox"][0] for g in r["regions"]]) for r in Dataset(out).read().to_pylist()}
+    assert got == {"goldg/3": ("b.jpg", [2.0])}
+    both = "images[0] id='03' file_name='a.jpg' and images[2] id='03' file_name='c.jpg'"
+    assert [(r["record"], r["reason"], r["detail"]) for r in Dataset(out).read_rejects().to_pylist()] == [
+        ("images[0] id='03'", "duplicate image id",
+         f"{both} have the same id: which one its boxes belong to is ambiguous; none is kept"),
+        ("images[2] id='03'", "duplicate image id",
+         f"{both} have the same id: which one its boxes belong to is ambiguous; none is kept"),
+        ("annotations[0] id=1", "ambiguous image id", f"image_id='03' names more than one caption: {both}")]
+    assert m.counts["rejected"] == {"ambiguous image id": 1, "duplicate image id": 2}

@@ -36,6 +36,7 @@ from formats.converters.common import (
     index_of,
     later_duplicates,
     safe_file_names,
+    shared_ids,
     verify_image_files,
 )
 from formats.dataset import DatasetWriter, Manifest, part_ranges, provenance
@@ -258,7 +259,7 @@ def _check_images(cols: CocoColumns, ids: IdColumns, cfg: CocoConvertConfig, rej
     keep = reject.keep
 
     reject(ids.img_code == MISSING, "invalid id", ids.images.why)
-    shared = _shared_image_ids(cols, ids)
+    shared = shared_ids(ids.img_code, cols.img_index, ids.images, cols.img_file)
     reject(np.isin(np.arange(len(keep)), list(shared)), "duplicate image id",
            lambda idx: [f"{shared[i]} have the same id: which one its annotations belong to is ambiguous; none is "
                         "kept" for i in idx])
@@ -281,23 +282,6 @@ def _check_images(cols: CocoColumns, ids: IdColumns, cfg: CocoConvertConfig, rej
             rows = [i for i, (r, _) in why.items() if r == reason]
             reject(np.isin(np.arange(len(keep)), rows), reason, lambda sel: [why[i][1] for i in sel])
     return keep, names
-
-
-def _shared_image_ids(cols: CocoColumns, ids: IdColumns) -> dict[int, str]:
-    """Image row -> the images that share its id (``images[0] id=3 file_name='a.jpg' and images[4] ...``),
-    for every image whose id another image has too."""
-    codes = ids.img_code
-    valid = codes != MISSING
-    if valid.sum() < 2 or not later_duplicates(codes[valid]).any():
-        return {}
-    uniq, inv, counts = np.unique(codes, return_inverse=True, return_counts=True)
-    rows = np.flatnonzero((counts[inv] > 1) & valid)
-    files = cols.img_file.take(from_numpy(rows)).to_pylist()
-    shown = ids.images.display(rows)
-    groups: dict[int, list[str]] = {}
-    for r, f, i in zip(rows.tolist(), files, shown):
-        groups.setdefault(int(codes[r]), []).append(f"images[{cols.img_index[r]}] id={i!r} file_name={f!r}")
-    return {r: " and ".join(groups[int(codes[r])]) for r in rows.tolist()}
 
 
 def _file_names(cols: CocoColumns, cfg: CocoConvertConfig) -> pa.Array:
@@ -324,7 +308,7 @@ def _check_annotations(cols: CocoColumns, ids: IdColumns, cats: list[dict], keep
     reject(img_row < 0, "unknown image id",
            lambda idx: [f"image_id={r!r} names no image in 'images'" if isinstance(r, str)
                         else f"image_id={r} names no image in 'images'" for r in ids.refs.display(idx)])
-    shared = _shared_image_ids(cols, ids)
+    shared = shared_ids(ids.img_code, cols.img_index, ids.images, cols.img_file)
     if shared:
         ambiguous = np.isin(img_row, list(shared))
         reject(ambiguous, "ambiguous image id",
