@@ -99,21 +99,25 @@ class _ParquetImages:
 
 
 class _TarIndex:
-    """Member offsets of recently used shards (per process), so reading a member is one seek + read."""
+    """Member offsets of recently used shards (per process), so reading a member is one seek + read; a member
+    name found more than once maps to None (read_image_bytes refuses it rather than pick one)."""
 
     def __init__(self, size: int = 16):
         self.size = size
         self.cache: OrderedDict[str, dict[str, tuple[int, int]]] = OrderedDict()
         self.lock = threading.Lock()
 
-    def get(self, shard: Path) -> dict[str, tuple[int, int]]:
+    def get(self, shard: Path) -> dict[str, tuple[int, int] | None]:
         key = str(shard)
         with self.lock:
             if key in self.cache:
                 self.cache.move_to_end(key)
                 return self.cache[key]
+        index: dict[str, tuple[int, int] | None] = {}
         with tarfile.open(shard) as tf:
-            index = {m.name: (m.offset_data, m.size) for m in tf.getmembers() if m.isfile()}
+            for m in tf.getmembers():
+                if m.isfile():  # a name that is there twice names no one member (None)
+                    index[m.name] = None if m.name in index else (m.offset_data, m.size)
         with self.lock:
             self.cache[key] = index
             while len(self.cache) > self.size:
@@ -137,9 +141,12 @@ def read_image_bytes(image_root: str | os.PathLike | None, file_name: str) -> by
             return P.resolve(root, file_name).read_bytes()
         member, shard = tar
         path = P.resolve(root, shard)
-        offset, size = _TARS.get(path).get(member, (None, None))
-        if offset is None:
+        index = _TARS.get(path)
+        if member not in index:
             raise ImageError(f"{member} is not in {path}")
+        if index[member] is None:
+            raise ImageError(f"{member} is in {path} more than once: which one is the image is ambiguous")
+        offset, size = index[member]
         with open(path, "rb") as f:
             f.seek(offset)
             return f.read(size)
@@ -181,9 +188,19 @@ def exif_orientation(im) -> int:
     return value if 1 <= value <= 8 else 1
 
 
+_TIFF_WIDTH, _TIFF_LENGTH = 256, 257  # TIFF tags: the stored (unrotated) size
+
+
 def oriented_size(im) -> tuple[int, int]:
-    """(width, height) of an opened image after its EXIF orientation (5-8 swap the sides)."""
+    """(width, height) of an opened image after its EXIF orientation (5-8 swap the sides of the stored size).
+
+    The stored size is ``im.size``, except for TIFF: Pillow reports a TIFF's size already turned by its
+    orientation (and turns the pixels on load) while still returning the tag, so its stored size is read
+    from the TIFF's own ImageWidth/ImageLength tags; swapping ``im.size`` would turn it twice."""
     w, h = im.size
+    tags = getattr(im, "tag_v2", None)
+    if im.format == "TIFF" and tags is not None and _TIFF_WIDTH in tags and _TIFF_LENGTH in tags:
+        w, h = int(tags[_TIFF_WIDTH]), int(tags[_TIFF_LENGTH])
     return (h, w) if exif_orientation(im) in (5, 6, 7, 8) else (w, h)
 
 

@@ -153,11 +153,12 @@ def test_bad_records_are_rejected_and_the_rest_converts(write_json, tmp_path):
         {**a, "id": 104, "image_id": 9},
     ]
     m = convert(write_json(doc), tmp_path / "ds", source="custom")
-    assert m.counts["images"] == 4
-    assert m.counts["boxes"] == sum(range(1, 5))
+    assert m.counts["images"] == 3  # both images with id 2 are rejected, and the two boxes naming id 2
+    assert m.counts["boxes"] == 1 + 3 + 4
     rej = {(r["reason"], r["record"].split(" ")[0]) for r in rejects(tmp_path / "ds")}
     expected = {
-        ("duplicate image id", "images[4]"), ("unsafe file_name", "images[5]"), ("unsafe file_name", "images[6]"),
+        ("duplicate image id", "images[1]"), ("duplicate image id", "images[4]"),
+        ("ambiguous image id", "annotations[1]"), ("ambiguous image id", "annotations[2]"), ("unsafe file_name", "images[5]"), ("unsafe file_name", "images[6]"),
         ("invalid width/height", "images[7]"), ("missing file_name", "images[8]"),
         ("unknown category id", f"annotations[{len(doc['annotations']) - 6}]"),
         ("unknown image id", f"annotations[{len(doc['annotations']) - 5}]"),

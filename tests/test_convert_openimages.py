@@ -132,3 +132,35 @@ def test_a_file_with_no_readable_line_is_one_clear_line(tmp_path):
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) <= 2 and "oidv6-train-annotations-bbox.csv" in lines[-1] and "line 2" in lines[-1]
+
+
+def test_line_numbers_are_physical_after_blank_lines_and_quoted_newlines(tmp_path):
+    ann, images, sizes = write_inputs(tmp_path)
+    good = "0b6f22bf3b586889,xclick,/m/0k4j,1,0.1,0.5,0.2,0.6,0,0,0,0,0"
+    (ann / "oidv6-train-annotations-bbox.csv").write_text(
+        HEADER + "\n" + good + "\n"  # lines 1, 2
+        "\n\n"  # lines 3, 4: blank (duckdb skips them)
+        "0b6f22bf3b586889,xclick,/m/0k4j,1,0.6,0.4,0.1,0.2,0,0,0,0,0\n"  # line 5: inverted box
+        '0b6f22bf3b586889,"x\nclick",/m/0k4j,1,0.1,0.5,0.2,0.6,0,0,0,0,0\n'  # lines 6-7: a quoted newline
+        "000a1249af2bc5f0,xclick,/m/01g317,1,0.0,0.5\n"  # line 8: fields missing
+        "000a1249af2bc5f0,xclick,/m/zzzz,1,0.1,0.2,0.1,0.2,0,0,0,0,0\n"  # line 9: unknown class
+        "\n"  # line 10
+        "0b6f22bf3b586889,xclick,/m/0k4j,1,0.6,0.4,0.1,0.2,0,0,0,0,0\n")  # line 11: inverted box
+    m = convert_openimages(ann, tmp_path / "oi", OpenImagesConvertConfig(sizes=str(sizes)))
+    (rec,) = Dataset(tmp_path / "oi").read().to_pylist()
+    assert len(rec["regions"]) == 2
+    rej = [r["record"] + " " + r["reason"] for r in Dataset(tmp_path / "oi").read_rejects().to_pylist()]
+    assert rej == ["line 8 malformed CSV line", "line 9 unknown LabelName", "line 5 invalid box",
+                   "line 11 invalid box", "ImageID=000a1249af2bc5f0 dropped: no box left"]
+    assert m.counts["rejected"] == {"invalid box": 2, "malformed CSV line": 1, "unknown LabelName": 1}
+
+
+def test_class_descriptions_with_a_utf8_bom_keep_their_header_out_of_the_classes(tmp_path):
+    ann, images, sizes = write_inputs(tmp_path)
+    (ann / "class-descriptions-boxable.csv").write_bytes(b"\xef\xbb\xbfLabelName,DisplayName\n" + CLASSES.encode())
+    (ann / "oidv6-train-annotations-bbox.csv").write_bytes(
+        b"\xef\xbb\xbf" + (HEADER + "\n0b6f22bf3b586889,xclick,/m/0k4j,1,0.1,0.5,0.2,0.6,0,0,0,0,0\n").encode())
+    convert_openimages(ann, tmp_path / "oi", OpenImagesConvertConfig(sizes=str(sizes)))
+    assert Dataset(tmp_path / "oi").manifest.label_map() == {"0": "Person", "1": "Car", "2": "Cat"}
+    (rec,) = Dataset(tmp_path / "oi").read().to_pylist()
+    assert [(g["label"], g["category"]) for g in rec["regions"]] == [(1, "Car")]

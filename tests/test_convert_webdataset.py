@@ -113,3 +113,81 @@ def test_pseudo_plan_reads_tar_only_shards(wds):
 def test_cli_convert_cc3m_on_tar_only_shards(wds, tmp_path):
     s = json.loads(run_cli("convert", "cc3m", wds, "--out", tmp_path / "out").stdout)
     assert s["images"] == 3 and s["images_in"] == 6
+
+
+@pytest.fixture
+def wds_dup(tmp_path):
+    """The same key in two shards (different pictures), a key twice inside one tar, a sample with only a .jpg."""
+    raw = tmp_path / "wdsC"
+    raw.mkdir()
+    write_tar(raw / "00000.tar", [
+        ("sample1.jpg", image_bytes(16, 8)), ("sample1.txt", b"a red thing"),
+        ("000000005.jpg", image_bytes(40, 20)), ("000000005.txt", b"first"),
+        ("000000005.jpg", image_bytes(80, 10)), ("000000005.txt", b"second dup"),
+        ("000000006.jpg", image_bytes(12, 12)),  # no .txt, no .json
+        ("000000007.jpg", image_bytes(10, 12)), ("000000007.png", image_bytes(30, 30, "PNG")),
+        ("000000007.txt", b"two images"),
+    ])
+    write_tar(raw / "00001.tar", [
+        ("sample1.jpg", image_bytes(24, 24, color=(30, 30, 200))), ("sample1.txt", b"a blue thing"),
+        ("sample2.jpg", image_bytes(8, 8)), ("sample2.txt", b"only here"),
+    ])
+    return raw
+
+
+def test_same_key_in_two_shards_is_rejected_naming_both(wds_dup, tmp_path):
+    m = convert_img2dataset(wds_dup, tmp_path / "cc3m", Img2DatasetConvertConfig(source="cc3m"))
+    recs = Dataset(tmp_path / "cc3m").read().to_pylist()
+    assert [(r["image_id"], r["file_name"], r["width"], r["height"], r["caption"]) for r in recs] == [
+        ("cc3m/sample1", "tar://sample1.jpg::00000.tar", 16, 8, "a red thing"),
+        ("cc3m/sample2", "tar://sample2.jpg::00001.tar", 8, 8, "only here")]
+    assert m.counts["images"] == 2 and m.counts["images_in"] == 6
+    assert m.counts["rejected"] == {"duplicate key": 1, "duplicate member": 2, "no caption": 1}
+    rejects = Dataset(tmp_path / "cc3m").read_rejects().to_pylist()
+    dup = next(r for r in rejects if r["reason"] == "duplicate key")
+    assert dup["record"] == "key=sample1" and dup["file"].endswith("00001.tar")
+    assert "sample1 of 00001.tar is also in 00000.tar" in dup["detail"]
+    # GRIT and pseudo --input read shards through the same code
+    convert_img2dataset(wds_dup, tmp_path / "grit", Img2DatasetConvertConfig(source="grit", spans="ref_exps"))
+    assert [r["image_id"] for r in Dataset(tmp_path / "grit").read().to_pylist()] == ["grit/sample1", "grit/sample2"]
+    from workflows.pseudo_label import plan_input
+
+    plan = plan_input(wds_dup, images_per_part=10)
+    assert [(u["unit"], u["stop"]) for u in plan.units] == [("00000-00000", 1), ("00001-00000", 1)]
+    assert [r["record"] for r in plan.rejects["00001-00000"]] == ["key=sample1"]
+    import pyarrow as pa
+
+    from labeling.stages import load_units
+
+    rows = load_units(pa.Table.from_pylist(plan.units)).to_pylist()
+    assert [(r["image_id"], r["file_name"]) for r in rows] == [("cc3m/sample1", "tar://sample1.jpg::00000.tar"),
+                                                               ("cc3m/sample2", "tar://sample2.jpg::00001.tar")]
+
+
+def test_duplicate_members_of_one_key_reject_the_sample(wds_dup):
+    table, rejects = shard_records(wds_dup / "00000.tar", "cc3m", duplicates={})
+    assert table.column("image_id").to_pylist() == ["cc3m/sample1"]
+    assert sorted((r["record"], r["reason"], r["detail"]) for r in rejects) == [
+        ("key=000000005", "duplicate member", "000000005.jpg, 000000005.txt: more than one member of this kind "
+                                              "for the key; its image, size and caption would not agree"),
+        ("key=000000006", "no caption", "no .txt and no caption in the .json"),
+        ("key=000000007", "duplicate member", "000000007.png: more than one member of this kind for the key; "
+                                              "its image, size and caption would not agree")]
+    from formats.images import ImageError
+
+    with pytest.raises(ImageError, match=r"000000005\.jpg is in .*00000\.tar more than once"):
+        read_image_bytes(wds_dup, "tar://000000005.jpg::00000.tar")
+
+
+def test_duplicate_key_inside_one_parquet_shard_is_rejected(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    pq.write_table(pa.table({"key": ["a", "b", "a"], "caption": ["x", "y", "z"], "status": ["success"] * 3,
+                             "width": [4, 4, 4], "height": [4, 4, 4]}), raw / "00000.parquet")
+    table, rejects = shard_records(raw / "00000.parquet", "cc3m")
+    assert table.column("image_id").to_pylist() == ["cc3m/b"]
+    assert [(r["record"], r["reason"], r["detail"]) for r in rejects] == [
+        ("key=a", "duplicate key", "key a is in 00000.parquet 2 times")] * 2

@@ -272,3 +272,65 @@ def test_hf_reexport_into_the_same_folder_is_not_served_stale(write_json, tmp_pa
     again = datasets.load_dataset(str(tmp_path / "hf"), split="train", cache_dir=str(hf_cache))
     assert again.num_rows == 1 and again[0]["regions"][0]["category"] == "cat"
     assert ra["fingerprint"] != rb["fingerprint"]
+
+
+def wds_dataset(tmp_path, name: str, color, w: int = 16, h: int = 8):
+    """A tar-only webdataset folder (00000.tar, key 000000001) converted as cc3m; returns the dataset folder."""
+    from test_convert_webdataset import image_bytes, write_tar
+
+    from formats.converters.img2dataset import Img2DatasetConvertConfig, convert_img2dataset
+
+    raw = tmp_path / f"raw_{name}"
+    raw.mkdir()
+    write_tar(raw / "00000.tar", [("000000001.jpg", image_bytes(w, h, color=color)), ("000000001.txt", b"a thing")])
+    convert_img2dataset(raw, tmp_path / name, Img2DatasetConvertConfig(source="cc3m"))
+    return tmp_path / name
+
+
+def test_images_dir_never_reuses_another_datasets_image_of_the_same_name(tmp_path):
+    """Two datasets with the same shard and key names, different pictures, one --images-dir: the second export
+    is refused naming the file and both sources, never pointed at the first dataset's picture."""
+    from conftest import run_cli
+
+    from formats.export.images import ImagesDirConflict
+
+    red, blue = wds_dataset(tmp_path, "red", (200, 30, 30)), wds_dataset(tmp_path, "blue", (30, 30, 200))
+    images = tmp_path / "images"
+    first = export_odvg(red, tmp_path / "red.jsonl", images_dir=images, keep_empty=True)
+    assert (first["images_written"], first["images_present"]) == (1, 0)
+    red_bytes = (images / "00000" / "000000001.jpg").read_bytes()
+    with pytest.raises(ImagesDirConflict, match=r"00000/000000001\.jpg: already holds a different image than "
+                                                r"tar://000000001\.jpg::00000\.tar of .*blue"):
+        export_odvg(blue, tmp_path / "blue.jsonl", images_dir=images, keep_empty=True)
+    assert not (tmp_path / "blue.jsonl").exists()
+    p = run_cli("export", "odvg", blue, "--out", tmp_path / "blue.jsonl", "--keep-empty", "--images-dir", images,
+                check=False)
+    assert p.returncode == 1 and "already holds a different image" in p.stderr and "raw_blue" in p.stderr
+    assert (images / "00000" / "000000001.jpg").read_bytes() == red_bytes  # the first dataset's file is untouched
+    again = export_odvg(red, tmp_path / "red2.jsonl", images_dir=images, keep_empty=True)  # equal bytes: reused
+    assert (again["images_written"], again["images_present"]) == (0, 1)
+    other = export_odvg(blue, tmp_path / "blue.jsonl", images_dir=tmp_path / "blue_images", keep_empty=True)
+    assert other["images_written"] == 1
+    assert lines(tmp_path / "blue.jsonl")[0]["filename"] == "00000/000000001.jpg"
+
+
+def test_odvg_without_keep_empty_writes_only_the_images_of_exported_records(tmp_path):
+    from test_convert_webdataset import image_bytes, write_tar
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_tar(raw / "00000.tar", [(f"k{i}.jpg", image_bytes(8, 8, color=(i * 40, 0, 0))) for i in range(4)])
+    ds = vg_dataset(tmp_path / "vg", [f"tar://k{i}.jpg::00000.tar" for i in range(4)], [0, 1, 0, 0])
+    ds_manifest = json.loads((ds / "manifest.json").read_text())
+    ds_manifest["image_root"] = str(raw)
+    (ds / "manifest.json").write_text(json.dumps(ds_manifest))
+    images = tmp_path / "images"
+    r = export_odvg(ds, tmp_path / "vg.jsonl", images_dir=images)
+    assert (r["lines"], r["left_out_empty"], r["images_written"], r["images_present"]) == (1, 3, 1, 0)
+    assert sorted(p.name for p in images.rglob("*.jpg")) == ["k1.jpg"]
+    assert [x["filename"] for x in lines(tmp_path / "vg.jsonl")] == ["00000/k1.jpg"]
+    r = export_odvg(ds, tmp_path / "all.jsonl", images_dir=images, keep_empty=True)
+    assert (r["lines"], r["left_out_empty"], r["images_written"], r["images_present"]) == (4, 0, 3, 1)
+    # shard names of records left out are no reason to refuse an export without --images-dir
+    only_empty_in_shards = vg_dataset(tmp_path / "vg2", ["tar://k0.jpg::00000.tar", "a.jpg"], [0, 1])
+    assert [x["filename"] for x in lines(export_odvg(only_empty_in_shards, tmp_path / "x.jsonl")["records"])] == ["a.jpg"]

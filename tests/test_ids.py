@@ -75,11 +75,17 @@ def test_coco_number_and_string_with_the_same_text_is_an_error_naming_both(write
 def test_coco_invalid_and_duplicate_string_ids_are_rejects_with_reasons(write_json, tmp_path):
     doc = coco([("a", "a"), ("", "empty"), (True, "bool"), ("a", "again"), (2.0, "two")], [("a", 1), (2, 2)])
     m, recs, rej = convert(write_json, tmp_path, doc)
-    assert recs == {"custom/a": ("a.jpg", [1.0]), "custom/2": ("two.jpg", [2.0])}
+    # two images with id 'a': neither is kept, and the box naming 'a' is attached to neither
+    assert recs == {"custom/2": ("two.jpg", [2.0])}
+    both = "images[0] id='a' file_name='a.jpg' and images[3] id='a' file_name='again.jpg'"
     assert [(r["record"], r["reason"], r["detail"]) for r in rej] == [
         ("images[1]", "invalid id", "an empty string is not an id"),
         ("images[2]", "invalid id", "true is not an integer or a string"),
-        ("images[3] id='a'", "duplicate image id", "an earlier image has the same id; the first is kept")]
+        ("images[0] id='a'", "duplicate image id",
+         f"{both} have the same id: which one its annotations belong to is ambiguous; none is kept"),
+        ("images[3] id='a'", "duplicate image id",
+         f"{both} have the same id: which one its annotations belong to is ambiguous; none is kept"),
+        ("annotations[0] id=1", "ambiguous image id", f"image_id='a' names more than one image: {both}")]
 
 
 def test_goldg_string_caption_ids_keep_their_text(write_json, tmp_path):
@@ -104,3 +110,36 @@ def test_goldg_number_and_string_with_the_same_text_is_an_error(write_json, tmp_
 def test_display_of_positions():
     ids = ids_from_values([1, "x", None])
     assert ids.display(np.array([2, 1])) == [MISSING, "x"]
+
+
+def test_coco_annotation_of_a_duplicated_string_id_is_attached_to_no_image(write_json, tmp_path):
+    """voc2coco-style ids: "03" twice with different files; "3" is another image. The box of "03" goes nowhere."""
+    doc = coco([("3", "three"), ("03", "a"), ("03", "b")], [("03", 1), ("3", 2)])
+    m, recs, rej = convert(write_json, tmp_path, doc)
+    assert recs == {"custom/3": ("three.jpg", [2.0])}
+    assert [(r["record"], r["reason"]) for r in rej] == [
+        ("images[1] id='03'", "duplicate image id"), ("images[2] id='03'", "duplicate image id"),
+        ("annotations[0] id=1", "ambiguous image id")]
+    assert rej[-1]["detail"] == ("image_id='03' names more than one image: images[1] id='03' file_name='a.jpg' and "
+                                 "images[2] id='03' file_name='b.jpg'")
+    assert m.counts["rejected"] == {"ambiguous image id": 1, "duplicate image id": 2}
+
+
+def test_goldg_box_of_a_duplicated_caption_id_is_attached_to_no_caption(write_json, tmp_path):
+    doc = {"images": [{"id": i, "file_name": f, "width": 100, "height": 80, "caption": "a red fish"}
+                      for i, f in (("03", "a.jpg"), ("3", "b.jpg"), ("03", "c.jpg"))],
+           "annotations": [{"id": 1, "image_id": "03", "bbox": [1, 1, 10, 10], "area": 100, "tokens_positive": [[6, 10]]},
+                           {"id": 2, "image_id": "3", "bbox": [2, 1, 10, 10], "area": 100, "tokens_positive": [[2, 5]]}],
+           "categories": [{"id": 1, "name": "object"}]}
+    out = tmp_path / "vg"
+    m = convert_goldg(write_json(doc), out, GoldGConvertConfig(), overwrite=True)
+    got = {r["image_id"]: (r["file_name"], [g["bbox"][0] for g in r["regions"]]) for r in Dataset(out).read().to_pylist()}
+    assert got == {"goldg/3": ("b.jpg", [2.0])}
+    both = "images[0] id='03' file_name='a.jpg' and images[2] id='03' file_name='c.jpg'"
+    assert [(r["record"], r["reason"], r["detail"]) for r in Dataset(out).read_rejects().to_pylist()] == [
+        ("images[0] id='03'", "duplicate image id",
+         f"{both} have the same id: which one its boxes belong to is ambiguous; none is kept"),
+        ("images[2] id='03'", "duplicate image id",
+         f"{both} have the same id: which one its boxes belong to is ambiguous; none is kept"),
+        ("annotations[0] id=1", "ambiguous image id", f"image_id='03' names more than one caption: {both}")]
+    assert m.counts["rejected"] == {"ambiguous image id": 1, "duplicate image id": 2}

@@ -131,3 +131,23 @@ def test_check_images_compares_the_displayed_size(write_json, tmp_path):
     assert rej["record"] == "images[1] id=2" and rej["reason"] == "image size mismatch"
     assert rej["detail"].endswith("raw.jpg: header 20x40 as displayed, annotation 40x20 (EXIF orientation turns the "
                                   "stored image; the annotation has the stored, unturned size)")
+
+
+@pytest.mark.parametrize("fmt, mode", [("JPEG", "RGB"), ("PNG", "RGB"), ("PNG", "I;16"), ("TIFF", "RGB"),
+                                       ("TIFF", "I;16"), ("WEBP", "RGB")])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_header_size_equals_decoded_size_for_every_format_and_orientation(tmp_path, fmt, mode, orientation):
+    """Stored 40x20 with EXIF orientation 1-8: image_size/header_size == decode_image's size (5-8: 20x40).
+    Pillow reports a TIFF's size already turned and still returns the tag: it must not be turned twice."""
+    from formats.images import header_size
+
+    im = Image.new("RGB", (40, 20), (10, 200, 30)) if mode == "RGB" else \
+        Image.fromarray(np.arange(800, dtype=np.uint16).reshape(20, 40) * 80)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(im, fmt, exif=exif)
+    path = tmp_path / f"x.{fmt.lower()}"
+    path.write_bytes(data)
+    expected = (20, 40) if orientation >= 5 else (40, 20)
+    assert image_size(path) == decode_image(data).size == expected
+    assert header_size(io.BytesIO(data), "x") == expected

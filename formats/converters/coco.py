@@ -36,6 +36,7 @@ from formats.converters.common import (
     index_of,
     later_duplicates,
     safe_file_names,
+    shared_ids,
     verify_image_files,
 )
 from formats.dataset import DatasetWriter, Manifest, part_ranges, provenance
@@ -258,7 +259,10 @@ def _check_images(cols: CocoColumns, ids: IdColumns, cfg: CocoConvertConfig, rej
     keep = reject.keep
 
     reject(ids.img_code == MISSING, "invalid id", ids.images.why)
-    reject(later_duplicates(ids.img_code), "duplicate image id", "an earlier image has the same id; the first is kept")
+    shared = shared_ids(ids.img_code, cols.img_index, ids.images, cols.img_file)
+    reject(np.isin(np.arange(len(keep)), list(shared)), "duplicate image id",
+           lambda idx: [f"{shared[i]} have the same id: which one its annotations belong to is ambiguous; none is "
+                        "kept" for i in idx])
     names = _file_names(cols, cfg)
     reject(pc.is_null(names).to_numpy(zero_copy_only=False), "missing file_name", "no 'file_name' (nor 'coco_url')")
     names, unsafe = safe_file_names(names)
@@ -299,11 +303,17 @@ def _check_annotations(cols: CocoColumns, ids: IdColumns, cats: list[dict], keep
 
     reject(ids.ann_code == MISSING, "invalid id", ids.annotations.why)
     reject(later_duplicates(ids.ann_code), "duplicate annotation id", "an earlier annotation has the same id; the first is kept")
-    img_row = index_of(ids.img_code, ids.ref_code)  # a duplicated image id resolves to its first occurrence
+    img_row = index_of(ids.img_code, ids.ref_code)  # a duplicated image id is rejected below, never resolved
     reject(ids.ref_code == MISSING, "invalid image_id", ids.refs.why)
     reject(img_row < 0, "unknown image id",
            lambda idx: [f"image_id={r!r} names no image in 'images'" if isinstance(r, str)
                         else f"image_id={r} names no image in 'images'" for r in ids.refs.display(idx)])
+    shared = shared_ids(ids.img_code, cols.img_index, ids.images, cols.img_file)
+    if shared:
+        ambiguous = np.isin(img_row, list(shared))
+        reject(ambiguous, "ambiguous image id",
+               lambda idx: [f"image_id={r!r} names more than one image: {shared[int(img_row[i])]}"
+                            for i, r in zip(idx, ids.refs.display(idx))])
     if len(cols.img_id) == 0:  # nothing can be kept; every annotation is rejected above
         return keep, np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
     img_ok = np.zeros(n, dtype=bool)

@@ -102,6 +102,22 @@ def later_duplicates(ids: np.ndarray) -> np.ndarray:
     return dup
 
 
+def shared_ids(codes: np.ndarray, index: np.ndarray, ids, files: pa.Array) -> dict[int, str]:
+    """Row -> the images that share its id (``images[0] id=3 file_name='a.jpg' and images[4] ...``), for
+    every image whose id another image has too (`codes`: the ids' codes, MISSING where invalid; `index`:
+    the position in the file's ``images``; `ids`: `formats.ids.Ids`; `files`: the file names)."""
+    valid = codes != MISSING
+    if valid.sum() < 2 or not later_duplicates(codes[valid]).any():
+        return {}
+    _, inv, counts = np.unique(codes, return_inverse=True, return_counts=True)
+    rows = np.flatnonzero((counts[inv] > 1) & valid)
+    names = files.take(pa.array(rows, pa.int64())).to_pylist()
+    groups: dict[int, list[str]] = {}
+    for r, f, i in zip(rows.tolist(), names, ids.display(rows)):
+        groups.setdefault(int(codes[r]), []).append(f"images[{index[r]}] id={i!r} file_name={f!r}")
+    return {r: " and ".join(groups[int(codes[r])]) for r in rows.tolist()}
+
+
 def index_of(keys: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """Row of the first occurrence of each query in `keys`, -1 where absent (a direct table for dense ids)."""
     out = np.full(len(queries), -1, dtype=np.int64)

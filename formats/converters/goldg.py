@@ -30,8 +30,8 @@ from formats.converters.common import (
     Rejects,
     checked_input,
     index_of,
-    later_duplicates,
     safe_file_names,
+    shared_ids,
 )
 from formats.dataset import DatasetWriter, Manifest, part_ranges, provenance
 from formats.ids import MISSING, Ids, codes, parse_json_ids, type_collision
@@ -106,9 +106,9 @@ def convert_goldg(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
     if clash:
         raise ConversionError(f"{ann_path}: {clash}")
     img_code, ref_code = codes(img_ids, refs)
-    keep_img, names = _check_images(imgs, img_ids, img_code, cfg, rej, problems)
+    keep_img, names, shared = _check_images(imgs, img_ids, img_code, cfg, rej, problems)
     slot = index_of(img_code, ref_code)
-    regions = _check_boxes(imgs, anns, refs, slot, keep_img, rej, problems)
+    regions = _check_boxes(imgs, anns, refs, slot, keep_img, rej, problems, shared)
     has_box = np.zeros(len(img_code), dtype=bool)
     has_box[regions["slot"]] = True
     no_box = keep_img & ~has_box
@@ -148,7 +148,10 @@ def _check_images(imgs: pa.Table, img_ids: Ids, ids: np.ndarray, cfg: GoldGConve
         src = pc.fill_null(pc.equal(imgs.column("data_source"), cfg.data_source), False).to_numpy(zero_copy_only=False)
         reject(~np.asarray(src, dtype=bool), f"data_source is not {cfg.data_source}", None, dropped=True)
     reject(ids == MISSING, "invalid id", img_ids.why)
-    reject(later_duplicates(ids), "duplicate image id", "an earlier caption has the same id; the first is kept")
+    shared = shared_ids(ids, imgs.column("_index").to_numpy(), img_ids, imgs.column("file_name").combine_chunks())
+    reject(np.isin(np.arange(n), list(shared)), "duplicate image id",
+           lambda idx: [f"{shared[i]} have the same id: which one its boxes belong to is ambiguous; none is kept"
+                        for i in idx])
     reject(pc.is_null(imgs.column("caption")).to_numpy(zero_copy_only=False), "missing caption")
     names = imgs.column("file_name").combine_chunks()
     reject(pc.is_null(names).to_numpy(zero_copy_only=False), "missing file_name")
@@ -157,11 +160,11 @@ def _check_images(imgs: pa.Table, img_ids: Ids, ids: np.ndarray, cfg: GoldGConve
     w, h = _ints(imgs, "width"), _ints(imgs, "height")
     reject((w == S_MISSING) | (h == S_MISSING) | (w <= 0) | (h <= 0), "invalid width/height",
            "width and height must be positive integers")
-    return keep, names
+    return keep, names, shared
 
 
 def _check_boxes(imgs: pa.Table, anns: pa.Table, refs: Ids, slot: np.ndarray, keep_img: np.ndarray, rej: Rejects,
-                 problems: dict) -> dict:
+                 problems: dict, shared: dict[int, str]) -> dict:
     """Validates every annotation; returns the kept boxes (clipped xyxy), their image slot and sorted spans."""
     n = anns.num_rows
     ann_ids = parse_json_ids(anns.column("id"))
@@ -170,6 +173,10 @@ def _check_boxes(imgs: pa.Table, anns: pa.Table, refs: Ids, slot: np.ndarray, ke
 
     reject(~refs.valid, "invalid image_id", refs.why)
     reject(slot < 0, "unknown image_id", "no caption with this id")
+    if shared:  # an id that more than one caption has: the box is attached to none of them
+        reject(np.isin(slot, list(shared)), "ambiguous image id",
+               lambda idx: [f"image_id={r!r} names more than one caption: {shared[int(slot[i])]}"
+                            for i, r in zip(idx, refs.display(idx))])
     if imgs.num_rows == 0:  # every annotation was rejected just above; nothing to index
         return {"slot": np.zeros(0, np.int64), "bbox": np.zeros((0, 4)), "spans": np.zeros((0, 2), np.int32),
                 "span_offsets": np.zeros(1, np.int32)}

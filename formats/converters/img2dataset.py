@@ -79,13 +79,67 @@ def shards(raw_dir: str | os.PathLike) -> list[Path]:
     return found
 
 
+def shard_keys(shard: Path) -> list[str]:
+    """The keys of a shard's images (successful rows of a parquet, samples with an image member of a tar),
+    read without decoding anything."""
+    if shard.suffix == ".tar":
+        keys: dict[str, None] = {}
+        try:
+            with tarfile.open(shard) as tf:
+                for m in tf:
+                    folder, _, base = m.name.rpartition("/")
+                    stem, dot, ext = base.partition(".")
+                    if m.isfile() and dot and not base.startswith(".") and ext.lower() in IMAGE_EXTENSIONS:
+                        keys[f"{folder}/{stem}" if folder else stem] = None
+        except (OSError, tarfile.TarError) as e:
+            raise Img2DatasetError(f"{shard}: unreadable tar: {e}") from None
+        return list(keys)
+    try:
+        t = pq.read_table(shard, columns=["key", "status"])
+    except Exception as e:  # noqa: BLE001
+        raise Img2DatasetError(f"{shard}: unreadable parquet: {e}") from None
+    ok = pc.fill_null(pc.equal(t.column("status"), "success"), False)
+    return [k for k in t.filter(ok).column("key").to_pylist() if k is not None]
+
+
+def duplicate_keys(parts: list[Path]) -> dict[str, dict[str, str]]:
+    """Shard name -> {key: name of the earlier shard holding it} for keys that an earlier shard (name order)
+    already has: such a later sample is rejected (``duplicate key``), as its record would share the earlier
+    one's image_id (``SOURCE/KEY``)."""
+    first: dict[str, str] = {}
+    out: dict[str, dict[str, str]] = {}
+    for shard in parts:
+        for k in shard_keys(shard):
+            if k in first:
+                if first[k] != shard.name:
+                    out.setdefault(shard.name, {})[k] = first[k]
+            else:
+                first[k] = shard.name
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _folder_duplicates(folder: str, listing: tuple) -> dict[str, dict[str, str]]:
+    return duplicate_keys([Path(folder) / name for name, _, _ in listing])
+
+
+def folder_duplicate_keys(shard: Path) -> dict[str, str]:
+    """`duplicate_keys` of the shard's folder for this shard (cached by the folder's shard names, sizes and times)."""
+    listing = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in shards(shard.parent))
+    return _folder_duplicates(str(shard.parent), listing).get(shard.name, {})
+
+
 def shard_records(shard: Path, source: str, spans: str | None = None, min_score: float = 0.0,
-                  stats: dict | None = None) -> tuple[pa.Table, list[dict]]:
+                  stats: dict | None = None, duplicates: dict[str, str] | None = None) -> tuple[pa.Table, list[dict]]:
     """Records for the successful rows of one shard (with GRIT regions from the `spans` column), and rejects.
 
     `stats`, when given, receives ``images_rejected`` (rows rejected whole) and ``boxes_dropped`` (GRIT boxes
-    left out as empty or under `min_score`).
+    left out as empty or under `min_score`). `duplicates`: this shard's keys that an earlier shard of the folder
+    holds (`duplicate_keys`; computed for the folder when not given), rejected. A key twice in the shard and
+    a row without a caption are rejected too.
     """
+    if duplicates is None:
+        duplicates = folder_duplicate_keys(shard)
     members: dict[str, str] | None = None
     if shard.suffix == ".tar":
         t, members, rejects = webdataset_table(shard)
@@ -111,6 +165,27 @@ def shard_records(shard: Path, source: str, spans: str | None = None, min_score:
     rejects += [{"file": str(shard), "record": f"key={k}", "reason": "download failed", "detail": err}
                 for k, err in zip(failed.column("key").to_pylist(), errors)]
     t = t.filter(ok)
+    keys = t.column("key")
+    counts = pc.value_counts(keys)
+    twice = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    if len(twice):  # which row's image is `tar://KEY.jpg` is ambiguous: none is kept
+        n_of = dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
+        dup = pc.fill_null(pc.is_in(keys, value_set=twice), False)
+        rejects += [{"file": str(shard), "record": f"key={k}", "reason": "duplicate key",
+                     "detail": f"key {k} is in {shard.name} {n_of[k]} times"} for k in t.filter(dup).column("key").to_pylist()]
+        t = t.filter(pc.invert(dup))
+    if duplicates:
+        dup = pc.fill_null(pc.is_in(t.column("key"), value_set=pa.array(list(duplicates), pa.string())), False)
+        rejects += [{"file": str(shard), "record": f"key={k}", "reason": "duplicate key",
+                     "detail": f"key {k} of {shard.name} is also in {duplicates[k]} (kept there): its record would "
+                               "have the same image_id"} for k in t.filter(dup).column("key").to_pylist()]
+        t = t.filter(pc.invert(dup))
+    no_caption = pc.fill_null(pc.equal(pc.utf8_length(t.column("caption").cast(pa.string())), 0), True)
+    if pc.any(no_caption).as_py():
+        rejects += [{"file": str(shard), "record": f"key={k}", "reason": "no caption",
+                     "detail": "no .txt and no caption in the .json" if shard.suffix == ".tar" else "empty caption"}
+                    for k in t.filter(no_caption).column("key").to_pylist()]
+        t = t.filter(pc.invert(no_caption))
     bad_size = pc.fill_null(pc.or_kleene(pc.less_equal(t.column("width"), 0), pc.less_equal(t.column("height"), 0)),
                             True)  # a missing side is no size either
     if pc.any(bad_size).as_py():
@@ -171,6 +246,11 @@ def _webdataset_table(shard: str, size: int, mtime_ns: int) -> tuple[pa.Table, d
     samples, rejects = _tar_samples(Path(shard))
     rows, members = [], {}
     for key, s in samples.items():
+        if "duplicates" in s:
+            rejects.append({"file": shard, "record": f"key={key}", "reason": "duplicate member",
+                            "detail": f"{', '.join(s['duplicates'])}: more than one member of this kind for the key; "
+                                      "its image, size and caption would not agree"})
+            continue
         why = s.get("error") or (None if "image" in s or s.get("json", {}).get("status") not in (None, "success")
                                  else f"no image member (found {', '.join(sorted(s['exts']))})")
         if why:
@@ -223,6 +303,9 @@ def _tar_samples(shard: Path) -> tuple[dict[str, dict], list[dict]]:
                 key = f"{folder}/{stem}" if folder else stem
                 s = samples.setdefault(key, {"exts": set()})
                 ext = ext.lower()
+                if ext in s["exts"] or (ext in IMAGE_EXTENSIONS and "image" in s):  # a second image, caption, ...
+                    s.setdefault("duplicates", []).append(m.name)  # the sample is rejected; nothing is mixed
+                    continue
                 s["exts"].add(ext)
                 data = None
                 if ext in IMAGE_EXTENSIONS and "image" not in s:
@@ -350,19 +433,23 @@ def convert_img2dataset(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, 
     writer = DatasetWriter(out_dir, manifest, overwrite=overwrite, resume_key=resume_key)
     todo = [p for p in parts if not writer.is_done(f"part-{p.stem}.parquet")]
     log.info("%s: %d shards, %d to convert", raw, len(parts), len(todo))
+    dups = duplicate_keys(parts)  # across all shards, so a resumed run rejects the same keys
     work = functools.partial(_convert_shard, root=str(writer.root), source=cfg.source, spans=cfg.spans,
                              min_score=cfg.min_score)
-    for entry, has_rejects in (map_fn or map)(work, todo):
+    for entry, has_rejects in (map_fn or map)(work, [(p, dups.get(p.name, {})) for p in todo]):
         if has_rejects:  # recorded before the part: a finished part implies its rejects are there
             writer.add_rejects(entry["name"])
         writer.add_part(entry)
     return writer.finish(_counts(writer))
 
 
-def _convert_shard(shard: Path, *, root: str, source: str, spans: str | None, min_score: float) -> tuple[dict, bool]:
-    """Converts one shard and writes its part and rejects files (in whichever process runs it)."""
+def _convert_shard(item: tuple[Path, dict[str, str]], *, root: str, source: str, spans: str | None,
+                   min_score: float) -> tuple[dict, bool]:
+    """Converts one shard (with its keys held by earlier shards) and writes its part and rejects files (in
+    whichever process runs it)."""
+    shard, duplicates = item
     stats = {"boxes_dropped": 0, "images_rejected": 0}
-    table, rejects = shard_records(shard, source, spans, min_score, stats)
+    table, rejects = shard_records(shard, source, spans, min_score, stats, duplicates)
     name = f"part-{shard.stem}.parquet"
     has_rejects = write_rejects_file(root, name, rejects)
     entry = write_part_file(root, name, S.conform(table, EXTRA_FIELDS))

@@ -8,7 +8,8 @@ per run of equal ImageIDs). Image sizes come from a sizes file (ImageID,width,he
 headers, read in parallel without decoding the pixels.
 
 A CSV line is a record: a malformed line (missing or extra fields, bytes that are not UTF-8) is rejected
-with its line number and duckdb's reason (``read_csv(..., store_rejects=true)``) and the rest converts.
+with its line number (the physical line where the record starts, blank lines and quoted newlines
+counted) and duckdb's reason (``read_csv(..., store_rejects=true)``) and the rest converts.
 Coordinates a little outside 0..1 are clipped to the image and counted (``boxes_clipped``); a box with no
 area inside the image is dropped (``no overlap with image``), an inverted or non-numeric one rejected.
 """
@@ -130,7 +131,8 @@ def convert_openimages(ann_dir: str | os.PathLike, out_dir: str | os.PathLike, c
 
 
 def _categories(con: duckdb.DuckDBPyConnection, class_csv: Path) -> list[dict]:
-    first = class_csv.open(encoding="utf-8").readline()
+    with class_csv.open(encoding="utf-8-sig") as f:  # a BOM is no part of the header (duckdb drops it too)
+        first = f.readline()
     header = first.lower().startswith("labelname")
     try:
         rows = con.execute(f"""SELECT * FROM read_csv('{class_csv}', header={str(header).lower()},
@@ -164,17 +166,30 @@ def _load_boxes(con: duckdb.DuckDBPyConnection, box_csv: Path, rej: Rejects) -> 
     missing = [c for c in need if c not in cols]
     if missing:
         raise ConversionError(f"{box_csv}: not an Open Images box CSV (missing {', '.join(missing)})")
-    bad = con.execute("""SELECT line, arg_min(error_type::VARCHAR, column_idx), arg_min(error_message, column_idx)
+    bad = con.execute("""SELECT min(line_byte_position), arg_min(error_type::VARCHAR, column_idx),
+                                arg_min(error_message, column_idx), line
                          FROM reject_errors GROUP BY line ORDER BY line""").fetchall()
     n_good = con.execute("SELECT count(*) FROM raw").fetchall()[0][0]
+    newlines = _newline_offsets(box_csv)
+    # duckdb's `line` counts rows, not the blank lines it skips nor newlines inside quoted fields: the
+    # physical line is found from the byte position where the rejected row starts
+    bad = [(int(np.searchsorted(newlines, pos)) + 1 if pos is not None else line, kind, msg)
+           for pos, kind, msg, line in bad]
     if bad and n_good == 0:
         line, kind, msg = bad[0]
         raise ConversionError(f"{box_csv}: line {line}: {kind.lower()}: {msg} (no line of the file could be read)")
     if bad:
         rej.add_records([f"line {b[0]}" for b in bad], "malformed CSV line", [f"{b[1].lower()}: {b[2]}" for b in bad])
-        # rows come in file order: the k-th good row is on the k-th line that was not rejected (header = line 1)
+    n_lines = len(newlines) + int(box_csv.stat().st_size > (int(newlines[-1]) + 1 if len(newlines) else 0))
+    if n_lines == 1 + n_good + len(bad):  # every line is the header, a row or a rejected row
         rejected = np.array([b[0] for b in bad], dtype=np.int64)
         lines = np.setdiff1d(np.arange(2, 2 + n_good + len(rejected), dtype=np.int64), rejected)[:n_good]
+    else:  # blank lines or quoted newlines: number the rows by where each CSV record starts
+        lines = np.setdiff1d(_record_start_lines(box_csv)[1:], np.array([b[0] for b in bad], dtype=np.int64))
+        if len(lines) != n_good:
+            raise ConversionError(f"{box_csv}: cannot number its lines ({len(lines)} records but {n_good} rows read); "
+                                  "remove blank lines and newlines inside quoted fields")
+    if bad or n_lines != 1 + n_good:
         con.register("good_lines", pa.table({"k": pa.array(np.arange(n_good, dtype=np.int64)), "line": pa.array(lines)}))
         line_sql, join = "l.line", "JOIN good_lines l ON l.k = raw.k"
     else:
@@ -184,6 +199,33 @@ def _load_boxes(con: duckdb.DuckDBPyConnection, box_csv: Path, rej: Rejects) -> 
         TRY_CAST("{cols['xmin']}" AS DOUBLE) AS xmin, TRY_CAST("{cols['xmax']}" AS DOUBLE) AS xmax,
         TRY_CAST("{cols['ymin']}" AS DOUBLE) AS ymin, TRY_CAST("{cols['ymax']}" AS DOUBLE) AS ymax,
         TRY_CAST("{cols['isgroupof']}" AS INTEGER) = 1 AS group_of FROM raw {join}""")
+
+
+def _newline_offsets(path: Path, chunk: int = 1 << 24) -> np.ndarray:
+    """Byte offsets of every ``\\n`` in the file (line k+1 starts after the k-th)."""
+    out, at = [], 0
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            out.append(np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10) + at)
+            at += len(block)
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def _record_start_lines(path: Path) -> np.ndarray:
+    """The physical line (1-based) where each non-blank CSV record starts, the header first (Python's csv
+    reader over the bytes as latin-1, so an invalid UTF-8 byte is no error and quotes are parsed as duckdb
+    does)."""
+    import csv
+
+    csv.field_size_limit(1 << 30)
+    starts, prev = [], 0
+    with path.open(encoding="latin-1", newline="") as f:
+        reader = csv.reader(f)
+        for row in reader:
+            if row:
+                starts.append(prev + 1)
+            prev = reader.line_num
+    return np.asarray(starts, dtype=np.int64)
 
 
 _FINITE = "isfinite(xmin) AND isfinite(xmax) AND isfinite(ymin) AND isfinite(ymax)"

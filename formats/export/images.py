@@ -3,7 +3,10 @@
 Records of GRIT/CC3M datasets point into their shards (``tar://KEY.jpg::00000.tar``,
 ``parquet://KEY::00000.parquet``), which MMDetection, Open-GroundingDino and YOLO-World cannot open. An
 export given an images folder writes each such image there once (``DIR/00000/KEY.jpg``, written under a
-temp name and renamed, so a rerun skips what is there) and names it relative to that folder; images that
+temp name and renamed, so a rerun skips what is there) and names it relative to that folder. A file already
+there is reused only when its bytes equal the shard member's; a different file (another dataset with the
+same shard and key names exported into the same folder) is an error naming the file and both sources,
+never a record pointing at another dataset's picture (`ImagesDirConflict`). Images that
 are files already are named by their absolute path, which those trainers' ``os.path.join(data_root, name)``
 keeps as it is. The folder is then the trainer's data root.
 """
@@ -60,12 +63,18 @@ def write_images(ds: Dataset, names: list[str], images_dir: str | os.PathLike, *
         written = present = 0
         for name, local in items:
             dest = P.resolve(root, local)  # the folder exists by now; symlinks in it may not lead out
+            data = read_image_bytes(image_root, name)
             if dest.exists():
+                if dest.read_bytes() != data:
+                    raise ImagesDirConflict(
+                        f"{dest}: already holds a different image than {name} of {ds.root} (image root "
+                        f"{image_root}) needs (another dataset with the same shard and key names was exported "
+                        "into this folder?); give each dataset its own --images-dir")
                 present += 1
                 continue
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-            tmp.write_bytes(read_image_bytes(image_root, name))
+            tmp.write_bytes(data)
             os.replace(tmp, dest)
             written += 1
         return written, present
@@ -79,6 +88,10 @@ def write_images(ds: Dataset, names: list[str], images_dir: str | os.PathLike, *
     table = pa.table({"file_name": pa.array(list(exported), pa.string()),
                       "exported_name": pa.array(list(exported.values()), pa.string())})
     return table, counts
+
+
+class ImagesDirConflict(ValueError):
+    """A file in the images folder has the name a shard image needs but other bytes."""
 
 
 class ShardImagesError(ValueError):
@@ -97,21 +110,24 @@ def refuse_shard_names(con: duckdb.DuckDBPyConnection, ds: Dataset, view: str = 
 
 
 def register_export_records(con: duckdb.DuckDBPyConnection, ds: Dataset, images_dir: str | os.PathLike | None, *,
-                            with_order: bool = False, tar_paths: bool = False) -> dict:
+                            with_order: bool = False, tar_paths: bool = False, where: str = "") -> dict:
     """View `records` for an export: as stored, or with file names pointing at `images_dir` (then it holds
     ``_ord`` and is ordered by it). Returns the image counts (empty without an images folder).
 
-    Without `images_dir`, records inside shards are refused (`ShardImagesError`) unless `tar_paths`."""
+    Without `images_dir`, records inside shards are refused (`ShardImagesError`) unless `tar_paths`.
+    `where` (SQL over the records, e.g. ``WHERE len(regions) > 0``): only the images of the records the export
+    writes are written out and checked."""
     if images_dir is None:
         register_records(con, ds, with_order=with_order)
         if not tar_paths:
-            refuse_shard_names(con, ds)
+            con.execute(f"CREATE OR REPLACE TEMP VIEW exported_records AS SELECT * FROM records {where}")
+            refuse_shard_names(con, ds, "exported_records")
         return {}
     register_records(con, ds, "stored_records", with_order=True)
-    names = [n for (n,) in con.execute("SELECT DISTINCT file_name FROM stored_records ORDER BY 1").fetchall()]
+    names = [n for (n,) in con.execute(f"SELECT DISTINCT file_name FROM stored_records {where} ORDER BY 1").fetchall()]
     exported, counts = write_images(ds, names, images_dir)
     con.register("exported_names", exported)
     con.execute("""CREATE OR REPLACE VIEW records AS
-                   SELECT r.* REPLACE (n.exported_name AS file_name)
-                   FROM stored_records r JOIN exported_names n USING (file_name) ORDER BY r._ord""")
+                   SELECT r.* REPLACE (coalesce(n.exported_name, r.file_name) AS file_name)
+                   FROM stored_records r LEFT JOIN exported_names n USING (file_name) ORDER BY r._ord""")
     return counts

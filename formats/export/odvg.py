@@ -33,7 +33,9 @@ def export_odvg(dataset_dir: str | os.PathLike, out: str | os.PathLike, label_ma
     and counted as ``left_out_empty``, unless `keep_empty`."""
     ds = Dataset(dataset_dir).require_complete()
     con = connect()
-    image_counts = register_export_records(con, ds, images_dir, tar_paths=tar_paths)
+    leave_out_empty = ds.manifest.kind == "vg" and not keep_empty
+    where = "WHERE len(coalesce(regions, [])) > 0" if leave_out_empty else ""
+    image_counts = register_export_records(con, ds, images_dir, tar_paths=tar_paths, where=where)  # their images only
     score = ", 'score': r.score" if ds.has_scores else ""
     if ds.manifest.kind == "od":
         inner = f"{{'bbox': r.bbox, 'label': r.label, 'category': r.category{score}}}"
@@ -41,9 +43,8 @@ def export_odvg(dataset_dir: str | os.PathLike, out: str | os.PathLike, label_ma
     else:
         inner = f"{{'bbox': r.bbox, 'phrase': r.phrase, 'tokens_positive': r.tokens_positive{score}}}"
         body = f"{{'caption': caption, 'regions': list_transform(coalesce(regions, []), lambda r: {inner})}} AS grounding"
-    where, left_out = "", 0
-    if ds.manifest.kind == "vg" and not keep_empty:
-        where = "WHERE len(coalesce(regions, [])) > 0"
+    left_out = 0
+    if leave_out_empty:
         left_out = con.execute("SELECT count(*) FROM records WHERE len(coalesce(regions, [])) = 0").fetchall()[0][0]
     out = Path(out)
     with atomic_path(out) as tmp:
