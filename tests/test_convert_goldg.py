@@ -255,3 +255,17 @@ def test_a_possessive_ending_at_a_span_start_is_cut(tmp_path):
     assert m.counts["rejected"] == {"no word character in spans": 1}
     (rej,) = Dataset(tmp_path / "out").read_rejects().to_pylist()
     assert (rej["record"], rej["detail"]) == ("annotations[2] id=3", "spans [[7, 9]] cover [\"'s\"]")
+
+
+def test_combining_accents_stay_in_phrases(tmp_path):
+    """A decomposed "é" (e + U+0301) keeps its accent: spans end after the mark, on both the byte and text paths."""
+    cap = "cafe\u0301 au lait"
+    images = [{"file_name": "1.jpg", "height": 100, "width": 100, "id": 1, "caption": cap}]
+    anns = [{"id": i, "image_id": 1, "bbox": [1, 1, 10, 10], "area": 100, "iscrowd": 0, "tokens_positive": sp}
+            for i, sp in ((1, [[0, 5]]), (2, [[0, 4]]), (3, [[0, 13]]))]
+    p = tmp_path / "mdetr.json"
+    p.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "o"}]}))
+    convert_goldg(p, tmp_path / "out", GoldGConvertConfig(source="t"))
+    (r,) = records(tmp_path / "out")
+    assert [(g["phrase"], g["tokens_positive"]) for g in r["regions"]] == [
+        ("cafe\u0301", [[0, 5]]), ("cafe\u0301", [[0, 5]]), ("cafe\u0301 au lait", [[0, 13]])]

@@ -38,6 +38,17 @@ def test_a_possessive_ending_never_starts_a_phrase():
     assert trim_phrase("S curve") == "S curve" and trim_phrase("'s' shape") == "s' shape"
 
 
+def test_combining_marks_stay_with_their_letter():
+    cap = "cafe\u0301 au lait"  # a decomposed "é": U+0301 (Mn) is not \\w
+    assert trim_span(cap, 0, 5) == (0, 5) and cap[0:5] == "cafe\u0301"
+    assert trim_span(cap, 0, 4) == (0, 5)  # the span ended between the letter and its accent
+    assert trim_span(cap, 4, 9) == (3, 8)  # it started on the accent: back to its letter
+    assert trim_span(cap, 5, 13) == (6, 13)
+    assert trim_phrase("na\u0308ive.") == "na\u0308ive" and trim_phrase("(re\u0301sume\u0301)") == "re\u0301sume\u0301"
+    assert trim_phrase("\u0928\u092e\u0938\u094d\u0924\u0947!") == "\u0928\u092e\u0938\u094d\u0924\u0947"
+    assert trim_phrase("\u0301 x") == "x" and trim_phrase(" \u0301 ") is None  # an accent on nothing is no word
+
+
 def test_possessive_of_an_emoji_owner_leaves_no_s(ex):
     bowl, james = ex(["the \U0001f436's bowl on the floor", "\U0001f600 \u2019s James's man"])
     assert bowl == [{"phrase": "bowl", "tokens_positive": [[8, 12]]},
