@@ -9,6 +9,10 @@ a ``.`` or ``?`` inside a name in the prompt text) and ``class_labels`` index th
   train detection data;
 - VG records (grounding and pseudo data): the image's distinct region phrases.
 
+Names that differ only in case or whitespace (`formats.phrase_rules.phrase_key`, on the name's prompt form)
+are one name, the first text seen: "dog", "Dog" and "DOG" are one group in the prompt and their boxes one
+class, never each other's negatives.
+
 Boxes become normalised ``cx, cy, w, h``. Pseudo regions carry their score (for loss weighting) and the
 example says whether it is pseudo (for classification-only training).
 """
@@ -22,10 +26,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detector.prompts import join_prompt
+from detector.prompts import join_prompt, prompt_form
 from formats.dataset import Dataset
 from formats.images import decode_image, read_image_bytes
-from formats.phrase_rules import has_word
+from formats.phrase_rules import has_word, phrase_key
 
 log = logging.getLogger("ovlabel.train")
 
@@ -48,9 +52,32 @@ class Example:
     region_keys: list[str] = field(default_factory=list)
 
 
+def name_key(name: str, separators: frozenset[str] = frozenset()) -> str:
+    """When two names are one prompt name: `phrase_key` of the name as prompted (`prompt_form`)."""
+    return phrase_key(prompt_form(name, separators))
+
+
+def promptable(name: str | None, separators: frozenset[str] = frozenset()) -> bool:
+    """The inference rule (`detector.prompts.build_prompts`): a word character outside the separators."""
+    return bool(name) and has_word(prompt_form(name, separators))
+
+
+def distinct_names(names, separators: frozenset[str] = frozenset()) -> list[str]:
+    """`names` that are promptable, one per `name_key` (the first text seen), in order."""
+    out: dict[str, str] = {}
+    for n in names:
+        if promptable(n, separators):
+            out.setdefault(name_key(n, separators), n)
+    return list(out.values())
+
+
 def load_examples(dataset_dir: str | os.PathLike, *, exclude_keys: set[str] = frozenset(),
-                  min_score: float = 0.0) -> tuple[list[Example], list[str]]:
-    """Examples of a dataset directory (records with at least one box) and its category names (OD)."""
+                  min_score: float = 0.0, separators: frozenset[str] = frozenset()) -> tuple[list[Example], list[str]]:
+    """Examples of a dataset directory (records with at least one box) and its category names (OD).
+
+    `separators` are the tokenizer's separator texts (`detector.prompts.separator_chars`): a name is kept
+    by the rule inference uses (`promptable`) and names are one when their `name_key` is.
+    """
     ds = Dataset(dataset_dir).require_complete()
     od = ds.manifest.kind == "od"
     out, wordless = [], 0
@@ -61,15 +88,18 @@ def load_examples(dataset_dir: str | os.PathLike, *, exclude_keys: set[str] = fr
         if not kept:
             continue
         names: list[str] = []
+        index: dict[str, int] = {}  # name_key -> index into names
         labels, boxes, scores, pseudo = [], [], [], False
         for g, _ in kept:
             name = (g["category"] if od else g["phrase"]) or g["category"] or g["phrase"]
-            if not has_word(name):  # no token would carry it: not promptable (formats.phrase_rules)
+            if not promptable(name, separators):  # no token would carry it (detector.prompts.build_prompts)
                 wordless += bool(name)
                 continue
-            if name not in names:
+            key = name_key(name, separators)
+            if key not in index:
+                index[key] = len(names)
                 names.append(name)
-            labels.append(names.index(name))
+            labels.append(index[key])
             boxes.append(g["bbox"])
             scores.append(g["score"] if g["score"] is not None else 1.0)
             pseudo = pseudo or g["origin"] == "pseudo"
@@ -80,8 +110,9 @@ def load_examples(dataset_dir: str | os.PathLike, *, exclude_keys: set[str] = fr
                            score=float(np.mean(scores)) if pseudo else 1.0, od=od, image_id=r["image_id"],
                            region_keys=[k for _, k in kept]))
     if wordless:
-        log.warning("%s: %d boxes left out: their name has no word character", dataset_dir, wordless)
-    return out, [c["name"] for c in ds.manifest.categories if has_word(c["name"])]
+        log.warning("%s: %d boxes left out: their name has no word character outside separators",
+                    dataset_dir, wordless)
+    return out, distinct_names((c["name"] for c in ds.manifest.categories), separators)
 
 
 def prompt_for(ex: Example, all_names: list[str], negatives: int, rng: random.Random,
@@ -89,7 +120,9 @@ def prompt_for(ex: Example, all_names: list[str], negatives: int, rng: random.Ra
     """The names in the prompt (positives and sampled negatives, shuffled) and each box's index into them."""
     names = list(ex.names)
     if ex.od and negatives > 0 and all_names:
-        pool = [n for n in all_names if n not in names]
+        seps = getattr(count_tokens, "separators", frozenset())
+        have = {name_key(n, seps) for n in names}
+        pool = distinct_names((n for n in all_names if name_key(n, seps) not in have), seps)
         rng.shuffle(pool)
         names += pool[:negatives]
     order = list(range(len(names)))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.data import Example, load_examples, load_image, prompt_for, target
+from detector.data import Example, distinct_names, load_examples, load_image, prompt_for, target
 from detector.models import autocast, load_pretrained, pick_device
 from detector.prompts import join_prompt, label_maps, prompt_form, separator_chars
 
@@ -240,9 +240,10 @@ def train_loop(config: dict) -> dict:
     core = model.module if hasattr(model, "module") else model
     gold, pseudo, names = [], [], []
     exclude = set(config.get("exclude_keys", []))
+    seps = separator_chars(processor.tokenizer)  # names are checked and merged as inference prompts them
     for d in config["datasets"]:
-        exs, cats = load_examples(d, exclude_keys=exclude, min_score=cfg.pseudo_min_score)
-        names += [c for c in cats if c not in names]
+        exs, cats = load_examples(d, exclude_keys=exclude, min_score=cfg.pseudo_min_score, separators=seps)
+        names = distinct_names(names + cats, seps)
         for ex in exs:
             (pseudo if ex.pseudo else gold).append(ex)
     if not gold and not pseudo:

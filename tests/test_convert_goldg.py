@@ -232,3 +232,40 @@ def test_spans_are_trimmed_and_wordless_spans_rejected(tmp_path):
     run_cli("export", "yolo-world", tmp_path / "out", "--out", tmp_path / "yw")
     texts = json.loads((tmp_path / "yw" / "class_texts.json").read_text())
     assert sorted(t for (t,) in texts) == ["A d", "A dog", "ball", "g ball"]
+
+
+def test_a_possessive_ending_at_a_span_start_is_cut(tmp_path):
+    """GoldG spans starting at "'s" or at the "s" after the apostrophe ground the possessed noun alone."""
+    caps = ["a woman's hand holding a cup.", "the dog\u2019s collar"]
+    images = [{"file_name": f"{i}.jpg", "height": 100, "width": 100, "id": i, "caption": c} for i, c in enumerate(caps)]
+    a = [(1, 0, [[7, 14]]),  # "'s hand" -> "hand" [10, 14]
+         (2, 0, [[8, 14]]),  # "s hand" -> "hand" [10, 14]
+         (3, 0, [[7, 9]]),  # "'s": rejected
+         (4, 0, [[2, 14]]),  # "woman's hand" stays
+         (5, 1, [[7, 16]]),  # "’s collar" -> "collar" [10, 16]
+         (6, 1, [[8, 16]])]  # "s collar" -> "collar" [10, 16]
+    anns = [{"id": i, "image_id": im, "bbox": [1, 1, 10, 10], "area": 100, "iscrowd": 0, "tokens_positive": sp}
+            for i, im, sp in a]
+    p = tmp_path / "mdetr.json"
+    p.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "o"}]}))
+    m = convert_goldg(p, tmp_path / "out", GoldGConvertConfig(source="t"))
+    got = [[(g["phrase"], g["tokens_positive"]) for g in r["regions"]] for r in records(tmp_path / "out")]
+    assert got == [[("hand", [[10, 14]]), ("hand", [[10, 14]]), ("woman's hand", [[2, 14]])],
+                   [("collar", [[10, 16]]), ("collar", [[10, 16]])]]
+    assert m.counts["rejected"] == {"no word character in spans": 1}
+    (rej,) = Dataset(tmp_path / "out").read_rejects().to_pylist()
+    assert (rej["record"], rej["detail"]) == ("annotations[2] id=3", "spans [[7, 9]] cover [\"'s\"]")
+
+
+def test_combining_accents_stay_in_phrases(tmp_path):
+    """A decomposed "é" (e + U+0301) keeps its accent: spans end after the mark, on both the byte and text paths."""
+    cap = "cafe\u0301 au lait"
+    images = [{"file_name": "1.jpg", "height": 100, "width": 100, "id": 1, "caption": cap}]
+    anns = [{"id": i, "image_id": 1, "bbox": [1, 1, 10, 10], "area": 100, "iscrowd": 0, "tokens_positive": sp}
+            for i, sp in ((1, [[0, 5]]), (2, [[0, 4]]), (3, [[0, 13]]))]
+    p = tmp_path / "mdetr.json"
+    p.write_text(json.dumps({"images": images, "annotations": anns, "categories": [{"id": 1, "name": "o"}]}))
+    convert_goldg(p, tmp_path / "out", GoldGConvertConfig(source="t"))
+    (r,) = records(tmp_path / "out")
+    assert [(g["phrase"], g["tokens_positive"]) for g in r["regions"]] == [
+        ("cafe\u0301", [[0, 5]]), ("cafe\u0301", [[0, 5]]), ("cafe\u0301 au lait", [[0, 13]])]

@@ -191,3 +191,32 @@ def test_duplicate_key_inside_one_parquet_shard_is_rejected(tmp_path):
     assert table.column("image_id").to_pylist() == ["cc3m/b"]
     assert [(r["record"], r["reason"], r["detail"]) for r in rejects] == [
         ("key=a", "duplicate key", "key a is in 00000.parquet 2 times")] * 2
+
+
+def test_a_malformed_json_field_rejects_its_sample_only(tmp_path):
+    """GRIT samples whose .json has a field of the wrong type are rejected (shard, key, field); the rest convert."""
+    raw = tmp_path / "wds"
+    raw.mkdir()
+    ok = [[2, 5, 0.0, 0.0, 0.5, 1.0, 0.9]]
+    members = [("000000000.jpg", image_bytes(40, 20)),  # first sample: no ref_exps at all
+               ("000000000.json", meta("000000000", caption="a cat"))]
+    for k, refs in ((1, "notalist"), (2, [[2, 5, 0.0, 0.0, 0.5, 1.0, "0.9"]]),
+                    (3, [[2, 5, 0.0, 0.0, 0.5, 1.0, 0.9, "x"]]), (4, [5]), (5, ok)):
+        key = f"00000000{k}"
+        members += [(f"{key}.jpg", image_bytes(40, 20)), (f"{key}.json", meta(key, caption="a dog", ref_exps=refs))]
+    members += [("000000006.jpg", image_bytes(40, 20)),
+                ("000000006.json", meta("000000006", caption="a dog", url=7, original_width="640"))]
+    write_tar(raw / "00000.tar", members)
+    g = convert_img2dataset(raw, tmp_path / "grit", Img2DatasetConvertConfig(source="grit", spans="ref_exps"))
+    assert g.counts["images"] == 2 and g.counts["images_in"] == 7
+    assert g.counts["rejected"] == {"invalid json field": 5}
+    rej = Dataset(tmp_path / "grit").read_rejects().to_pylist()
+    assert [(r["file"], r["record"], r["detail"]) for r in rej] == [
+        (str(raw / "00000.tar"), "key=000000001", "invalid json field: ref_exps is not a list ('notalist')"),
+        (str(raw / "00000.tar"), "key=000000002", "invalid json field: ref_exps[0][6] is not a number ('0.9')"),
+        (str(raw / "00000.tar"), "key=000000003", "invalid json field: ref_exps[0][7] is not a number ('x')"),
+        (str(raw / "00000.tar"), "key=000000004", "invalid json field: ref_exps[0] is not a list (5)"),
+        (str(raw / "00000.tar"), "key=000000006", "invalid json field: url is not a string (7)")]
+    recs = {r["image_id"]: r for r in Dataset(tmp_path / "grit").read().to_pylist()}
+    assert recs["grit/000000000"]["regions"] == []
+    assert [(x["phrase"], x["bbox"]) for x in recs["grit/000000005"]["regions"]] == [("dog", [0.0, 0.0, 20.0, 20.0])]

@@ -151,3 +151,61 @@ def test_names_cut_by_the_token_limit_leave_the_targets(tok, seps):
     enc = tok([text], return_offsets_mapping=True, truncation=True, max_length=17, return_tensors="np")
     (t,) = with_label_maps([target], [spans], enc["offset_mapping"], enc["attention_mask"], 32)
     assert t["class_labels"].tolist() == [0, 1] and t["boxes"][:, 0].tolist() == [4.0, 8.0]
+
+
+def _goldg(tmp_path, cap: str, spans: list[list[list[int]]]):
+    import json
+
+    from formats.converters.goldg import GoldGConvertConfig, convert_goldg
+
+    doc = {"images": [{"file_name": "1.jpg", "height": 100, "width": 100, "id": 1, "caption": cap}],
+           "annotations": [{"id": i + 1, "image_id": 1, "bbox": [1 + i, 1, 10, 10], "area": 100, "iscrowd": 0,
+                            "tokens_positive": sp} for i, sp in enumerate(spans)],
+           "categories": [{"id": 1, "name": "o"}]}
+    (tmp_path / "m.json").write_text(json.dumps(doc))
+    convert_goldg(tmp_path / "m.json", tmp_path / "ds", GoldGConvertConfig(source="t"))
+    return tmp_path / "ds"
+
+
+def test_names_differing_in_case_or_whitespace_are_one_group_and_one_class(tmp_path, seps):
+    """"dog Dog  DOG", a box per word: one prompt name and one YOLO-World class, every box on it."""
+    import json
+    import random
+
+    from detector.data import load_examples, prompt_for
+    from formats.export.yolo_world import export_yolo_world
+
+    ds = _goldg(tmp_path, "dog Dog  DOG", [[[0, 3]], [[4, 7]], [[9, 12]]])
+    (ex,), _ = load_examples(ds, separators=seps)
+    assert (ex.names, ex.labels) == (["dog"], [0, 0, 0])
+    assert prompt_for(ex, [], 0, random.Random(0)) == (["dog"], [0, 0, 0])
+    export_yolo_world(ds, tmp_path / "yw")
+    assert json.loads((tmp_path / "yw" / "class_texts.json").read_text()) == [["dog"]]
+    coco = json.loads((tmp_path / "yw" / "grounding.json").read_text())
+    assert coco["categories"] == [{"id": 1, "name": "dog"}]
+    assert [(a["category_id"], a["tokens"]) for a in coco["annotations"]] == [(1, "dog"), (1, "Dog"), (1, "DOG")]
+
+
+def test_training_keeps_the_names_inference_can_prompt(tmp_path, seps):
+    """Training checks names as inference does (prompt form): "[SEP]" or "." is no name, no crash."""
+    import json
+    import random
+
+    from detector.data import load_examples, prompt_for
+    from formats.converters.coco import CocoConvertConfig, convert_coco
+
+    names = ["dog", "[SEP]", "[PAD]", "Dog", "red  car", "Red car"]
+    doc = {"images": [{"file_name": "1.jpg", "height": 100, "width": 100, "id": 1}],
+           "annotations": [{"id": i + 1, "image_id": 1, "bbox": [1 + i, 1, 10, 10], "area": 100, "iscrowd": 0,
+                            "category_id": i + 1} for i in range(len(names))],
+           "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)]}
+    (tmp_path / "c.json").write_text(json.dumps(doc))
+    convert_coco(tmp_path / "c.json", tmp_path / "od", CocoConvertConfig(source="custom"))
+    (ex,), cats = load_examples(tmp_path / "od", separators=seps)
+    assert cats == ["dog", "red  car"]
+    assert (ex.names, ex.labels, len(ex.boxes)) == (["dog", "red  car"], [0, 0, 1, 1], 4)
+    shown, labels = prompt_for(ex, cats + ["DOG", "cat"], 5, random.Random(0))
+    assert sorted(shown) == ["cat", "dog", "red  car"]  # "DOG" is a positive's twin, never its negative
+    assert [shown[i] for i in labels] == ["dog", "dog", "red  car", "red  car"]
+    text, spans = join_prompt(shown, seps)  # the training prompt builds
+    assert [text[s:e] for s, e in spans] == shown

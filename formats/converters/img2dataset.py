@@ -10,7 +10,9 @@ Webdataset shards without a side parquet (CC3M/CC12M/GRIT as distributed: ``NNNN
 ``KEY.jpg`` + ``KEY.txt`` + ``KEY.json`` per sample) are read through the same code: each sample's
 ``.json`` gives the row (img2dataset writes the same columns there), its ``.txt`` the caption, and a size
 missing from the ``.json`` is read from the image header (`formats.images.image_size` rule). A sample
-without an image, with unreadable ``.json``/``.txt`` or a failed status is rejected with the reason.
+without an image, with unreadable ``.json``/``.txt``, a failed status or a ``.json`` field of the wrong type
+(``"ref_exps": "notalist"``, a score ``"0.9"``: reason ``invalid json field``, with the field and value) is
+rejected on its own, and the shard's other samples are converted.
 
 GRIT rows carry boxes: ``ref_exps`` / ``noun_chunks`` lists of ``[start, end, x1, y1, x2, y2, score]``
 with coordinates in 0..1 of the image. They become regions in pixels of the *stored* image (img2dataset
@@ -242,7 +244,11 @@ def webdataset_table(shard: Path) -> tuple[pa.Table, dict[str, str], list[dict]]
 
 @functools.lru_cache(maxsize=4)
 def _webdataset_table(shard: str, size: int, mtime_ns: int) -> tuple[pa.Table, dict[str, str], tuple[dict, ...]]:
-    """Reads every sample of a tar (cached by path, size and time: the pseudo pipeline reads a shard twice)."""
+    """Reads every sample of a tar (cached by path, size and time: the pseudo pipeline reads a shard twice).
+
+    Each sample's ``.json`` fields are checked on their own (`_json_fields`): a sample with a malformed field
+    is rejected with the field and value, and the others are converted.
+    """
     samples, rejects = _tar_samples(Path(shard))
     rows, members = [], {}
     for key, s in samples.items():
@@ -253,31 +259,75 @@ def _webdataset_table(shard: str, size: int, mtime_ns: int) -> tuple[pa.Table, d
             continue
         why = s.get("error") or (None if "image" in s or s.get("json", {}).get("status") not in (None, "success")
                                  else f"no image member (found {', '.join(sorted(s['exts']))})")
+        meta = s.get("json", {})
+        extra = None
+        if not why:
+            extra, why = _json_fields(meta)
         if why:
             rejects.append({"file": shard, "record": f"key={key}", "reason": why.split(":")[0], "detail": why})
             continue
-        meta = s.get("json", {})
         caption = s["txt"] if "txt" in s else meta.get("caption")
-        row = {**{k: v for k, v in meta.items() if k in _WDS_EXTRA}, "key": key,
-               "caption": None if caption is None else str(caption), "status": meta.get("status", "success"),
-               "error_message": meta.get("error_message"), "width": _int_or_none(meta.get("width")),
-               "height": _int_or_none(meta.get("height"))}
+        row = {**extra, "key": key, "caption": None if caption is None else str(caption),
+               "status": meta.get("status", "success"),
+               "width": _int_or_none(meta.get("width")), "height": _int_or_none(meta.get("height"))}
         if "size" in s:  # the image's own header, as displayed (formats.images rule), wins over the .json
             row["width"], row["height"] = s["size"]
         if "image" in s:
             members[key] = s["image"]
         rows.append(row)
-    table = pa.Table.from_pylist(rows) if rows else pa.table(
-        {c: pa.array([], t) for c, t in (("key", pa.string()), ("caption", pa.string()), ("status", pa.string()),
-                                         ("error_message", pa.string()), ("width", pa.int64()), ("height", pa.int64()))})
-    for c, typ in (("key", pa.string()), ("caption", pa.string()), ("status", pa.string()),
-                   ("error_message", pa.string()), ("width", pa.int64()), ("height", pa.int64())):
-        if c not in table.column_names:
-            table = table.append_column(c, pa.nulls(table.num_rows, typ))
+    # every column typed here (from_pylist would take the columns of the first sample only, and its types)
+    table = pa.table({c: pa.array([r.get(c) for r in rows], t) for c, t in _WDS_TYPES.items()
+                      if c not in _WDS_EXTRA or any(c in r for r in rows)})
     return table, members, tuple(rejects)
 
 
 _WDS_EXTRA = ("url", "sha256", "original_width", "original_height", "ref_exps", "noun_chunks")
+_WDS_TYPES = {"key": pa.string(), "caption": pa.string(), "status": pa.string(), "error_message": pa.string(),
+              "width": pa.int64(), "height": pa.int64(), "url": pa.string(), "sha256": pa.string(),
+              "original_width": pa.int64(), "original_height": pa.int64(),
+              "ref_exps": pa.list_(pa.list_(pa.float64())), "noun_chunks": pa.list_(pa.list_(pa.float64()))}
+
+
+def _json_fields(meta: dict) -> tuple[dict | None, str | None]:
+    """The sample's ``.json`` fields as the table's types, or None and why not (a field's name and value)."""
+
+    def bad(field: str, v, what: str) -> tuple[None, str]:
+        return None, f"invalid json field: {field} {what} ({v!r:.200})"
+
+    status, message = meta.get("status", "success"), meta.get("error_message")
+    if not isinstance(status, str):
+        return bad("status", status, "is not a string")
+    out = {"error_message": None if message is None else str(message)}
+    for c in ("url", "sha256"):
+        v = meta.get(c)
+        if v is not None and not isinstance(v, str):
+            return bad(c, v, "is not a string")
+        if c in meta:
+            out[c] = v
+    for c in ("original_width", "original_height"):
+        v = meta.get(c)
+        if v is not None and _int_or_none(v) is None:
+            return bad(c, v, "is not a positive whole number")
+        if c in meta:
+            out[c] = None if v is None else int(v)
+    for c in ("ref_exps", "noun_chunks"):
+        v = meta.get(c)
+        if v is None:
+            if c in meta:
+                out[c] = None
+            continue
+        if not isinstance(v, list):
+            return bad(c, v, "is not a list")
+        entries = []
+        for j, e in enumerate(v):
+            if not isinstance(e, list):
+                return bad(f"{c}[{j}]", e, "is not a list")
+            for k, x in enumerate(e):
+                if x is not None and (isinstance(x, bool) or not isinstance(x, (int, float))):
+                    return bad(f"{c}[{j}][{k}]", x, "is not a number")
+            entries.append([None if x is None else float(x) for x in e])
+        out[c] = entries
+    return out, None
 
 
 def _int_or_none(v) -> int | None:

@@ -16,11 +16,13 @@ from pathlib import Path
 
 from formats.dataset import Dataset, atomic_path
 from formats.export.images import register_export_records
+from formats.phrase_rules import phrase_key
 from formats.query import connect
 
 
 def coco_categories(ds: Dataset, con) -> list[dict]:
-    """COCO categories: the label map (id = label + 1) for OD data, one per distinct phrase for VG data."""
+    """COCO categories: the label map (id = label + 1) for OD data, one per distinct phrase for VG data
+    (`phrase_categories`: texts that differ only in case or whitespace are one category)."""
     if ds.manifest.kind == "od":
         out = []
         for c in ds.manifest.categories:
@@ -30,9 +32,24 @@ def coco_categories(ds: Dataset, con) -> list[dict]:
                     entry[k] = c[k]
             out.append(entry)
         return out
-    phrases = con.execute("""SELECT DISTINCT r.phrase FROM (SELECT unnest(regions) AS r FROM records)
-                             WHERE r.phrase IS NOT NULL ORDER BY 1""").fetchall()
-    return [{"id": i + 1, "name": p} for i, (p,) in enumerate(phrases)]
+    return phrase_categories(con)[0]
+
+
+def phrase_categories(con) -> tuple[list[dict], dict[str, int]]:
+    """VG categories, one per `phrase_key` (case folded, whitespace collapsed), named by the first text seen
+    (record order, then region order; ids in name order), and each phrase text's category id.
+
+    `con` has the view ``records`` with ``_ord`` (`register_records(..., with_order=True)`).
+    """
+    rows = con.execute("""
+        WITH b AS (SELECT _ord, generate_subscripts(regions, 1) AS k, unnest(regions) AS r FROM records)
+        SELECT r.phrase, min(_ord::HUGEINT * 4294967296 + k) AS first FROM b
+        WHERE r.phrase IS NOT NULL GROUP BY 1 ORDER BY 2, 1""").fetchall()
+    name: dict[str, str] = {}
+    for text, _ in rows:
+        name.setdefault(phrase_key(text), text)
+    ids = {n: i + 1 for i, n in enumerate(sorted(name.values()))}
+    return [{"id": i, "name": n} for n, i in ids.items()], {t: ids[name[phrase_key(t)]] for t, _ in rows}
 
 
 def export_coco(dataset_dir: str | os.PathLike, out: str | os.PathLike, *,
@@ -55,8 +72,9 @@ def export_coco(dataset_dir: str | os.PathLike, out: str | os.PathLike, *,
     if vg:
         extra_img += ", caption"
     if vg:
+        cats, text_ids = phrase_categories(con)  # twins in case/whitespace share their category
         con.execute("CREATE TEMP TABLE phrase_ids AS SELECT unnest($1::VARCHAR[]) AS phrase, "
-                    "unnest($2::BIGINT[]) AS cid", [[c["name"] for c in cats], [c["id"] for c in cats]])
+                    "unnest($2::BIGINT[]) AS cid", [list(text_ids), list(text_ids.values())])
         category = "p.cid"
         join = "LEFT JOIN phrase_ids p ON p.phrase = b.r.phrase"
         extra_ann = ", b.r.phrase AS tokens, b.r.tokens_positive AS tokens_positive"

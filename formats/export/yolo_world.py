@@ -66,7 +66,7 @@ def export_yolo_world(dataset_dir: str | os.PathLike, out: str | os.PathLike, *,
         result = {"class_texts": out / "class_texts.json", "classes": len(texts)}
     else:
         con = connect()
-        register_records(con, ds)
+        register_records(con, ds, with_order=True)
         texts = [[c["name"]] for c in coco_categories(ds, con)]
         result = {"class_texts": out / "class_texts.json", "classes": len(texts),
                   **{f"grounding_{k}": v for k, v in export_coco(dataset_dir, out / "grounding.json",
