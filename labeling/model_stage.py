@@ -13,11 +13,10 @@ device work (``device_s``), for ``benchmarks/pseudo_throughput.py``.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from detector.device_ops import normalize_pad, square_context_boxes
 from detector.preprocess import SIZE_COLUMNS
@@ -49,12 +48,6 @@ class ModelSettings:
     canvas_multiple: int = 64
     round: int | None = None
     torch_threads: int | None = None  # the actor's CPU share; None leaves torch's default
-
-    def candidate_rule(self) -> dict:
-        """What decides which candidates are stored (manifest: what ``refilter`` can still see)."""
-        return {"box_threshold": self.box_threshold, "top_k_per_prompt": self.top_k,
-                "nms_iou_within_phrase": self.candidate_nms_iou, "min_box_size_px": self.min_box_size,
-                "clip_crop": f"square context, margin {self.clip_margin:.2f}, no centre crop"}
 
 
 class ModelStage(Stage):
@@ -262,11 +255,3 @@ class ModelStage(Stage):
                .append_column("image_score", from_numpy(np.array([r[4] for r in res], np.float32))))
         self.timings["host_s"] += time.thread_time() - c0
         return out
-
-    def settings(self) -> dict:
-        return asdict(self.s)
-
-
-def failed_rows(batch: pa.Table) -> np.ndarray:
-    """Indices of rows whose image failed to load."""
-    return np.flatnonzero(pc.is_valid(batch.column("error")).to_numpy(zero_copy_only=False))
