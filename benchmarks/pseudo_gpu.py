@@ -4,7 +4,7 @@ On a GPU machine: builds full-size random-weight MM-Grounding-DINO-T (Swin-T + B
 CLIP ViT-B/32 from their configs (saved and loaded back through ``from_pretrained``, as real checkpoints are),
 generates CC3M-like JPEGs (about 500x375) with captions, and runs the real pipeline (``run_pseudo``: Ray, every
 CPU stage, the model actor in bf16, candidates, filters, atomic writes) at model batch sizes 8, 16 and 32.
-For each it prints the steady rate (from the first finished part to the last) and the GPU's busy fraction
+For each it prints the steady rate (from the GPU's first busy sample to the last finished part) and the GPU's busy fraction
 (``nvidia-smi`` utilisation sampled every 0.2 s over the same window); then the training step rate of
 ``benchmarks/train_throughput.py --device cuda --full-size``.
 
@@ -12,6 +12,7 @@ Random weights give random boxes: the candidate count per image is pinned with `
 box threshold so the CLIP work is that of a real run (tens of candidates per image).
 
 Usage: python benchmarks/pseudo_gpu.py [--images 6000] [--batch-sizes 8,16,32] [--json out.json]
+       python benchmarks/pseudo_gpu.py --profile    # the model actor alone: ms per image per forward and the rest
        python benchmarks/pseudo_gpu.py --smoke      # CPU, tiny networks at real sizes, a few images: checks the script
 Target (issue #12): >= 300 images/s per H100/H200 at bf16, GPU busy >= 90%.
 """
@@ -113,6 +114,10 @@ class GpuSampler:
         self.stop.set()
         self.thread.join()
 
+    def first_busy(self) -> float | None:
+        """Time of the first sample with the GPU busy (the model's first batch), None without samples."""
+        return next((t for t, u in self.samples if u > 0), None)
+
     def busy(self, t0: float, t1: float) -> float | None:
         inside = [u for t, u in self.samples if t0 <= t <= t1]
         return round(sum(inside) / len(inside) / 100, 3) if inside else None
@@ -132,11 +137,73 @@ def run_batch_size(data: Path, work: Path, models: dict, batch: int, device: str
                              overwrite=True)
         total = time.time() - t0
     done = sorted(p.stat().st_mtime for p in (out / "records").glob("part-*.parquet"))
-    steady = (len(done) - 1) * per_part / (done[-1] - done[0]) if len(done) > 1 else None
+    # from the model's first batch (the GPU's first busy sample) to the last part: parts run side by side and
+    # finish close together, so the span between the first and the last finished part would miss most work
+    start = gpu.first_busy()
+    steady = summary["images_in"] / (done[-1] - start) if start and done and done[-1] > start else \
+        ((len(done) - 1) * per_part / (done[-1] - done[0]) if len(done) > 1 else None)
     return {"batch_size": batch, "images": summary["images_in"], "candidates": summary["candidates"],
             "seconds": round(total, 1), "images_per_s_started": round(steady, 1) if steady else None,
             "images_per_s_with_startup": round(summary["images_in"] / total, 1),
-            "gpu_busy": gpu.busy(done[0], done[-1]) if len(done) > 1 else None}
+            "gpu_busy": gpu.busy(start or done[0], done[-1]) if len(done) > 1 else None}
+
+
+def profile_model_stage(work: Path, models: dict, device: str, batch: int, n: int = 256) -> dict:
+    """Where the model actor's time goes, in-process (no Ray): ms per image in the detector's forward, CLIP's
+    forwards and the rest (canvas assembly, normalisation, NMS, crops, host packing), each timed with the device
+    synchronised before and after; over `n` images sorted by canvas as OrderByCanvas does, after a warm-up batch."""
+    import torch
+    from pseudo_throughput import caption_rows, cc3m_jpegs
+    from transformers import AutoImageProcessor
+
+    from detector.preprocess import ResizeRule
+    from labeling.image_stages import LoadImages
+    from labeling.model_stage import ModelStage
+    from labeling.prompt_stages import TokenizePrompts
+
+    files = cc3m_jpegs(work / "jpegs_profile", n, seed=3)
+    table = caption_rows(files, work / "jpegs_profile")
+    rule = ResizeRule.from_processor(AutoImageProcessor.from_pretrained(models["detector"]))
+    table = TokenizePrompts(str(models["detector"]), str(models["clip"]), 256)(LoadImages(rule)(table))
+    table = table.take(sorted(range(n), key=lambda i: (table.column("canvas_h")[i].as_py(),
+                                                       table.column("canvas_w")[i].as_py())))
+    stage = ModelStage({"detector": str(models["detector"]), "clip": str(models["clip"]), "device": device,
+                        "precision": "bf16" if device.startswith("cuda") else "fp32", "batch_size": batch,
+                        "box_threshold": 0.0, "top_k": 20})
+    stage.setup()
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    stage(table.slice(0, batch))  # warm-up
+    spent = {"detector": 0.0, "clip_images": 0.0, "clip_texts": 0.0}
+
+    def timed(obj, name: str, key: str) -> None:
+        fn = getattr(obj, name)
+
+        def run(*a, **k):
+            sync()
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                sync()
+                spent[key] += time.perf_counter() - t
+        setattr(obj, name, run)
+
+    timed(stage.detector.model, "forward", "detector")
+    timed(stage.scorer.model, "get_image_features", "clip_images")
+    timed(stage.scorer.model, "get_text_features", "clip_texts")
+    stage.timings = {k: 0 for k in stage.timings}
+    sync()
+    t = time.perf_counter()
+    out = stage(table)
+    sync()
+    wall = time.perf_counter() - t
+    ms = {k: round(v / n * 1000, 2) for k, v in spent.items()}
+    return {"batch_size": batch, "images": n, "ms_per_image_total": round(wall / n * 1000, 2), **{
+        f"ms_per_image_{k}": v for k, v in ms.items()},
+        "ms_per_image_rest": round((wall - sum(spent.values())) / n * 1000, 2),
+        "host_cpu_ms_per_image": round(stage.timings["host_s"] / n * 1000, 2),
+        "candidates_per_image": round(sum(len(x) for x in out.column("cand_det").to_pylist()) / n, 1),
+        "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if device.startswith("cuda") else None}
 
 
 def main() -> None:
@@ -146,6 +213,8 @@ def main() -> None:
     ap.add_argument("--images-per-part", type=int, default=500)
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny networks at real sizes, 16 images")
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--profile", action="store_true",
+                    help="only the model actor in-process: ms per image in each forward and the rest")
     ap.add_argument("--json")
     a = ap.parse_args()
     import torch
@@ -162,6 +231,13 @@ def main() -> None:
         device, n, per_part = "cuda", a.images, a.images_per_part
         sizes = [int(b) for b in a.batch_sizes.split(",")]
         models = full_size_models(work / "models")
+    if a.profile:
+        res = [profile_model_stage(work, models, device, b, n=16 if a.smoke else 256) for b in sizes]
+        for r in res:
+            print("profile", json.dumps(r), flush=True)
+        if a.json:
+            Path(a.json).write_text(json.dumps(res, indent=2))
+        return
     data = caption_dataset(work, n)
     from workflows.ray_runtime import init_ray
 
@@ -176,7 +252,8 @@ def main() -> None:
     if not a.skip_train and not a.smoke:
         proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--device", "cuda",
                                "--full-size", "--steps", "30"], capture_output=True, text=True, timeout=240)
-        res["train"] = proc.stdout.strip().splitlines()[-3:]
+        res["train"] = proc.stdout.strip().splitlines()[-3:] if proc.returncode == 0 else \
+            [f"failed (exit {proc.returncode}):", *proc.stderr.strip().splitlines()[-5:]]
         print("training (train_throughput.py --device cuda --full-size):", *res["train"], sep="\n  ")
     if a.smoke:
         print("smoke run: the script works; its figures mean nothing (16 images on a CPU)")

@@ -64,6 +64,9 @@ class ModelStage(Stage):
 
     def __init__(self, settings: dict | ModelSettings):
         self.s = settings if isinstance(settings, ModelSettings) else ModelSettings(**settings)
+        # on a GPU, a few model batches per call (Ray Data needs a number there); the image stage cuts its
+        # blocks to the same size, so most calls are one block
+        self.rows_per_call = 4 * self.s.batch_size
         self.timings = {"host_s": 0.0, "forward_s": 0.0, "device_s": 0.0, "images": 0}
         self._buffer = None  # flat host buffer of shipped pixels (pinned on GPU hosts)
 

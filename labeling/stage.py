@@ -41,6 +41,9 @@ class Stage:
     adds: ClassVar[tuple[str, ...]] = ()
     drops: ClassVar[tuple[str, ...]] = ()
     rows_per_block: int | None = None  # set: output in blocks of this many input rows (stages that grow rows)
+    # rows per call where the stage holds a GPU (Ray Data refuses whole blocks there; elsewhere calls take
+    # blocks whole): blocks are cut or joined to this many rows
+    rows_per_call: int | None = None
 
     _ready: bool = False
 

@@ -283,3 +283,42 @@ def test_run_settings_are_checked():
             RunOptions(batch_size=bad)
     with pytest.raises(ValueError, match="top_k must be >= 1"):
         PseudoConfig(top_k=0)
+
+
+
+def test_a_gpu_stage_gets_its_rows_per_call_from_ray_data():
+    """Ray Data refuses whole-block batches (batch_size None) for a stage that requests GPUs; found on an H200.
+    Here a Ray with a declared GPU runs the stage on the CPU: each call gets `rows_per_call` rows, none lost."""
+    import ray
+
+    from workflows.ray_stages import Placement, apply_stage
+
+    class _GpuRows(Stage):  # defined here: Ray's workers take it by value (tests/ is not importable there)
+        """Records how many rows each call got (a GPU actor stage as the model stage declares it)."""
+
+        name = "gpu-rows"
+        actor = True
+        resources = Resources(cpus=1.0, gpus=1.0, memory=1e8)
+        reads = ("a",)
+        adds = ("call_rows",)
+
+        def process(self, batch: pa.Table) -> pa.Table:
+            return batch.append_column("call_rows", pa.array([batch.num_rows] * batch.num_rows, pa.int64()))
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, object_store_memory=100 << 20,
+             log_to_driver=False)
+    try:
+        place = Placement(Resources(cpus=1.0, gpus=1.0, memory=1e8), 1)
+        ds = ray.data.from_items([{"a": i} for i in range(7)], override_num_blocks=2)
+        with pytest.raises(ResourceError, match="stage gpu-rows: a stage placed on a GPU must declare rows_per_call"):
+            apply_stage(ds, _GpuRows(), place)
+        stage = _GpuRows()
+        stage.rows_per_call = 3
+        rows = apply_stage(ds, stage, place).take_all()
+    finally:
+        ray.shutdown()
+    assert sorted(r["a"] for r in rows) == list(range(7))
+    assert sorted(r["call_rows"] for r in rows) == [1, 3, 3, 3, 3, 3, 3]
+    assert stage.rows_per_call == 3 and _GpuRows.rows_per_call is None

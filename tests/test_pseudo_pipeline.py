@@ -154,3 +154,29 @@ def test_unreadable_images_are_rejected_with_their_reason(tiny_models, tmp_path,
     # refilter never turns the unreadable images into records, whatever the filter keeps
     kept = refilter(tmp_path / "p", tmp_path / "rf", FilterConfig(drop_image_without_boxes=False, fused_threshold=2.0))
     assert kept["images"] == 1 and kept["rejected"] == 2
+
+
+def test_a_cluster_with_a_gpu_gives_the_same_records(reference, tiny_models, tmp_path):
+    """On a cluster with a GPU the model actor takes `rows_per_call` rows per call (Ray Data refuses whole blocks
+    for GPU stages: found on an H200). A local Ray that declares a GPU runs that path here, on the CPU: the
+    records equal the whole-block run's to float tolerance (batch companions never change a row's candidates)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, object_store_memory=200 << 20,
+             log_to_driver=False)
+    try:
+        assert ray.cluster_resources().get("GPU") == 1
+        out = tmp_path / "gpu"
+        summary = run_pseudo(EXAMPLES / "cc3m_sample", out, config(tiny_models),
+                             RunOptions(device="cpu", batch_size=1))
+    finally:
+        ray.shutdown()
+    assert summary["images_in"] == 8 and summary["rejected"] == 1
+    got, ref = records(out), records(reference[0])
+    assert [r["image_id"] for r in got] == [r["image_id"] for r in ref]
+    for g, r in zip(got, ref):
+        assert [x["phrase"] for x in g["regions"]] == [x["phrase"] for x in r["regions"]]
+        for a, b in zip(g["regions"], r["regions"]):
+            assert a["bbox"] == pytest.approx(b["bbox"], abs=1e-3) and a["score"] == pytest.approx(b["score"], abs=1e-5)

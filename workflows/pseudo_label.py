@@ -179,8 +179,9 @@ def build_stages(cfg: PseudoConfig, opts: RunOptions, gpus: float) -> list:
                              clip_margin=cfg.clip_margin, top_k=cfg.top_k, candidate_nms_iou=cfg.candidate_nms_iou,
                              min_box_size=cfg.min_box_size, canvas_multiple=cfg.canvas_multiple, round=cfg.round,
                              torch_threads=None if gpus else 1)
-    return [LoadUnits(), AddPhrases(cfg.phrases), OrderByCanvas(rule), LoadImages(rule, 4 * settings.batch_size),
-            TokenizePrompts(cfg.detector, cfg.clip, max_tokens), ModelStage(settings), AssembleCandidates(cfg.round)]
+    model = ModelStage(settings)
+    return [LoadUnits(), AddPhrases(cfg.phrases), OrderByCanvas(rule), LoadImages(rule, model.rows_per_call),
+            TokenizePrompts(cfg.detector, cfg.clip, max_tokens), model, AssembleCandidates(cfg.round)]
 
 
 def _describe(p) -> str:
@@ -213,8 +214,9 @@ def _run_units(units: list[dict], cfg: PseudoConfig, opts: RunOptions, writer: D
     expected = {u["unit"]: u["stop"] - u["start"] for u in units}
     ds = ray.data.from_items(units, override_num_blocks=len(units))
     # One block per unit; images are loaded in slices of a few model batches (LoadImages.rows_per_block), each
-    # its own block, so a block of pixels stays small and never mixes units. Every stage takes blocks whole
-    # (batch_size None): the actor batches rows of one canvas within a block, the same batches on every run.
+    # its own block, so a block of pixels stays small and never mixes units. Stages take blocks whole (batch_size
+    # None): the actor batches rows of one canvas within a block, the same batches on every run. On a GPU, Ray
+    # Data needs a number: the actor takes its `rows_per_call` rows per call (see apply_stage).
     for s in stages:
         ds = apply_stage(ds, s, plan[s.name], batch_size=1 if s.name == "load-units" else None)
     filt = FilterConfig(**cfg.filter)

@@ -103,10 +103,17 @@ class _ActorStage:
 def apply_stage(ds, stage: Stage, placement: Placement, *, batch_size: int | None = None):
     """``ds.map_batches`` for `stage` with its placement: a task per batch, or an actor pool.
 
-    `batch_size` None hands each block whole: a batch never mixes two blocks (the pipeline keeps a unit's rows
-    apart from other units' that way, so the model sees the same batches on every run)."""
+    `batch_size` None hands each block whole: a batch never mixes two blocks, so the model sees the same
+    batches on every run (records reproduce bit for bit on CPU). Ray Data refuses that for a stage that requests
+    GPUs: there the stage's ``rows_per_call`` rows go to each call (a row's candidates do not depend on its batch
+    companions, to float tolerance; bf16 on a GPU is reproducible only to that tolerance anyway). Raises
+    ResourceError for a GPU placement of a stage without ``rows_per_call``."""
     import ray
 
+    if batch_size is None and placement.resources.gpus:
+        if stage.rows_per_call is None:
+            raise ResourceError(f"stage {stage.name}: a stage placed on a GPU must declare rows_per_call")
+        batch_size = stage.rows_per_call
     kw = {"batch_size": batch_size, "batch_format": "pyarrow", "num_cpus": placement.resources.cpus}
     if stage.actor:
         # an actor reserves its memory; that also keeps Ray Data from fusing the CPU stages before the actor
