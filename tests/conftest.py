@@ -9,6 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# property-based tests (tests/test_properties.py) try the same examples on every run and machine
+settings.register_profile("ovlabel", derandomize=True, database=None, print_blob=True)
+settings.load_profile("ovlabel")
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")

@@ -87,8 +87,9 @@ def test_regions_spans_phrases_and_drops(tmp_path):
         assert g["origin"] == "gold"
     assert r0["sentence_id"] == 0 and r0["original_img_id"] == 1000
     assert r0["tokens_positive_eval"] == mdetr_doc()["images"][0]["tokens_positive_eval"]
-    assert m.counts["dropped"] == {"area <= 0": 1, "crowd": 1, "image rejected": 1, "outside the image": 1,
+    assert m.counts["dropped"] == {"area <= 0": 1, "crowd": 1, "image rejected": 1, "no overlap with image": 1,
                                    "side < 1 px": 1}
+    assert m.counts["boxes_clipped"] == 1  # id 4
     assert m.counts["rejected"] == {"invalid width/height": 1, "overlapping spans": 1, "span outside the caption": 1,
                                     "unknown image_id": 1, "unsafe file_name": 1}
     rej = Dataset(tmp_path / "out").read_rejects().to_pylist()

@@ -207,11 +207,11 @@ def test_exports_of_shard_backed_images_need_images_dir_or_tar_paths(tmp_path):
 
     ds = vg_dataset(tmp_path / "vg", ["tar://k1.jpg::00000.tar", "a.jpg"], [1, 1])
     for export in (lambda: export_odvg(ds, tmp_path / "x.jsonl"), lambda: export_coco(ds, tmp_path / "x.json"),
-                   lambda: export_yolo_world(ds, tmp_path / "yw")):
+                   lambda: export_yolo_world(ds, tmp_path / "yw"), lambda: export_hf(ds, tmp_path / "hf")):
         with pytest.raises(ShardImagesError, match=r"1 images are inside img2dataset/webdataset shards "
                                                    r"\(e.g. tar://k1.jpg::00000.tar\).*--images-dir DIR.*--tar-paths"):
             export()
-    assert not (tmp_path / "x.jsonl").exists() and not (tmp_path / "x.json").exists()
+    assert not (tmp_path / "x.jsonl").exists() and not (tmp_path / "x.json").exists() and not (tmp_path / "hf").exists()
     r = export_odvg(ds, tmp_path / "x.jsonl", tar_paths=True)
     assert [x["filename"] for x in lines(r["records"])] == ["tar://k1.jpg::00000.tar", "a.jpg"]
     p = run_cli("export", "coco", ds, "--out", tmp_path / "c.json", check=False)
@@ -285,6 +285,32 @@ def wds_dataset(tmp_path, name: str, color, w: int = 16, h: int = 8):
     write_tar(raw / "00000.tar", [("000000001.jpg", image_bytes(w, h, color=color)), ("000000001.txt", b"a thing")])
     convert_img2dataset(raw, tmp_path / name, Img2DatasetConvertConfig(source="cc3m"))
     return tmp_path / name
+
+
+def test_hf_export_of_shard_backed_images_needs_images_dir_and_then_names_real_files(tmp_path, hf_cache):
+    """`export hf` references images as the other exports do: refused for shard-backed data without --images-dir
+    (the message names the flag), shard images written out and named relative to the folder with it."""
+    import datasets
+    from conftest import run_cli
+
+    from formats.images import read_image_bytes
+
+    ds = wds_dataset(tmp_path, "wds", (200, 30, 30))
+    p = run_cli("export", "hf", ds, "--out", tmp_path / "hf", check=False)
+    assert p.returncode == 1 and "--images-dir" in p.stderr and "--tar-paths" in p.stderr
+    assert "tar://000000001.jpg::00000.tar" in p.stderr and not (tmp_path / "hf").exists()
+    images = tmp_path / "images"
+    r = json.loads(run_cli("export", "hf", ds, "--out", tmp_path / "hf", "--images-dir", images).stdout)
+    assert (r["rows"], r["images_written"], r["images_present"]) == (1, 1, 0)
+    d = datasets.load_dataset(str(tmp_path / "hf"), split="train", cache_dir=str(hf_cache))
+    assert d[0]["file_name"] == "00000/000000001.jpg" and d[0]["image_id"] == "cc3m/000000001"
+    assert (images / d[0]["file_name"]).read_bytes() == read_image_bytes(tmp_path / "raw_wds",
+                                                                        "tar://000000001.jpg::00000.tar")
+    assert str(images.resolve()) in (tmp_path / "hf" / "README.md").read_text()
+    paths = export_hf(ds, tmp_path / "hf", tar_paths=True)  # shard names on request; a new cache key
+    assert paths["fingerprint"] != r["fingerprint"]
+    d = datasets.load_dataset(str(tmp_path / "hf"), split="train", cache_dir=str(hf_cache))
+    assert d[0]["file_name"] == "tar://000000001.jpg::00000.tar"
 
 
 def test_images_dir_never_reuses_another_datasets_image_of_the_same_name(tmp_path):

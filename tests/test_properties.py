@@ -1,4 +1,7 @@
-"""Property-based tests over generated COCO files: whatever the input, every box is accounted for."""
+"""Property-based tests over generated inputs (COCO, GoldG, Open Images, img2dataset/webdataset shards): whatever
+the input, no crash, every record and box is kept or rejected with a reason, and no box lands on another record.
+
+Examples are derandomized (`conftest.py`'s hypothesis profile): every run tries the same inputs."""
 
 from __future__ import annotations
 
@@ -56,14 +59,17 @@ def test_every_input_box_is_kept_dropped_or_rejected(tmp_path_factory, doc, wind
     assert len(recs) + n_img_rej == len(doc["images"]) == m.counts["images_in"]
     assert sum(len(r["regions"]) for r in recs) + n_ann_out == len(doc["annotations"])
     assert sum(m.counts["dropped"].values()) + sum(m.counts["rejected"].values()) == len(rej)
-    for r in recs:  # what is kept is valid
+    for r in recs:  # what is kept is valid: inside its image (formats.boxes.clip_to_image), with area
         assert r["width"] > 0 and r["height"] > 0 and not r["file_name"].startswith(("/", ".."))
         for g in r["regions"]:
             x1, y1, x2, y2 = g["bbox"]
-            assert all(math.isfinite(v) for v in g["bbox"]) and x2 - x1 >= 1 and y2 - y1 >= 1
+            assert all(math.isfinite(v) for v in g["bbox"]) and 0 <= x1 < x2 <= r["width"] and 0 <= y1 < y2 <= r["height"]
             assert g["label"] in (0, 1, 2) and g["category"] == f"cat{g['label'] + 1}"
     ids = [r["image_id"] for r in recs]
     assert len(ids) == len(set(ids))
+    by_image = boxes_by_image(doc["annotations"])
+    assert_boxes_belong(recs, by_image, clip=True)
+    assert_clipped_count(m.counts["boxes_clipped"], recs, by_image)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -233,6 +239,19 @@ def assert_boxes_belong(recs, by_image, clip: bool = False):
             assert any(g["bbox"] == pytest.approx(c) for c in cands), (r["image_id"], g["bbox"], mine)
 
 
+def assert_clipped_count(n: int, recs, by_image) -> None:
+    """`boxes_clipped` lies between the kept regions that equal no source box as given (surely clipped) and
+    those that touch an image side (perhaps clipped)."""
+    surely = perhaps = 0
+    for r in recs:
+        mine = by_image.get(r["image_id"].split("/", 1)[1], [])
+        for g in r["regions"]:
+            x1, y1, x2, y2 = g["bbox"]
+            surely += not any(g["bbox"] == pytest.approx(b) for b in mine)
+            perhaps += x1 == 0 or y1 == 0 or x2 == r["width"] or y2 == r["height"]
+    assert surely <= n <= perhaps
+
+
 @st.composite
 def coco_files_with_any_ids(draw):
     images = [{"id": draw(any_id), "file_name": f"i{i}.jpg", "width": 640, "height": 480}
@@ -298,7 +317,9 @@ def test_goldg_every_caption_and_box_kept_or_rejected_and_never_moved(tmp_path_f
     recs, rej = ds.read().to_pylist(), ds.read_rejects().to_pylist()
     assert len(recs) + sum(r["record"].startswith("images[") for r in rej) == len(doc["images"]) == m.counts["images_in"]
     assert sum(len(r["regions"]) for r in recs) + sum(r["record"].startswith("annotations[") for r in rej) == len(doc["annotations"])
-    assert_boxes_belong(recs, boxes_by_image(doc["annotations"]), clip=True)
+    by_image = boxes_by_image(doc["annotations"])
+    assert_boxes_belong(recs, by_image, clip=True)
+    assert_clipped_count(m.counts["boxes_clipped"], recs, by_image)
     for r in recs:
         for g in r["regions"]:
             assert g["phrase"] == " ".join(r["caption"][s:e] for s, e in g["tokens_positive"])
@@ -357,20 +378,20 @@ def test_openimages_every_line_kept_or_rejected_with_its_number(tmp_path_factory
         if kind != "ok":  # a field missing or too many, or bytes that are not UTF-8
             assert n in line_rejects
     size = {"img1": (100, 50), "img2": (200, 100), "img3": (10, 10)}
-    for r in recs:
+    clipped = 0
+    for r in recs:  # an image's regions are its kept lines, in line order, each clipped to the image
         iid = r["image_id"].split("/", 1)[1]
         w, h = size[iid]
         mine = []
-        for kind, lid, f, _ in lines:
-            if kind == "ok" and lid == iid:
-                try:
-                    x1, x2, y1, y2 = (float(v) for v in f[4:8])
-                except ValueError:
-                    continue
+        for n, (_kind, lid, f, _) in enumerate(lines, start=2):
+            if lid == iid and n not in line_rejects:
+                x1, x2, y1, y2 = (float(v) for v in f[4:8])
                 mine.append([max(x1, 0) * w, max(y1, 0) * h, min(x2, 1) * w, min(y2, 1) * h])
+                clipped += x1 < 0 or y1 < 0 or x2 > 1 or y2 > 1
+        assert [g["bbox"] for g in r["regions"]] == [pytest.approx(c) for c in mine]
         for g in r["regions"]:
             assert 0 <= g["bbox"][0] < g["bbox"][2] <= w and 0 <= g["bbox"][1] < g["bbox"][3] <= h
-            assert any(g["bbox"] == pytest.approx(c) for c in mine)
+    assert m.counts["boxes_clipped"] == clipped
 
 
 @st.composite
@@ -415,7 +436,7 @@ def test_webdataset_every_sample_kept_or_rejected_and_never_mixed(tmp_path_facto
                 add(f"{s['key']}.txt", s["txt"])
             meta = {"ok": {"key": s["key"], "status": "success"}, "failed": {"status": "failed_to_download",
                                                                              "error_message": "404"},
-                    "grit": {"status": "success", "caption": "a dog", "ref_exps": [[2, 5, 0.1, 0.1, 0.9, 0.9, 0.5]]},
+                    "grit": {"status": "success", "caption": "a dog", "ref_exps": [grit_box(i)]},
                     "garbage": None, None: None}[s["json"]]
             if s["json"] == "garbage":
                 add(f"{s['key']}.json", b"{not json")
@@ -434,6 +455,18 @@ def test_webdataset_every_sample_kept_or_rejected_and_never_mixed(tmp_path_facto
         assert r["caption"] == want
         for g in r["regions"]:
             assert g["phrase"] == r["caption"][g["tokens_positive"][0][0]:g["tokens_positive"][0][1]]
+        i = int(k)
+        _, _, x1, y1, x2, y2, _ = grit_box(i)
+        own = [max(x1, 0) * (10 + i), max(y1, 0) * 20, min(x2, 1) * (10 + i), min(y2, 1) * 20]
+        assert len(r["regions"]) <= (s["json"] == "grit")  # only a GRIT sample's .json has boxes
+        for g in r["regions"]:  # its own box, clipped, in its own image's pixels
+            assert g["bbox"] == pytest.approx(own)
+    assert m.counts.get("boxes_clipped", 0) == sum(len(r["regions"]) for r in recs)  # every GRIT box reaches past
+
+
+def grit_box(i: int) -> list[float]:
+    """Sample i's GRIT ref_exp ("dog" in "a dog"): a box of its own that reaches past the left and bottom sides."""
+    return [2, 5, -0.1 + 0.05 * i, 0.1, 0.6 + 0.05 * i, 1.2, 0.5]
 
 
 def convert_shards(raw, out):
@@ -491,3 +524,5 @@ def test_img2dataset_parquet_every_row_kept_or_rejected_and_boxes_stay_on_their_
             s, e = g["tokens_positive"][0]
             assert g["phrase"] == (src["caption"] or "")[s:e]
             assert any(g["bbox"] == pytest.approx(b) for b in mine)
+            assert 0 <= g["bbox"][0] < g["bbox"][2] <= w and 0 <= g["bbox"][1] < g["bbox"][3] <= h
+    assert m.counts["boxes_clipped"] <= sum(len(r["regions"]) for r in recs)

@@ -57,7 +57,8 @@ def cmd_export_coco(a: argparse.Namespace) -> None:
 def cmd_export_hf(a: argparse.Namespace) -> None:
     from formats.export.hf import export_hf
 
-    print_json(export_hf(a.dataset, a.out, push_to_hub=a.push_to_hub, private=not a.public))
+    print_json(export_hf(a.dataset, a.out, push_to_hub=a.push_to_hub, private=not a.public, images_dir=a.images_dir,
+                         tar_paths=a.tar_paths))
 
 
 def cmd_export_yolo_world(a: argparse.Namespace) -> None:
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="folder to write")
     e.add_argument("--push-to-hub", metavar="REPO_ID", help="also upload the folder to this Hub dataset repo")
     e.add_argument("--public", action="store_true", help="create the Hub repo public (default private)")
+    add_images_dir(e)
     e.set_defaults(func=cmd_export_hf)
     e = esub.add_parser("yolo-world", help="YOLO-World class texts (and grounding COCO file for VG data)")
     e.add_argument("dataset")

@@ -4,8 +4,9 @@ Follows MMDetection's conventions (``coco2odvg.py``, ``lvis2odvg.py``) where the
 ``category_id - 1`` for Objects365, V3Det and LVIS, the 80-class order for COCO 2017, boxes dropped for
 ``ignore``, no overlap with the image, ``area <= 0``, a side under 1 px and crowd, Objects365 v2 path
 prefixes stripped and its known-broken images skipped. Unlike it, every drop and reject is counted and
-written with its reason, unknown ids are rejects rather than crashes, and the label map keeps every
-category.
+written with its reason, unknown ids are rejects rather than crashes, the label map keeps every
+category, and boxes partly outside their image are clipped to it and counted (``boxes_clipped``) by the
+rule of every converter (`formats.boxes.clip_to_image`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import pyarrow.compute as pc
 
 from formats import schema as S
 from formats.arrow_np import from_numpy
-from formats.boxes import xywh_to_xyxy
+from formats.boxes import NO_OVERLAP, clip_to_image
 from formats.coco_read import F_AREA_MISSING, F_CROWD, F_IGNORE, MISSING, CocoColumns, read_coco
 from formats.converters import COCO_SOURCES
 from formats.converters.common import (
@@ -228,7 +229,7 @@ def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: C
     kept_idx = np.flatnonzero(keep_img)
     img_slot = np.full(len(cols.img_id), -1, dtype=np.int64)
     img_slot[keep_img] = np.arange(int(keep_img.sum()))
-    ann_keep, ann_slot, ann_label_pos = _check_annotations(cols, ids, cats, keep_img, img_slot, rej, problems)
+    ann_keep, ann_slot, ann_label_pos, fit = _check_annotations(cols, ids, cats, keep_img, img_slot, rej, problems)
 
     manifest = Manifest(
         kind="od", source=cfg.source, image_root=cfg.image_root,
@@ -238,12 +239,13 @@ def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: C
     extra = _extra_fields(cols, cfg)
     manifest.extra_columns = [f.name for f in extra]
     writer = DatasetWriter(out_dir, manifest, overwrite=True, resume_key=resume_key)
-    boxes_per_image = _write_parts(writer, cols, ids.images, cfg, cats, kept_idx, file_names, ann_keep, ann_slot,
-                                   ann_label_pos, extra)
+    boxes_per_image = _write_parts(writer, cols, ids.images, cfg, cats, kept_idx, file_names, fit.xyxy, ann_keep,
+                                   ann_slot, ann_label_pos, extra)
     writer.write_rejects("part-00000.parquet", rej.rows)
     counts = {
         "images_in": int(len(cols.img_id)), "images": n_kept,
         "boxes_in": int(len(cols.ann_id)), "boxes": int(ann_keep.sum()),
+        "boxes_clipped": int((fit.clipped & ann_keep).sum()),
         "images_without_boxes": int((boxes_per_image == 0).sum()),
         "categories": len(cats),
         "dropped": dict(sorted(rej.dropped.items())), "rejected": dict(sorted(rej.rejected.items())),
@@ -297,6 +299,9 @@ def _file_names(cols: CocoColumns, cfg: CocoConvertConfig) -> pa.Array:
 
 def _check_annotations(cols: CocoColumns, ids: IdColumns, cats: list[dict], keep_img, img_slot, rej: Rejects,
                        problems: dict):
+    """Rejects or drops annotations by reason; returns (keep, image slot, label position, the boxes clipped by
+    `formats.boxes.clip_to_image`: absolute-pixel xyxy). `cols.ann_box` (xywh) is turned into those xyxy
+    boxes in place and unset."""
     n = len(cols.ann_id)
     reject = MaskRejects(rej, "annotations", cols.ann_index, ids.annotations, problems)
     keep = reject.keep
@@ -315,7 +320,8 @@ def _check_annotations(cols: CocoColumns, ids: IdColumns, cats: list[dict], keep
                lambda idx: [f"image_id={r!r} names more than one image: {shared[int(img_row[i])]}"
                             for i, r in zip(idx, ids.refs.display(idx))])
     if len(cols.img_id) == 0:  # nothing can be kept; every annotation is rejected above
-        return keep, np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64)
+        return keep, np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64), clip_to_image(
+            np.zeros((n, 4)), 1.0, 1.0)
     img_ok = np.zeros(n, dtype=bool)
     img_ok[img_row >= 0] = keep_img[img_row[img_row >= 0]]
     reject(~img_ok, "image rejected", "its image was rejected (see images rejects)")
@@ -325,23 +331,22 @@ def _check_annotations(cols: CocoColumns, ids: IdColumns, cats: list[dict], keep
     reject(label_pos < 0, "unknown category id", lambda idx: [f"category_id={c} is not in 'categories'" for c in cols.ann_cat[idx]])
     box = cols.ann_box
     reject(~np.isfinite(box).all(axis=1), "invalid bbox", "bbox must be 4 finite numbers [x, y, w, h]")
-    # MMDetection's filters, in its order
-    x1, y1, w, h = (box[:, k] for k in range(4))
-    safe_row = np.maximum(img_row, 0)
-    iw = cols.img_w[safe_row].astype(np.float64)
-    ih = cols.img_h[safe_row].astype(np.float64)
+    # MMDetection's filters, in its order; area and sides are the annotated box's, as MMDetection's
+    w, h = box[:, 2], box[:, 3]
     with np.errstate(invalid="ignore"):
-        reject((cols.ann_flags & F_IGNORE) > 0, "ignore", "annotation marked ignore", dropped=True)
-        inter_w = np.minimum(x1 + w, iw) - np.maximum(x1, 0.0)
-        inter_h = np.minimum(y1 + h, ih) - np.maximum(y1, 0.0)
-        reject((inter_w <= 0) | (inter_h <= 0), "no overlap with image", "box lies outside its image", dropped=True)
-        del inter_w, inter_h, iw, ih
-        area = np.where((cols.ann_flags & F_AREA_MISSING) > 0, w * h, cols.ann_area)
-        reject(area <= 0, "area <= 0", None, dropped=True)
-        reject((w < 1) | (h < 1), "width or height < 1", None, dropped=True)
+        no_area = np.where((cols.ann_flags & F_AREA_MISSING) > 0, w * h, cols.ann_area) <= 0
+        small = (w < 1) | (h < 1)
+    box[:, 2:] += box[:, :2]  # xywh -> xyxy in place (a copy of a 10-million-box column is 320 MB)
+    cols.ann_box = None  # no longer xywh; the clipped xyxy boxes are returned
+    safe_row = np.maximum(img_row, 0)
+    fit = clip_to_image(box, cols.img_w[safe_row], cols.img_h[safe_row], in_place=True)
+    reject((cols.ann_flags & F_IGNORE) > 0, "ignore", "annotation marked ignore", dropped=True)
+    reject(fit.empty, NO_OVERLAP, "box lies outside its image", dropped=True)
+    reject(no_area, "area <= 0", None, dropped=True)
+    reject(small, "width or height < 1", None, dropped=True)
     reject((cols.ann_flags & F_CROWD) > 0, "iscrowd", "crowd region", dropped=True)
     slot = np.where(keep, img_slot[np.maximum(img_row, 0)], -1)
-    return keep, slot, label_pos
+    return keep, slot, label_pos, fit
 
 
 def _extra_fields(cols: CocoColumns, cfg: CocoConvertConfig) -> list[pa.Field]:
@@ -359,8 +364,10 @@ def _ids_to_labels(lists: pa.Array, cats: list[dict]) -> pa.Array:
 
 
 def _write_parts(writer: DatasetWriter, cols: CocoColumns, img_ids: Ids, cfg: CocoConvertConfig, cats: list[dict],
-                 kept_idx: np.ndarray, names: pa.Array, ann_keep, ann_slot, label_pos, extra: list[pa.Field]) -> np.ndarray:
-    """Groups the kept boxes by image and writes the record parts; returns the box count of each image."""
+                 kept_idx: np.ndarray, names: pa.Array, xyxy: np.ndarray, ann_keep, ann_slot, label_pos,
+                 extra: list[pa.Field]) -> np.ndarray:
+    """Groups the kept boxes (`xyxy`: absolute pixels, clipped) by image and writes the record parts; returns the
+    box count of each image."""
     n_kept = len(kept_idx)
     boxes_idx = np.flatnonzero(ann_keep)
     order = boxes_idx[np.argsort(ann_slot[boxes_idx], kind="stable")]
@@ -379,7 +386,7 @@ def _write_parts(writer: DatasetWriter, cols: CocoColumns, img_ids: Ids, cfg: Co
         image_id = pc.binary_join_element_wise(prefix, img_ids.text.take(from_numpy(rows)), "")
         lp = label_pos[sel]
         regions = S.regions_from_columns(  # gold boxes are keyed by position (schema.region_keys)
-            offsets[a:b + 1] - offsets[a], xywh_to_xyxy(cols.ann_box[sel]),
+            offsets[a:b + 1] - offsets[a], xyxy[sel],
             label=cat_labels[lp], category=cat_names.take(from_numpy(lp)), origin="gold",
         )
         data = {

@@ -4,8 +4,10 @@ MDETR files are COCO-like: each *image* entry is one caption of a photo, each an
 character spans (``tokens_positive``) of the words it grounds. Every annotation becomes one region with
 its own spans, sorted; the phrase is the words at those spans joined by spaces (what MMDetection's
 ``goldg2odvg.py`` calls the phrase). Unlike that script, two mentions with the same words keep their
-own spans instead of the first mention's, boxes are clipped on all four sides, and every dropped box or
-caption is counted and written to rejects with its reason.
+own spans instead of the first mention's, boxes are clipped on all four sides by the converters' one rule
+(`formats.boxes.clip_to_image`: clipped boxes counted as ``boxes_clipped``, a box with no area inside the
+image dropped as ``no overlap with image``), and every dropped box or caption is counted and written to
+rejects with its reason.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pyarrow.compute as pc
 
 from formats import schema as S
 from formats.arrow_np import from_numpy
+from formats.boxes import NO_OVERLAP, clip_to_image, xywh_to_xyxy
 from formats.coco_read import read_tables
 from formats.converters.coco import ConversionError
 from formats.converters.common import (
@@ -125,7 +128,7 @@ def convert_goldg(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
     writer.write_rejects("part-00000.parquet", rej.rows)
     return writer.finish({
         "images_in": imgs.num_rows, "images": int(keep_img.sum()),
-        "boxes_in": anns.num_rows, "boxes": int(len(regions["slot"])),
+        "boxes_in": anns.num_rows, "boxes": int(len(regions["slot"])), "boxes_clipped": regions["clipped"],
         "dropped": dict(sorted(rej.dropped.items())), "rejected": dict(sorted(rej.rejected.items())),
     })
 
@@ -165,7 +168,8 @@ def _check_images(imgs: pa.Table, img_ids: Ids, ids: np.ndarray, cfg: GoldGConve
 
 def _check_boxes(imgs: pa.Table, anns: pa.Table, refs: Ids, slot: np.ndarray, keep_img: np.ndarray, rej: Rejects,
                  problems: dict, shared: dict[int, str]) -> dict:
-    """Validates every annotation; returns the kept boxes (clipped xyxy), their image slot and sorted spans."""
+    """Validates every annotation; returns the kept boxes (absolute-pixel xyxy, clipped by
+    `formats.boxes.clip_to_image`), how many were clipped, their image slot and sorted spans."""
     n = anns.num_rows
     ann_ids = parse_json_ids(anns.column("id"))
     reject = MaskRejects(rej, "annotations", anns.column("_index").to_numpy(), ann_ids, problems)
@@ -178,8 +182,8 @@ def _check_boxes(imgs: pa.Table, anns: pa.Table, refs: Ids, slot: np.ndarray, ke
                lambda idx: [f"image_id={r!r} names more than one caption: {shared[int(slot[i])]}"
                             for i, r in zip(idx, refs.display(idx))])
     if imgs.num_rows == 0:  # every annotation was rejected just above; nothing to index
-        return {"slot": np.zeros(0, np.int64), "bbox": np.zeros((0, 4)), "spans": np.zeros((0, 2), np.int32),
-                "span_offsets": np.zeros(1, np.int32)}
+        return {"slot": np.zeros(0, np.int64), "bbox": np.zeros((0, 4)), "clipped": 0,
+                "spans": np.zeros((0, 2), np.int32), "span_offsets": np.zeros(1, np.int32)}
     keep_slot = np.where(slot >= 0, slot, 0)
     reject(~keep_img[keep_slot], "image rejected", "its caption was rejected or dropped", dropped=True)
     box = _boxes(anns.column("bbox").combine_chunks())
@@ -190,12 +194,8 @@ def _check_boxes(imgs: pa.Table, anns: pa.Table, refs: Ids, slot: np.ndarray, ke
     reject(np.nan_to_num(area, nan=1.0) <= 0, "area <= 0", None, dropped=True)
     with np.errstate(invalid="ignore"):
         reject((box[:, 2] < 1) | (box[:, 3] < 1), "side < 1 px", None, dropped=True)
-    W = _ints(imgs, "width").astype(np.float64)[keep_slot]
-    H = _ints(imgs, "height").astype(np.float64)[keep_slot]
-    with np.errstate(invalid="ignore"):
-        x1, y1 = np.clip(box[:, 0], 0, W), np.clip(box[:, 1], 0, H)
-        x2, y2 = np.clip(box[:, 0] + box[:, 2], 0, W), np.clip(box[:, 1] + box[:, 3], 0, H)
-        reject((x2 - x1) * (y2 - y1) <= 0, "outside the image", None, dropped=True)
+    fit = clip_to_image(xywh_to_xyxy(box), _ints(imgs, "width")[keep_slot], _ints(imgs, "height")[keep_slot])
+    reject(fit.empty, NO_OVERLAP, "box lies outside its image", dropped=True)
 
     spans = anns.column("tokens_positive").combine_chunks()
     n_spans = pc.list_value_length(spans).fill_null(0).to_numpy(zero_copy_only=False)
@@ -240,7 +240,7 @@ def _check_boxes(imgs: pa.Table, anns: pa.Table, refs: Ids, slot: np.ndarray, ke
     counts = np.bincount(rank[owner], minlength=len(order))
     span_offsets = np.zeros(len(order) + 1, dtype=np.int32)
     np.cumsum(counts, out=span_offsets[1:])
-    return {"slot": slot[order], "bbox": np.stack([x1, y1, x2, y2], axis=1)[order],
+    return {"slot": slot[order], "bbox": fit.xyxy[order], "clipped": int(fit.clipped[order].sum()),
             "spans": flat.astype(np.int32), "span_offsets": span_offsets}
 
 

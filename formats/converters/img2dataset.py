@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from formats import schema as S
+from formats.boxes import NO_OVERLAP, clip_to_image
 from formats.dataset import (
     DatasetWriter,
     Manifest,
@@ -135,8 +136,8 @@ def shard_records(shard: Path, source: str, spans: str | None = None, min_score:
                   stats: dict | None = None, duplicates: dict[str, str] | None = None) -> tuple[pa.Table, list[dict]]:
     """Records for the successful rows of one shard (with GRIT regions from the `spans` column), and rejects.
 
-    `stats`, when given, receives ``images_rejected`` (rows rejected whole) and ``boxes_dropped`` (GRIT boxes
-    left out as empty or under `min_score`). `duplicates`: this shard's keys that an earlier shard of the folder
+    `stats`, when given, receives ``images_rejected`` (rows rejected whole) and, with `spans`, ``boxes_clipped``
+    and ``boxes_under_min_score`` (GRIT boxes clipped to the image, and left out under `min_score`). `duplicates`: this shard's keys that an earlier shard of the folder
     holds (`duplicate_keys`; computed for the folder when not given), rejected. A key twice in the shard and
     a row without a caption are rejected too.
     """
@@ -217,10 +218,10 @@ def shard_records(shard: Path, source: str, spans: str | None = None, min_score:
     if spans is None:
         regions = S.empty_regions(n)
     else:
-        regions, region_rejects, dropped = _grit_regions(t, spans, min_score, str(shard))
+        regions, region_rejects, box_counts = _grit_regions(t, spans, min_score, str(shard))
         rejects += region_rejects
         if stats is not None:
-            stats["boxes_dropped"] = dropped
+            stats.update(box_counts)
     cols = {
         "image_id": pa.array([f"{source}/{k}" for k in keys], pa.string()),
         "source": pa.repeat(pa.scalar(source), n),
@@ -400,18 +401,19 @@ def _distorted(t: pa.Table, tolerance: float = 0.02) -> pa.Array:
     return pa.array(known & off)
 
 
-def _grit_regions(t: pa.Table, column: str, min_score: float, file: str) -> tuple[pa.ListArray, list[dict], int]:
-    """GRIT ``[start, end, x1, y1, x2, y2, score]`` lists -> regions in pixels of the stored image."""
+def _grit_regions(t: pa.Table, column: str, min_score: float, file: str) -> tuple[pa.ListArray, list[dict], dict]:
+    """GRIT ``[start, end, x1, y1, x2, y2, score]`` lists (coordinates 0..1) -> regions in pixels of the stored
+    image, clipped by the converters' one box rule (`formats.boxes.clip_to_image`); a box with no area inside
+    the image is dropped and written to rejects (``dropped: no overlap with image``). Returns the regions, the
+    rejects and the counts ``boxes_clipped`` and ``boxes_under_min_score`` (left out, not written to rejects)."""
     rows = t.column(column).to_pylist()
     captions = t.column("caption").to_pylist()
     widths = t.column("width").to_pylist()
     heights = t.column("height").to_pylist()
     keys = t.column("key").to_pylist()
-    offsets, boxes, phrases, spans, scores, rejects = [0], [], [], [], [], []
-    dropped = 0
+    owner, boxes, spans, scores, names, rejects = [], [], [], [], [], []
     for r, chunks in enumerate(rows):
         cap = captions[r] or ""
-        w, h = widths[r], heights[r]
         for j, c in enumerate(chunks or []):
             why = _bad_chunk(c, len(cap))
             if why:
@@ -422,23 +424,31 @@ def _grit_regions(t: pa.Table, column: str, min_score: float, file: str) -> tupl
                 rejects.append({"file": file, "record": f"key={keys[r]} {column}[{j}]",
                                 "reason": "no word character in span", "detail": repr(cap[int(c[0]):int(c[1])])})
                 continue
-            s, e = span
-            x1, y1, x2, y2 = (min(max(v, 0.0), 1.0) for v in c[2:6])
-            score = c[6] if len(c) > 6 and c[6] is not None else None
-            if (x2 - x1) * (y2 - y1) <= 0 or (score is not None and score < min_score):
-                dropped += 1  # empty after clipping, or under --min-score
-                continue
-            boxes.append((x1 * w, y1 * h, x2 * w, y2 * h))
-            phrases.append(cap[s:e])
-            spans.append([[s, e]])
-            scores.append(score)
-        offsets.append(len(boxes))
-    bbox = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    regions = S.regions_from_columns(np.asarray(offsets), bbox, phrase=pa.array(phrases, pa.string()),
-                                     tokens_positive=pa.array(spans, pa.list_(S.SPAN_TYPE)),
-                                     score=np.asarray(scores, dtype=np.float32) if None not in scores else
-                                     pa.array(scores, pa.float32()), origin="pseudo")
-    return regions, rejects, dropped
+            owner.append(r)
+            boxes.append(c[2:6])
+            spans.append(span)
+            scores.append(c[6] if len(c) > 6 and c[6] is not None else None)
+            names.append(f"key={keys[r]} {column}[{j}]")
+    owner_a = np.asarray(owner, dtype=np.int64)
+    fit = clip_to_image(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), 1.0, 1.0)
+    rejects += [{"file": file, "record": names[i], "reason": f"dropped: {NO_OVERLAP}",
+                 "detail": f"box {boxes[i]} (0..1 of the image) has no area inside it"} for i in np.flatnonzero(fit.empty)]
+    under = np.array([s is not None and s < min_score for s in scores], dtype=bool)
+    keep = ~fit.empty & ~under
+    idx = np.flatnonzero(keep)
+    size = np.array([[widths[r], heights[r]] for r in owner], dtype=np.float64).reshape(-1, 2)[idx]
+    bbox = fit.xyxy[idx] * np.concatenate([size, size], axis=1)
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(owner_a[idx], minlength=len(rows)), out=offsets[1:])
+    kept_spans = [[list(spans[i])] for i in idx.tolist()]
+    kept_scores = [scores[i] for i in idx.tolist()]
+    regions = S.regions_from_columns(offsets, bbox,
+                                     phrase=pa.array([(captions[owner[i]] or "")[spans[i][0]:spans[i][1]] for i in idx.tolist()],
+                                                     pa.string()),
+                                     tokens_positive=pa.array(kept_spans, pa.list_(S.SPAN_TYPE)),
+                                     score=pa.array(kept_scores, pa.float32()), origin="pseudo")
+    return regions, rejects, {"boxes_clipped": int(fit.clipped[idx].sum()),
+                              "boxes_under_min_score": int((under & ~fit.empty).sum())}
 
 
 def _bad_chunk(c, n_chars: int) -> str | None:
@@ -498,7 +508,7 @@ def _convert_shard(item: tuple[Path, dict[str, str]], *, root: str, source: str,
     """Converts one shard (with its keys held by earlier shards) and writes its part and rejects files (in
     whichever process runs it)."""
     shard, duplicates = item
-    stats = {"boxes_dropped": 0, "images_rejected": 0}
+    stats = {"images_rejected": 0}
     table, rejects = shard_records(shard, source, spans, min_score, stats, duplicates)
     name = f"part-{shard.stem}.parquet"
     has_rejects = write_rejects_file(root, name, rejects)
@@ -514,9 +524,16 @@ def _counts(writer: DatasetWriter) -> dict:
     reasons = {} if rejects is None else {
         d["values"]: d["counts"] for d in pc.value_counts(rejects.column("reason")).to_pylist()}
     totals = writer.manifest.totals()
-    failed = sum(p.get("images_rejected", 0) for p in writer.manifest.parts)
-    counts = {"images_in": totals["images"] + failed, **totals, "rejected": dict(sorted(reasons.items()))}
-    dropped = sum(p.get("boxes_dropped", 0) for p in writer.manifest.parts)
+    parts = writer.manifest.parts
+    failed = sum(p.get("images_rejected", 0) for p in parts)
+    counts = {"images_in": totals["images"] + failed, **totals,
+              "rejected": dict(sorted((r, n) for r, n in reasons.items() if not r.startswith("dropped: ")))}
+    dropped = {r.removeprefix("dropped: "): n for r, n in reasons.items() if r.startswith("dropped: ")}
+    under = sum(p.get("boxes_under_min_score", 0) for p in parts)
+    if under:
+        dropped["under min_score"] = under
+    if any("boxes_clipped" in p for p in parts):
+        counts["boxes_clipped"] = sum(p.get("boxes_clipped", 0) for p in parts)
     if dropped:
-        counts["dropped"] = {"box empty after clipping or under min_score": dropped}
+        counts["dropped"] = dict(sorted(dropped.items()))
     return counts

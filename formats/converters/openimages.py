@@ -10,8 +10,9 @@ headers, read in parallel without decoding the pixels.
 A CSV line is a record: a malformed line (missing or extra fields, bytes that are not UTF-8) is rejected
 with its line number (the physical line where the record starts, blank lines and quoted newlines
 counted) and duckdb's reason (``read_csv(..., store_rejects=true)``) and the rest converts.
-Coordinates a little outside 0..1 are clipped to the image and counted (``boxes_clipped``); a box with no
-area inside the image is dropped (``no overlap with image``), an inverted or non-numeric one rejected.
+Coordinates outside 0..1 are clipped to the image and counted (``boxes_clipped``) and a box with no area
+inside the image is dropped (``no overlap with image``), by the rule of every converter
+(`formats.boxes.clip_to_image`); an inverted or non-numeric box is rejected (``invalid box``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import pyarrow.compute as pc
 
 from formats import schema as S
 from formats.arrow_np import from_numpy
+from formats.boxes import NO_OVERLAP, clip_to_image
 from formats.converters.coco import ConversionError
 from formats.converters.common import Rejects
 from formats.dataset import DatasetWriter, Manifest, input_entry, part_ranges, prior_run, provenance
@@ -229,33 +231,47 @@ def _record_start_lines(path: Path) -> np.ndarray:
 
 
 _FINITE = "isfinite(xmin) AND isfinite(xmax) AND isfinite(ymin) AND isfinite(ymax)"
-_OUTSIDE = "xmin < 0 OR ymin < 0 OR xmax > 1 OR ymax > 1"
+_OUTSIDE = "xmin < 0 OR ymin < 0 OR xmax > 1 OR ymax > 1"  # the boxes `clip_to_image` can change or empty
 
 
 def _reject_boxes(con: duckdb.DuckDBPyConnection, cfg: OpenImagesConvertConfig, rej: Rejects) -> int:
-    """Table `good` (boxes clipped to 0..1); bad boxes rejected or dropped by reason. Returns how many were clipped."""
+    """Table `good` (boxes clipped to 0..1 by `formats.boxes.clip_to_image`); bad boxes rejected or dropped by
+    reason, in line order within each reason. Returns how many were clipped."""
     checks = [
         ("invalid ImageID", f"image_id IS NULL OR NOT ({_VALID_ID})", False),
         ("unknown LabelName", "mid NOT IN (SELECT mid FROM classes) OR mid IS NULL", False),
         ("invalid box", f"xmin IS NULL OR xmax IS NULL OR ymin IS NULL OR ymax IS NULL OR NOT ({_FINITE})"
                         " OR NOT (xmin < xmax AND ymin < ymax)", False),
-        ("no overlap with image", "xmax <= 0 OR ymax <= 0 OR xmin >= 1 OR ymin >= 1", True),
+        (NO_OVERLAP, "line IN (SELECT line FROM edge WHERE empty)", True),
     ]
     if cfg.group_of == "drop":
         checks.append(("group-of", "coalesce(group_of, false)", True))
+
+    def passing(conds: list[str]) -> str:
+        return " AND ".join(f"NOT coalesce(({c}), false)" for c in conds) or "true"
+
     bad_sql = []
     for reason, cond, dropped in checks:
-        prior = " AND ".join(f"NOT coalesce(({c}), false)" for c in bad_sql) or "true"
-        rows = con.execute(f"SELECT line, image_id, mid FROM boxes WHERE coalesce(({cond}), false) AND {prior} ORDER BY line").fetchall()
+        if reason == NO_OVERLAP:  # the converters' one box rule, on the valid boxes that reach past a side
+            edge = con.sql(f"SELECT line, xmin, ymin, xmax, ymax FROM boxes WHERE ({_OUTSIDE}) AND "
+                           f"{passing(bad_sql)}").to_arrow_table()
+            fit = clip_to_image(np.stack([edge.column(c).to_numpy() for c in ("xmin", "ymin", "xmax", "ymax")], axis=1)
+                                if edge.num_rows else np.zeros((0, 4)), 1.0, 1.0)
+            con.register("edge", pa.table({"line": edge.column("line"), "xmin": fit.xyxy[:, 0], "ymin": fit.xyxy[:, 1],
+                                           "xmax": fit.xyxy[:, 2], "ymax": fit.xyxy[:, 3], "empty": fit.empty,
+                                           "clipped": fit.clipped}))
+        rows = con.execute(f"SELECT line, image_id, mid FROM boxes WHERE coalesce(({cond}), false) AND "
+                           f"{passing(bad_sql)} ORDER BY line").fetchall()
         if rows:
             rej.add_records([f"line {r[0]}" for r in rows], reason,
                             [f"ImageID={r[1]} LabelName={r[2]}" for r in rows], dropped=dropped)
         bad_sql.append(cond)
-    keep = " AND ".join(f"NOT coalesce(({c}), false)" for c in bad_sql)
     con.execute(f"""CREATE TABLE good AS SELECT b.line, b.image_id, c.label, b.mid,
-                    greatest(b.xmin, 0.0) AS xmin, greatest(b.ymin, 0.0) AS ymin,
-                    least(b.xmax, 1.0) AS xmax, least(b.ymax, 1.0) AS ymax, ({_OUTSIDE}) AS clipped
-                    FROM boxes b JOIN classes c USING (mid) WHERE {keep}""")
+                    coalesce(e.xmin, b.xmin) AS xmin, coalesce(e.ymin, b.ymin) AS ymin,
+                    coalesce(e.xmax, b.xmax) AS xmax, coalesce(e.ymax, b.ymax) AS ymax,
+                    coalesce(e.clipped, false) AS clipped
+                    FROM (SELECT * FROM boxes WHERE {passing(bad_sql)}) b JOIN classes c ON c.mid = b.mid
+                    LEFT JOIN edge e ON e.line = b.line""")
     gone = con.execute(f"""SELECT DISTINCT image_id FROM boxes WHERE image_id NOT IN (SELECT image_id FROM good)
                           AND image_id IS NOT NULL AND {_VALID_ID} ORDER BY image_id""").fetchall()
     if gone:

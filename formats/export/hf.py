@@ -1,7 +1,10 @@
 """A Hugging Face ``datasets`` dataset with declared features, loadable with ``datasets.load_dataset(DIR)``.
 
 Records are written as parquet shards under ``DIR/data/`` whose schema carries the ``datasets`` features
-(boxes, phrases, spans, scores), plus a dataset card. Images stay referenced (``file_name`` + image root).
+(boxes, phrases, spans, scores), plus a dataset card. Images stay referenced (``file_name`` + image root),
+not embedded: as the other exports, a dataset whose images are inside img2dataset/webdataset shards
+(``tar://KEY.jpg::SHARD``) is refused unless an images folder is given (`formats.export.images`: the shard
+images are written there and named relative to it) or shard names are asked for (`tar_paths`).
 
 ``datasets`` caches a local folder by its name and the card's ``data_files`` patterns (not the files), so a
 folder re-written with other records could be served from the stale cache. Shard names and the card's
@@ -21,6 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from formats.dataset import Dataset, atomic_path, atomic_write_bytes
+from formats.export.images import register_export_records, with_exported_names
+from formats.query import connect
 
 
 def hf_features(schema: pa.Schema):
@@ -43,28 +48,36 @@ def hf_features(schema: pa.Schema):
     return Features(feats)
 
 
-def export_fingerprint(ds: Dataset) -> str:
-    """8 hex digits identifying the exported records (parts, their sizes, when and where they were made)."""
+def export_fingerprint(ds: Dataset, images_dir: str | os.PathLike | None = None) -> str:
+    """8 hex digits identifying the exported records (parts, their sizes, when and where they were made, and
+    the images folder their file names point into)."""
     m = ds.manifest
     key = {"root": str(ds.root.resolve()), "parts": m.parts, "created": m.provenance.get("created"),
-           "resume": m.config.get("_resume_key")}
+           "resume": m.config.get("_resume_key"), "images_dir": None if images_dir is None else str(Path(images_dir).resolve())}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def export_hf(dataset_dir: str | os.PathLike, out: str | os.PathLike, push_to_hub: str | None = None,
-              private: bool = True) -> dict:
-    """Writes DIR/data/train-*.parquet with declared features and a README; optionally uploads to the Hub."""
+              private: bool = True, *, images_dir: str | os.PathLike | None = None, tar_paths: bool = False) -> dict:
+    """Writes DIR/data/train-*.parquet with declared features and a README; optionally uploads to the Hub.
+
+    `images_dir`: write images kept inside img2dataset shards there and name them relative to it
+    (`formats.export.images`); without it such datasets are refused (`ShardImagesError`) unless `tar_paths`."""
     ds = Dataset(dataset_dir).require_complete()
+    con = connect()
+    image_counts = register_export_records(con, ds, images_dir, tar_paths=tar_paths)
     out = Path(out)
     (out / "data").mkdir(parents=True, exist_ok=True)
     n = len(ds.part_paths)
-    fp = export_fingerprint(ds)
+    fp = export_fingerprint(ds, images_dir)
     features = None
     rows = 0
     written = set()
     for i, table in enumerate(ds.iter_tables()):
         if features is None:
             features = hf_features(table.schema)
+        if images_dir is not None:
+            table = with_exported_names(con, table)
         table = table.select(list(features.keys())).cast(features.arrow_schema)
         name = f"train-{fp}-{i:05d}-of-{n:05d}.parquet"
         with atomic_path(out / "data" / name) as tmp:
@@ -75,6 +88,11 @@ def export_hf(dataset_dir: str | os.PathLike, out: str | os.PathLike, push_to_hu
         if old.name not in written:
             old.unlink()
     m = ds.manifest
+    where = f"the image root `{m.image_root}`"
+    if images_dir is not None:
+        where = f"`{Path(images_dir).resolve()}` (images from shards written there; others by absolute path)"
+    elif tar_paths:
+        where = f"the image root `{m.image_root}`; `tar://KEY.jpg::SHARD` names an image inside a shard"
     card = f"""---
 configs:
 - config_name: default
@@ -86,8 +104,8 @@ configs:
 
 ODVG records made by ovlabel ({m.kind.upper()} data from `{m.source}`): {rows} images,
 {sum(int(p['boxes']) for p in m.parts)} boxes. Boxes are absolute-pixel `[x1, y1, x2, y2]`; `tokens_positive`
-are `[start, end)` character spans into `caption`. Images are referenced by `file_name` relative to the
-image root `{m.image_root}`, not embedded.
+are `[start, end)` character spans into `caption`. Images are referenced by `file_name` relative to
+{where}, not embedded.
 
 Load it with `datasets.load_dataset("{out}", split="train")`; after re-exporting into this folder, add
 `download_mode="force_redownload"` to be sure no cached copy of an earlier export is served.
@@ -99,4 +117,4 @@ Load it with `datasets.load_dataset("{out}", split="train")`; after re-exporting
         api = HfApi()
         api.create_repo(push_to_hub, repo_type="dataset", private=private, exist_ok=True)
         api.upload_folder(folder_path=str(out), repo_id=push_to_hub, repo_type="dataset")
-    return {"dir": out, "rows": rows, "shards": n, "fingerprint": fp, "pushed_to": push_to_hub}
+    return {"dir": out, "rows": rows, "shards": n, "fingerprint": fp, "pushed_to": push_to_hub, **image_counts}

@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from formats import paths as P
 from formats.dataset import Dataset
@@ -131,3 +132,12 @@ def register_export_records(con: duckdb.DuckDBPyConnection, ds: Dataset, images_
                    SELECT r.* REPLACE (coalesce(n.exported_name, r.file_name) AS file_name)
                    FROM stored_records r LEFT JOIN exported_names n USING (file_name) ORDER BY r._ord""")
     return counts
+
+
+def with_exported_names(con: duckdb.DuckDBPyConnection, table: pa.Table) -> pa.Table:
+    """`table` (records as stored) with the file names `register_export_records` gave them in the images folder
+    (for exports that write the stored parts one by one rather than through the `records` view)."""
+    names = con.table("exported_names").to_arrow_table()
+    pos = pc.index_in(table.column("file_name"), value_set=names.column("file_name"))
+    exported = pc.coalesce(pc.take(names.column("exported_name"), pos), table.column("file_name"))
+    return table.set_column(table.schema.get_field_index("file_name"), "file_name", exported)
