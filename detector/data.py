@@ -13,6 +13,7 @@ Names that differ only in case or whitespace (`formats.phrase_rules.phrase_key`,
 are one name, the first text seen: "dog", "Dog" and "DOG" are one group in the prompt and their boxes one
 class, never each other's negatives.
 
+Crowd and ignore regions (`formats.schema.IGNORE_ORIGINS`) are never trained on: only `TRAIN_ORIGINS` are read.
 Boxes become normalised ``cx, cy, w, h``. Pseudo regions carry their score (for loss weighting) and the
 example says whether it is pseudo (for classification-only training).
 """
@@ -30,6 +31,7 @@ from detector.prompts import join_prompt, prompt_form
 from formats.dataset import Dataset
 from formats.images import decode_image, read_image_bytes
 from formats.phrase_rules import has_word, phrase_key
+from formats.schema import TRAIN_ORIGINS
 
 log = logging.getLogger("ovlabel.train")
 
@@ -83,7 +85,7 @@ def load_examples(dataset_dir: str | os.PathLike, *, exclude_keys: set[str] = fr
     out, wordless = [], 0
     for r, ks in ds.iter_keyed(["file_name", "width", "height"]):
         regs = r["regions"] or []
-        kept = [(g, k) for g, k in zip(regs, ks) if k not in exclude_keys and (
+        kept = [(g, k) for g, k in zip(regs, ks) if k not in exclude_keys and g["origin"] in TRAIN_ORIGINS and (
             g["origin"] != "pseudo" or (g["score"] if g["score"] is not None else 1.0) >= min_score)]
         if not kept:
             continue

@@ -1,11 +1,14 @@
 """Gold sets and detection files for evaluation, in the shape the reference tools read.
 
 A gold set is either the original COCO / LVIS annotation JSON (used as is: the reference tools score against
-that file) or an ovlabel dataset directory, rebuilt into a COCO dict that keeps what evaluation needs when
-the dataset carries it: the source's image and category ids, crowd / ignore regions, the annotation's own
-area, LVIS's category `frequency` and per-image `neg_category_ids` / `not_exhaustive_category_ids`
-(region fields, extra columns or manifest fields that older datasets lack: then ids are parsed from
-``image_id`` = ``<source>/<id>`` or numbered 1..N, areas come from the box, nothing is a crowd).
+that file) or an ovlabel dataset directory, rebuilt into a COCO dict with what the converter kept (format
+version 2, docs/format.md): the source's image ids (column ``source_image_id``) and category ids
+(`Manifest.category_ids`), the category fields `export coco` writes too (LVIS ``frequency``, ...), crowd /
+ignore regions (origins ``crowd`` / ``ignore``, both scored as ``iscrowd``: never a false negative, a
+detection on one is no false positive), each annotation's own ``area``, ``coco_url`` and LVIS's per-image
+``neg_category_ids`` / ``not_exhaustive_category_ids`` (stored as labels, mapped back to category ids).
+Datasets without ``source_image_id`` (version 1, or not converted from a COCO-format file) take the image id
+from ``image_id`` = ``<source>/<integer>`` when it is one, else 1..N; version-1 areas come from the box.
 
 Detections are COCO results: ``[{"image_id", "category_id", "bbox": [x, y, w, h] pixels, "score"}]``.
 """
@@ -16,12 +19,9 @@ import json
 import os
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from formats.dataset import Dataset
-
-CROWD_ORIGINS = ("crowd", "ignore")  # region origins of ignore regions (issue 15 item 1 may add them)
-GOLD_ORIGINS = ("gold", "review")
+from formats.export.coco import od_categories
+from formats.schema import GOLD_ORIGINS, IGNORE_ORIGINS
 
 
 class EvaluationError(ValueError):
@@ -52,12 +52,8 @@ def load_gold(path: str | os.PathLike) -> dict:
     return dataset_to_coco(p)
 
 
-def _source_image_id(row: dict, k: int, taken: set[int]) -> int:
-    """The source's integer image id: an extra column when present, else the `<source>/<id>` suffix, else k."""
-    for key in ("source_image_id", "source_id", "coco_id"):
-        v = row.get(key)
-        if isinstance(v, int) and v not in taken:
-            return v
+def _fallback_image_id(row: dict, k: int, taken: set[int]) -> int:
+    """A dataset without source ids: the `<source>/<integer>` suffix of `image_id` when free, else k."""
     tail = str(row["image_id"]).rsplit("/", 1)[-1]
     return int(tail) if tail.isdigit() and int(tail) not in taken else k
 
@@ -71,27 +67,24 @@ def dataset_to_coco(dataset_dir: str | os.PathLike) -> dict:
     m = ds.manifest
     if m.kind != "od":
         raise EvaluationError(f"{dataset_dir}: detection AP needs a detection (OD) dataset, not {m.kind!r}")
-    cat_id = {c["label"]: int(c.get("id", c["label"] + 1)) for c in m.categories}
-    if len(set(cat_id.values())) != len(cat_id):  # source ids missing or clashing: number by label
-        cat_id = {c["label"]: c["label"] + 1 for c in m.categories}
-    cats = []
-    for c in m.categories:
-        entry = {"id": cat_id[c["label"]], "name": c["name"]}
-        for k in ("frequency", "synonyms", "image_count", "instance_count"):
-            if k in c:
-                entry[k] = c[k]
-        cats.append(entry)
-    gt: dict = {"images": [], "annotations": [], "categories": cats}
-    taken: set[int] = set()
-    for path in ds.part_paths:
-        for row in pq.read_table(path).to_pylist():
-            k = _source_image_id(row, len(gt["images"]) + 1, taken)
+    cat_id = m.category_ids()
+    gt: dict = {"images": [], "annotations": [], "categories": od_categories(m)}
+    source_ids = "source_image_id" in m.extra_columns
+    taken: set = set()
+    for table in ds.iter_tables():
+        for row in table.to_pylist():
+            if source_ids and row.get("source_image_id") is not None:
+                k = json.loads(row["source_image_id"])
+            else:
+                k = _fallback_image_id(row, len(gt["images"]) + 1, taken)
             taken.add(k)
             im = {"id": k, "width": row["width"], "height": row["height"], "file_name": row["file_name"],
                   "ovlabel_id": row["image_id"]}
-            for key in ("coco_url", "neg_category_ids", "not_exhaustive_category_ids"):
-                if row.get(key) is not None:
-                    im[key] = list(row[key]) if isinstance(row[key], list) else row[key]
+            if row.get("coco_url") is not None:
+                im["coco_url"] = row["coco_url"]
+            for col, key in (("neg_labels", "neg_category_ids"), ("not_exhaustive_labels", "not_exhaustive_category_ids")):
+                if row.get(col) is not None:
+                    im[key] = [cat_id[int(x)] for x in row[col]]
             gt["images"].append(im)
             for g in row["regions"] or []:
                 ann = _region_annotation(g, k, cat_id)
@@ -101,8 +94,9 @@ def dataset_to_coco(dataset_dir: str | os.PathLike) -> dict:
     return gt
 
 
-def _region_annotation(g: dict, image_id: int, cat_id: dict[int, int]) -> dict | None:
-    crowd = g.get("origin") in CROWD_ORIGINS or bool(g.get("iscrowd"))
+def _region_annotation(g: dict, image_id, cat_id: dict[int, int]) -> dict | None:
+    """A gold, reviewed, crowd or ignore region as a COCO annotation (the last two ``iscrowd: 1``); else None."""
+    crowd = g.get("origin") in IGNORE_ORIGINS
     if (g.get("origin") not in GOLD_ORIGINS and not crowd) or g.get("label") is None:
         return None
     x1, y1, x2, y2 = (float(v) for v in g["bbox"])

@@ -24,6 +24,7 @@ from detector.eval_lvis import LVIS_MAX_DETS, lvis_metrics
 from formats.boxes import iou_matrix
 from formats.dataset import Dataset
 from formats.images import ImageError, decode_image, read_image_bytes
+from formats.schema import GOLD_ORIGINS, IGNORE_ORIGINS
 
 log = logging.getLogger("ovlabel.evaluate")
 
@@ -183,8 +184,22 @@ def _xywh(b) -> list[float]:
     return [x1, y1, x2 - x1, y2 - y1]
 
 
+def _covered(boxes: np.ndarray, crowds: np.ndarray) -> np.ndarray:
+    """Per xyxy box (px), the largest share of its area inside one crowd region (COCO's crowd IoU); 0 without."""
+    if len(boxes) == 0 or len(crowds) == 0:
+        return np.zeros(len(boxes))
+    lt = np.maximum(boxes[:, None, :2], crowds[None, :, :2])
+    rb = np.minimum(boxes[:, None, 2:], crowds[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    area = np.clip(boxes[:, 2:] - boxes[:, :2], 0, None).prod(axis=1)
+    return (inter / np.maximum(area, 1e-12)[:, None]).max(axis=1)
+
+
 def pseudo_quality(pseudo_dir: str | os.PathLike, gold_dir: str | os.PathLike, *, iou: float = 0.5) -> dict:
     """Pseudo boxes against hidden gold boxes of the same images (class-agnostic): AP, precision, recall.
+
+    The gold's crowd / ignore regions are ignored as COCO ignores crowds: a pseudo box matching no gold box
+    but lying on one (>= `iou` of its area inside) counts neither in AP nor in precision.
 
     Raises `EvaluationError` naming both directories when the pseudo set has no pseudo region or shares no
     image with the gold set (never a zero AP).
@@ -202,12 +217,14 @@ def pseudo_quality(pseudo_dir: str | os.PathLike, gold_dir: str | os.PathLike, *
     for image_id, g in gold_recs.items():
         k = len(gt["images"]) + 1
         gt["images"].append({"id": k, "width": g["width"], "height": g["height"]})
-        gboxes = np.array([x["bbox"] for x in g["regions"] or [] if x["origin"] in ("gold", "review")],
+        gboxes = np.array([x["bbox"] for x in g["regions"] or [] if x["origin"] in GOLD_ORIGINS],
                           dtype=np.float64).reshape(-1, 4)
-        for box in gboxes:
+        crowds = np.array([x["bbox"] for x in g["regions"] or [] if x["origin"] in IGNORE_ORIGINS],
+                          dtype=np.float64).reshape(-1, 4)
+        for box, crowd in [(b, 0) for b in gboxes] + [(b, 1) for b in crowds]:
             b = _xywh(box)
             gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": k, "bbox": b, "category_id": 1,
-                                      "area": b[2] * b[3], "iscrowd": 0})
+                                      "area": b[2] * b[3], "iscrowd": crowd})
         preds = [x for x in (pseudo_recs.get(image_id, {}).get("regions") or []) if x["origin"] == "pseudo"]
         preds.sort(key=lambda x: -(x["score"] or 0.0))
         pboxes = np.array([x["bbox"] for x in preds], dtype=np.float64).reshape(-1, 4)
@@ -215,14 +232,17 @@ def pseudo_quality(pseudo_dir: str | os.PathLike, gold_dir: str | os.PathLike, *
             dets.append({"image_id": k, "category_id": 1, "bbox": _xywh(x["bbox"]), "score": float(x["score"] or 0.0)})
         taken = np.zeros(len(gboxes), bool)
         m = iou_matrix(pboxes, gboxes)
+        on_crowd = _covered(pboxes, crowds) >= iou  # an unmatched box on a crowd region is not counted
         for i in range(len(pboxes)):  # greedy, by score
             cand = np.where(~taken & (m[i] >= iou))[0]
             if len(cand):
                 taken[cand[np.argmax(m[i, cand])]] = True
                 tp += 1
-        n_pred += len(pboxes)
+            elif on_crowd[i]:
+                continue
+            n_pred += 1
     ap = coco_metrics(gt, dets, agnostic=True)
-    n_gold = len(gt["annotations"])
+    n_gold = sum(1 for a in gt["annotations"] if not a["iscrowd"])
     return {"AP": ap["AP"], "AP50": ap["AP50"], "precision@0.5": round(tp / n_pred, 5) if n_pred else None,
             "recall@0.5": round(tp / n_gold, 5) if n_gold else None, "pseudo_boxes": n_pred, "gold_boxes": n_gold,
             "images": len(gt["images"])}

@@ -97,7 +97,8 @@ class Manifest:
     kind: str  # "od" or "vg"
     source: str
     image_root: str | None = None
-    categories: list[dict] = field(default_factory=list)  # [{"label", "name", "id", "synonyms", "def"}]
+    # the label map: [{"label", "name", "id" (the source's category id), LVIS "synonyms", "def", "frequency", ...}]
+    categories: list[dict] = field(default_factory=list)
     extra_columns: list[str] = field(default_factory=list)
     provenance: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
@@ -137,6 +138,15 @@ class Manifest:
     def label_map(self) -> dict[str, str]:
         """MMDetection's label map: label id (as a string) -> category name."""
         return {str(c["label"]): c["name"] for c in self.categories}
+
+    def category_ids(self) -> dict[int, int]:
+        """Label -> COCO category id: the source's ids when every category has a distinct integer ``id``
+        (COCO, LVIS, Objects365 conversions), else ``label + 1`` (Open Images MIDs, VG data, ...)."""
+        ids = {int(c["label"]): c.get("id") for c in self.categories}
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in ids.values()) and \
+                len(set(ids.values())) == len(ids):
+            return ids
+        return {label: label + 1 for label in ids}
 
     def totals(self) -> dict[str, int]:
         """Images and boxes over the listed parts."""
@@ -196,12 +206,12 @@ class Dataset:
         paths = self.part_paths
         if not paths:
             return S.record_schema().empty_table()
-        return pa.concat_tables([pq.read_table(p, columns=columns) for p in paths])
+        return pa.concat_tables([S.upgrade(pq.read_table(p, columns=columns)) for p in paths])
 
     def iter_tables(self, columns: list[str] | None = None) -> Iterator[pa.Table]:
-        """Records part by part (bounded memory)."""
+        """Records part by part (bounded memory), in the current layout (`formats.schema.upgrade`)."""
         for p in self.part_paths:
-            yield pq.read_table(p, columns=columns)
+            yield S.upgrade(pq.read_table(p, columns=columns))
 
     def iter_keyed(self, columns: list[str]) -> Iterator[tuple[dict, list[str]]]:
         """Each record (`columns` plus image_id and regions) with the keys of its regions, part by part."""
@@ -215,8 +225,8 @@ class Dataset:
 
     @property
     def has_scores(self) -> bool:
-        """True when any region is not gold (pseudo or reviewed regions carry scores)."""
-        return any(o != "gold" for p in self.manifest.parts for o in p.get("origins", {}))
+        """True when any region is pseudo or reviewed (they carry scores; gold, crowd and ignore regions do not)."""
+        return any(o in ("pseudo", "review") for p in self.manifest.parts for o in p.get("origins", {}))
 
     def read_rejects(self) -> pa.Table:
         paths = self.reject_paths

@@ -106,6 +106,20 @@ def ids_from_values(values: list) -> Ids:
     return parse_json_ids(pa.array(raw, pa.string()))
 
 
+def json_texts(ids: Ids, positions=None) -> pa.Array:
+    """The ids at `positions` (all by default) as canonical JSON text: ``3`` for an integer, ``"03"`` for a
+    string (what ``json.loads`` turns back into the id with its type; null where invalid). Datasets keep
+    the source's image ids so (``source_image_id``) and exports write them back as they were."""
+    pos = pa.array(np.arange(len(ids.text)) if positions is None else np.asarray(positions, dtype=np.int64), pa.int64())
+    text = ids.text.take(pos)
+    is_str = ids.is_str[pos.to_numpy()]
+    if not is_str.any():
+        return text
+    values = text.to_pylist()
+    return pa.array([json.dumps(t, ensure_ascii=False) if s and t is not None else t
+                     for t, s in zip(values, is_str.tolist())], pa.string())
+
+
 def _mask(arr: pa.Array) -> np.ndarray:
     return np.asarray(pc.fill_null(arr, False).to_numpy(zero_copy_only=False), dtype=bool)
 

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from formats import schema as S
 from formats.dataset import Dataset
+
+_DUCK = {pa.float64(): "DOUBLE", pa.float32(): "FLOAT", pa.int32(): "INTEGER", pa.int16(): "SMALLINT",
+         pa.string(): "VARCHAR"}
 
 
 def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
@@ -26,14 +32,16 @@ def register_records(con: duckdb.DuckDBPyConnection, ds: Dataset, name: str = "r
 
     Rows come in stored order (duckdb preserves insertion order across the listed parts); `with_order`
     adds `_ord`, the 0-based record position, for queries that reorder and need the position itself.
+    Parts of an older format version are seen in the current layout (`upgrade_regions_sql`).
     """
     paths = ds.part_paths
     if not paths:
         con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM (SELECT NULL::VARCHAR AS image_id, "
                     "0::BIGINT AS _ord) WHERE false")
         return
+    upgrade = upgrade_regions_sql(pq.read_schema(paths[0]))
     if not with_order:
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({sql_list(paths)})")
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT *{upgrade} FROM read_parquet({sql_list(paths)})")
         return
     offsets, at = [], 0
     for p, part in zip(paths, ds.manifest.parts):
@@ -42,10 +50,21 @@ def register_records(con: duckdb.DuckDBPyConnection, ds: Dataset, name: str = "r
     con.execute(f"CREATE OR REPLACE TEMP TABLE _{name}_parts AS SELECT * FROM (VALUES {', '.join(offsets)}) t(filename, first)")
     con.execute(
         f"""CREATE OR REPLACE VIEW {name} AS
-        SELECT r.* EXCLUDE (filename, file_row_number), p.first + r.file_row_number AS _ord
+        SELECT r.* EXCLUDE (filename, file_row_number){upgrade}, p.first + r.file_row_number AS _ord
         FROM read_parquet({sql_list(paths)}, filename = true, file_row_number = true) r
         JOIN _{name}_parts p USING (filename)"""
     )
+
+
+def upgrade_regions_sql(schema: pa.Schema) -> str:
+    """A ``REPLACE (...)`` clause giving an older layout's `regions` the fields it lacks (null), or ""."""
+    if "regions" not in schema.names:
+        return ""
+    missing = S.missing_region_fields(schema.field("regions").type)
+    if not missing:
+        return ""
+    added = ", ".join(f"{f.name} := NULL::{_DUCK[f.type]}" for f in missing)
+    return f" REPLACE (list_transform(regions, lambda g: struct_insert(g, {added})) AS regions)"
 
 
 def register_rejects(con: duckdb.DuckDBPyConnection, ds: Dataset, name: str = "rejects") -> None:
@@ -59,7 +78,8 @@ def register_rejects(con: duckdb.DuckDBPyConnection, ds: Dataset, name: str = "r
 
 
 def stats(dataset_dir: str, top: int = 20) -> dict:
-    """Summary of a dataset directory: images, boxes, boxes per image, top labels, box sizes, rejects."""
+    """Summary of a dataset directory: images, boxes (every region, crowd / ignore regions included and also
+    counted apart in `ignore_regions`), boxes per image, top labels, box sizes (px² of the box), rejects."""
     ds = Dataset(dataset_dir)
     con = connect()
     register_records(con, ds)
@@ -86,6 +106,7 @@ def stats(dataset_dir: str, top: int = 20) -> dict:
                quantile_cont(rel_area, [0.1, 0.5, 0.9])
         FROM boxes""").fetchone()
     origins = dict(con.execute("SELECT origin, count(*) FROM boxes GROUP BY origin ORDER BY origin").fetchall())
+    ignore = {o: origins[o] for o in S.IGNORE_ORIGINS if o in origins}
     rejects = dict(con.execute("SELECT reason, count(*) FROM rejects GROUP BY reason ORDER BY count(*) DESC, reason").fetchall())
     return {
         "dataset": str(ds.root), "kind": m.kind, "source": m.source, "complete": m.complete,
@@ -97,6 +118,7 @@ def stats(dataset_dir: str, top: int = 20) -> dict:
         "box_sizes": {"small (<32^2 px)": sizes[0], "medium": sizes[1], "large (>=96^2 px)": sizes[2],
                       "relative_area_p10_p50_p90": [round(x, 5) for x in (sizes[3] or [])]},
         "origins": origins,
+        "ignore_regions": ignore,  # crowd / ignore regions: counted in `boxes`, never trained on
         "rejects": rejects,
         "drops_and_rejects_at_conversion": {k: m.counts[k] for k in ("dropped", "rejected") if k in m.counts},
     }
@@ -110,6 +132,8 @@ def format_stats(s: dict) -> str:
              "boxes/image  " + "  ".join(f"{k} {v}" for k, v in s["boxes_per_image"].items()),
              "box sizes    " + "  ".join(f"{k} {v}" for k, v in s["box_sizes"].items()),
              "origins      " + ("  ".join(f"{k} {v:,}" for k, v in s["origins"].items()) or "-"),
+             "ignore regions (evaluation only, never trained on)  "
+             + ("  ".join(f"{k} {v:,}" for k, v in s["ignore_regions"].items()) or "-"),
              "top categories/phrases:"]
     width = max([len(str(t["name"])) for t in s["top"]] + [4])
     lines += [f"  {str(t['name']):<{width}}  {t['boxes']:,}" for t in s["top"]]

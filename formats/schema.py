@@ -3,7 +3,16 @@
 A record is one image. Its boxes are `regions`, a list of structs. Boxes are absolute-pixel
 ``x1 y1 x2 y2`` (``bbox`` here always means xyxy pixels; other conventions are converted in
 ``formats.boxes`` at the edges). Converters may add source-specific columns after the core ones
-(LVIS ``neg_labels``, MDETR ``sentence_id``, img2dataset ``sha256``...); they are listed in the manifest.
+(COCO-format ``source_image_id`` and ``coco_url``, LVIS ``neg_labels``, MDETR ``sentence_id``, img2dataset
+``sha256``...); they are listed in the manifest.
+
+A region's ``origin`` says what it is: ``gold`` / ``review`` boxes are ground truth, ``pseudo`` boxes machine
+labels, and ``crowd`` / ``ignore`` regions (a source's ``iscrowd`` / ``ignore`` annotations) are kept only
+for evaluation: never trained on, never exported for training, ignored when scoring (`IGNORE_ORIGINS`).
+
+Format versions: 1 had no region ``area``, no ``crowd`` / ``ignore`` origins (such annotations were dropped)
+and no ``source_image_id`` / ``coco_url`` columns. Version-1 parts are read as version 2 (`upgrade`): the
+missing region fields are null.
 """
 
 from __future__ import annotations
@@ -15,9 +24,12 @@ import pyarrow.compute as pc
 from formats.arrow_np import from_numpy
 
 FORMAT_NAME = "ovlabel-odvg"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
-ORIGINS = ("gold", "pseudo", "review")
+GOLD_ORIGINS = ("gold", "review")  # ground-truth boxes: trained on and scored
+IGNORE_ORIGINS = ("crowd", "ignore")  # kept for evaluation only: never trained on, ignored when scoring
+TRAIN_ORIGINS = ("gold", "pseudo", "review")  # what training and training exports read
+ORIGINS = ("gold", "pseudo", "review", "crowd", "ignore")
 
 SPAN_TYPE = pa.list_(pa.int32(), 2)
 REGION_TYPE = pa.struct(
@@ -33,6 +45,7 @@ REGION_TYPE = pa.struct(
         pa.field("clip_score", pa.float32()),
         pa.field("origin", pa.string()),
         pa.field("round", pa.int16()),
+        pa.field("area", pa.float64()),  # the source annotation's own area, px² (COCO `area`); null: the box's
     ]
 )
 REGION_FIELDS = tuple(f.name for f in REGION_TYPE)
@@ -84,8 +97,11 @@ def regions_from_columns(
     clip_score: np.ndarray | None = None,
     origin: str | pa.Array = "gold",
     round: int | np.ndarray | None = None,
+    area: np.ndarray | None = None,
 ) -> pa.ListArray:
-    """Builds the `regions` list column from flat per-box columns and per-image offsets (len = images + 1)."""
+    """Builds the `regions` list column from flat per-box columns and per-image offsets (len = images + 1).
+
+    `bbox_xyxy` is (N, 4) absolute pixels; `area` the source's own areas in px² (NaN or None: unknown)."""
     n = int(len(bbox_xyxy))
     boxes = np.ascontiguousarray(bbox_xyxy, dtype=np.float64).reshape(-1)
     bbox = pa.FixedSizeListArray.from_arrays(from_numpy(boxes), 4)
@@ -113,9 +129,33 @@ def regions_from_columns(
         col(clip_score, pa.float32()),
         col(origin, pa.string()),
         col(round, pa.int16()),
+        col(area, pa.float64()) if area is None else _nan_as_null(area),
     ]
     structs = pa.StructArray.from_arrays(children, fields=list(REGION_TYPE))
     return pa.ListArray.from_arrays(from_numpy(np.asarray(offsets, dtype=np.int32)), structs)
+
+
+def _nan_as_null(values: np.ndarray) -> pa.Array:
+    """float64 Arrow array of `values` with NaN as null."""
+    arr = from_numpy(np.asarray(values, dtype=np.float64))
+    return pc.if_else(pc.is_nan(arr), pa.scalar(None, pa.float64()), arr)
+
+
+def upgrade(table: pa.Table) -> pa.Table:
+    """A records table of an older format version in the current layout: regions gain the fields they lack
+    (null). Tables already in the current layout are returned as they are."""
+    if "regions" not in table.column_names:
+        return table
+    i = table.schema.get_field_index("regions")
+    if table.schema.field(i).type == pa.list_(REGION_TYPE):
+        return table
+    return table.set_column(i, "regions", table.column("regions").cast(pa.list_(REGION_TYPE)))
+
+
+def missing_region_fields(regions_type: pa.DataType) -> list[pa.Field]:
+    """The region fields an older layout's `regions` type (list<struct>) lacks, in the current order."""
+    have = {f.name for f in regions_type.value_type} if pa.types.is_list(regions_type) else set()
+    return [f for f in REGION_TYPE if f.name not in have]
 
 
 def region_keys(image_ids: pa.Array, regions: pa.ListArray) -> pa.Array:

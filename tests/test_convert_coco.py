@@ -129,11 +129,13 @@ def test_drops_are_counted_by_reason_and_written(write_json, tmp_path):
         {**base, "id": 6, "bbox": [1, 1, 0.5, 10]},
     ]
     m = convert(write_json(doc), tmp_path / "ds", source="custom")
-    assert m.counts["boxes"] == 1
-    assert m.counts["dropped"] == {"iscrowd": 1, "ignore": 1, "no overlap with image": 1, "area <= 0": 1,
-                                   "width or height < 1": 1}
+    assert m.counts["boxes"] == 3  # the box, the crowd and the ignore region (kept for evaluation)
+    assert m.counts["ignore_regions"] == {"crowd": 1, "ignore": 1}
+    assert m.counts["dropped"] == {"no overlap with image": 1, "area <= 0": 1, "width or height < 1": 1}
     reasons = sorted(r["reason"] for r in rejects(tmp_path / "ds"))
     assert reasons == sorted("dropped: " + k for k in m.counts["dropped"])
+    (r,) = records(tmp_path / "ds")
+    assert [(g["origin"], g["area"]) for g in r["regions"]] == [("gold", 100.0), ("crowd", 100.0), ("ignore", 100.0)]
 
 
 def test_bad_records_are_rejected_and_the_rest_converts(write_json, tmp_path):
@@ -232,7 +234,9 @@ def test_lvis_keeps_synonyms_and_negative_labels(write_json, tmp_path):
     assert r["file_name"] == "val2017/000000000005.jpg"
     assert r["neg_labels"] == [1] and r["not_exhaustive_labels"] == [0]  # id 55 is unknown: left out
     assert m.categories[0]["synonyms"] == ["aerosol_can", "spray_can"] and m.categories[0]["def"] == "a can"
-    assert m.extra_columns == ["neg_labels", "not_exhaustive_labels"]
+    assert m.extra_columns == ["source_image_id", "coco_url", "neg_labels", "not_exhaustive_labels"]
+    assert r["source_image_id"] == "5" and r["coco_url"] == "http://images.cocodataset.org/val2017/000000000005.jpg"
+    assert r["regions"][0]["area"] == 12.0 and m.categories[0]["frequency"] == "c"
 
 
 def test_windows_do_not_change_the_result(write_json, tmp_path):

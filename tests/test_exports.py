@@ -55,11 +55,13 @@ def test_coco_export_loads_in_pycocotools_and_round_trips(coco_ds, tmp_path):
 
     export_coco(coco_ds, tmp_path / "c.json")
     c = COCO(str(tmp_path / "c.json"))
-    assert len(c.imgs) == 2 and len(c.anns) == 2
+    assert sorted(c.imgs) == [7, 391895] and len(c.anns) == 3  # the source's image ids; the crowd kept
     assert [c.cats[i]["name"] for i in sorted(c.cats)] == ["person", "bicycle", "car", "motorcycle"]
     a = c.anns[1]
     assert a["category_id"] == 4 and a["bbox"] == pytest.approx([359.17, 146.17, 112.45, 213.57])
-    assert c.imgs[1]["ovlabel_id"] == "custom/391895"
+    assert a["area"] == 1.0 and a["iscrowd"] == 0  # the source's own area, not the box's
+    assert (c.anns[3]["iscrowd"], c.anns[3]["image_id"], c.anns[3]["area"]) == (1, 391895, 1.0)
+    assert c.imgs[391895]["ovlabel_id"] == "custom/391895"
     # convert -> export coco -> convert coco -> export odvg: the same records
     convert_coco(tmp_path / "c.json", tmp_path / "again", CocoConvertConfig(source="custom"))
     export_odvg(coco_ds, tmp_path / "a.jsonl")

@@ -1,12 +1,17 @@
 """COCO-format detection files (Objects365 v1/v2, COCO 2017, LVIS v1, V3Det, custom) -> ODVG OD dataset.
 
 Follows MMDetection's conventions (``coco2odvg.py``, ``lvis2odvg.py``) where they are right: label ids
-``category_id - 1`` for Objects365, V3Det and LVIS, the 80-class order for COCO 2017, boxes dropped for
-``ignore``, no overlap with the image, ``area <= 0``, a side under 1 px and crowd, Objects365 v2 path
-prefixes stripped and its known-broken images skipped. Unlike it, every drop and reject is counted and
-written with its reason, unknown ids are rejects rather than crashes, the label map keeps every
+``category_id - 1`` for Objects365, V3Det and LVIS, the 80-class order for COCO 2017, boxes with no overlap
+with the image, ``area <= 0`` or a side under 1 px dropped, Objects365 v2 path prefixes stripped and its known-broken images skipped. Unlike it, every drop and reject is counted
+and written with its reason, unknown ids are rejects rather than crashes, the label map keeps every
 category, and boxes partly outside their image are clipped to it and counted (``boxes_clipped``) by the
 rule of every converter (`formats.boxes.clip_to_image`).
+
+What evaluation and ``export coco`` need is kept (format version 2): ``iscrowd`` / ``ignore`` annotations
+as regions of origin ``crowd`` / ``ignore`` (MMDetection drops them; they are never trained on), each
+annotation's own ``area`` (region ``area``), the source's image ids (column ``source_image_id``) and
+category ids (manifest ``categories[].id``), ``coco_url``, LVIS ``frequency`` and the per-image
+``neg_category_ids`` / ``not_exhaustive_category_ids`` (as labels: ``neg_labels``, ``not_exhaustive_labels``).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from formats.converters.common import (
     verify_image_files,
 )
 from formats.dataset import DatasetWriter, Manifest, part_ranges, provenance
-from formats.ids import Ids, codes, parse_json_ids, self_codes, type_collision
+from formats.ids import Ids, codes, json_texts, parse_json_ids, self_codes, type_collision
 from formats.json_stream import JSONStructureError
 
 log = logging.getLogger("ovlabel.convert")
@@ -66,6 +71,8 @@ COCO80 = dict(zip(COCO80_IDS, COCO80_NAMES))
 BACKGROUND_NAMES = {"background", "__background__", "_background_", "bg", "backgroud"}
 COCO_URL_PREFIX = "http://images.cocodataset.org/"
 O365V2_PREFIXES = ("images/v2/", "images/v1/")
+# category fields kept in the manifest (and written back by `export coco`): LVIS's and COCO's
+CATEGORY_FIELDS = ("synonyms", "def", "synset", "supercategory", "frequency", "image_count", "instance_count")
 
 
 class ConversionError(ValueError):
@@ -124,7 +131,7 @@ def build_categories(raw: list, source: str, path: str, fix_names: bool = False)
             raise ConversionError(f"{path}: categories[{i}]: duplicate category id {c['id']}")
         seen.add(c["id"])
         entry = {"id": c["id"], "name": c["name"]}
-        for k in ("synonyms", "def", "supercategory", "frequency"):
+        for k in CATEGORY_FIELDS:
             if k in c:
                 entry[k] = c[k]
         cats.append(entry)
@@ -247,6 +254,7 @@ def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: C
         "boxes_in": int(len(cols.ann_id)), "boxes": int(ann_keep.sum()),
         "boxes_clipped": int((fit.clipped & ann_keep).sum()),
         "images_without_boxes": int((boxes_per_image == 0).sum()),
+        **_ignore_counts(cols.ann_flags[ann_keep]),
         "categories": len(cats),
         "dropped": dict(sorted(rej.dropped.items())), "rejected": dict(sorted(rej.rejected.items())),
     }
@@ -254,6 +262,13 @@ def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: C
     if left_out:
         counts["categories_left_out"] = dict(sorted(left_out.items()))
     return writer.finish(counts)
+
+
+def _ignore_counts(flags: np.ndarray) -> dict:
+    """``{"crowd": n, "ignore": m}`` of the kept annotations (regions kept for evaluation only), when any."""
+    counts = Counter(region_origins(flags).to_pylist())
+    out = {k: counts[k] for k in S.IGNORE_ORIGINS if counts[k]}
+    return {"ignore_regions": out} if out else {}
 
 
 def _check_images(cols: CocoColumns, ids: IdColumns, cfg: CocoConvertConfig, rej: Rejects, problems: dict):
@@ -340,20 +355,29 @@ def _check_annotations(cols: CocoColumns, ids: IdColumns, cats: list[dict], keep
     cols.ann_box = None  # no longer xywh; the clipped xyxy boxes are returned
     safe_row = np.maximum(img_row, 0)
     fit = clip_to_image(box, cols.img_w[safe_row], cols.img_h[safe_row], in_place=True)
-    reject((cols.ann_flags & F_IGNORE) > 0, "ignore", "annotation marked ignore", dropped=True)
     reject(fit.empty, NO_OVERLAP, "box lies outside its image", dropped=True)
     reject(no_area, "area <= 0", None, dropped=True)
     reject(small, "width or height < 1", None, dropped=True)
-    reject((cols.ann_flags & F_CROWD) > 0, "iscrowd", "crowd region", dropped=True)
     slot = np.where(keep, img_slot[np.maximum(img_row, 0)], -1)
     return keep, slot, label_pos, fit
 
 
 def _extra_fields(cols: CocoColumns, cfg: CocoConvertConfig) -> list[pa.Field]:
+    """``source_image_id`` always; ``coco_url`` when an image has one; LVIS's label lists for LVIS-like files."""
+    extra = [pa.field("source_image_id", pa.string())]
+    if len(cols.img_url) and cols.img_url.null_count < len(cols.img_url):
+        extra.append(pa.field("coco_url", pa.string()))
     lvis_like = cfg.source == "lvis_v1" or (len(cols.img_neg) and cols.img_neg.null_count < len(cols.img_neg))
-    if not lvis_like:
-        return []
-    return [pa.field("neg_labels", pa.list_(pa.int32())), pa.field("not_exhaustive_labels", pa.list_(pa.int32()))]
+    if lvis_like:
+        extra += [pa.field("neg_labels", pa.list_(pa.int32())), pa.field("not_exhaustive_labels", pa.list_(pa.int32()))]
+    return extra
+
+
+def region_origins(flags: np.ndarray) -> pa.Array:
+    """Each annotation's region origin from its flags: ``crowd`` (``iscrowd``), else ``ignore``, else ``gold``."""
+    crowd, ignore = (flags & F_CROWD) > 0, (flags & F_IGNORE) > 0
+    names = np.array(["gold", "crowd", "ignore"], dtype=object)
+    return pa.array(names[np.where(crowd, 1, np.where(ignore, 2, 0))], pa.string())
 
 
 def _ids_to_labels(lists: pa.Array, cats: list[dict]) -> pa.Array:
@@ -378,6 +402,7 @@ def _write_parts(writer: DatasetWriter, cols: CocoColumns, img_ids: Ids, cfg: Co
     cat_labels = np.array([c["label"] for c in cats], dtype=np.int32)
     ranges = part_ranges(n_kept, cfg.part_images)
     prefix = f"{cfg.source}/"
+    names_extra = {f.name for f in extra}
 
     def build(p: int) -> tuple[str, pa.Table]:
         a, b = ranges[p]
@@ -385,9 +410,11 @@ def _write_parts(writer: DatasetWriter, cols: CocoColumns, img_ids: Ids, cfg: Co
         sel = order[offsets[a]:offsets[b]]
         image_id = pc.binary_join_element_wise(prefix, img_ids.text.take(from_numpy(rows)), "")
         lp = label_pos[sel]
+        flags = cols.ann_flags[sel]
         regions = S.regions_from_columns(  # gold boxes are keyed by position (schema.region_keys)
             offsets[a:b + 1] - offsets[a], xyxy[sel],
-            label=cat_labels[lp], category=cat_names.take(from_numpy(lp)), origin="gold",
+            label=cat_labels[lp], category=cat_names.take(from_numpy(lp)), origin=region_origins(flags),
+            area=np.where((flags & F_AREA_MISSING) > 0, np.nan, cols.ann_area[sel]),
         )
         data = {
             "image_id": image_id,
@@ -398,7 +425,10 @@ def _write_parts(writer: DatasetWriter, cols: CocoColumns, img_ids: Ids, cfg: Co
             "caption": pa.nulls(b - a, pa.string()),
             "regions": regions,
         }
-        if extra:
+        data["source_image_id"] = json_texts(img_ids, rows)
+        if "coco_url" in names_extra:
+            data["coco_url"] = cols.img_url.take(from_numpy(rows))
+        if "neg_labels" in names_extra:
             data["neg_labels"] = _ids_to_labels(cols.img_neg.take(from_numpy(rows)), cats)
             data["not_exhaustive_labels"] = _ids_to_labels(cols.img_not_exh.take(from_numpy(rows)), cats)
         table = pa.Table.from_arrays(list(data.values()), schema=S.record_schema(extra))

@@ -1,4 +1,14 @@
-"""COCO JSON that pycocotools loads: xywh boxes, 1-based category ids (label + 1), ``score`` on pseudo boxes.
+"""COCO JSON that pycocotools and the LVIS API load: xywh boxes, ``score`` on pseudo boxes.
+
+A conversion of a COCO-format file (COCO, LVIS, Objects365, V3Det, custom) is written back with the source's
+ids and the fields evaluation reads, so the export of an unmodified conversion scores like the original
+file: image ids as the source wrote them (``source_image_id``: integers stay integers, ``"03"`` stays a
+string), category ids as in the source (`Manifest.category_ids`), each category's kept fields (LVIS
+``frequency``, ``synonyms``, ``def``, ``synset``, counts; COCO ``supercategory``), ``coco_url``, LVIS
+``neg_category_ids`` / ``not_exhaustive_category_ids``, crowd regions as ``iscrowd: 1``, ignore regions as
+``ignore: 1``, and each annotation's own ``area`` (else the box's, px²). Datasets without source ids
+(pseudo-labeled captions, Open Images) number images 1..N in record order and categories ``label + 1``.
+Annotation ids are 1..N in record and region order.
 
 VG datasets export in the CC3M-Lite style YOLO-World reads (``YOLOv5MixedGroundingDataset`` and
 ``YOLOv5GeneralGroundingDataset``): images carry ``caption``; annotations carry ``tokens`` (the phrase)
@@ -14,25 +24,27 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from formats.dataset import Dataset, atomic_path
+from formats.dataset import Dataset, Manifest, atomic_path
 from formats.export.images import register_export_records
 from formats.phrase_rules import phrase_key
 from formats.query import connect
 
 
 def coco_categories(ds: Dataset, con) -> list[dict]:
-    """COCO categories: the label map (id = label + 1) for OD data, one per distinct phrase for VG data
+    """COCO categories: the label map (the source's category ids, `Manifest.category_ids`, with the fields the
+    manifest kept) for OD data, one per distinct phrase for VG data
     (`phrase_categories`: texts that differ only in case or whitespace are one category)."""
     if ds.manifest.kind == "od":
-        out = []
-        for c in ds.manifest.categories:
-            entry = {"id": int(c["label"]) + 1, "name": c["name"]}
-            for k in ("synonyms", "def", "supercategory"):
-                if k in c:
-                    entry[k] = c[k]
-            out.append(entry)
-        return out
+        return od_categories(ds.manifest)
     return phrase_categories(con)[0]
+
+
+def od_categories(manifest: Manifest) -> list[dict]:
+    """The label map as COCO categories: the source's ids (`Manifest.category_ids`), name, and every field the
+    converter kept (LVIS ``frequency``/``synonyms``/``def``/``synset``/counts, COCO ``supercategory``)."""
+    ids = manifest.category_ids()
+    return [{"id": ids[int(c["label"])], "name": c["name"],
+             **{k: v for k, v in c.items() if k not in ("label", "id", "name")}} for c in manifest.categories]
 
 
 def phrase_categories(con) -> tuple[list[dict], dict[str, int]]:
@@ -53,22 +65,26 @@ def phrase_categories(con) -> tuple[list[dict], dict[str, int]]:
 
 
 def export_coco(dataset_dir: str | os.PathLike, out: str | os.PathLike, *,
-                images_dir: str | os.PathLike | None = None, tar_paths: bool = False) -> dict:
+                images_dir: str | os.PathLike | None = None, tar_paths: bool = False,
+                training: bool = False) -> dict:
     """Writes the dataset as one COCO JSON file; returns counts.
 
     `images_dir`: write images kept inside img2dataset shards there and name them relative to it
-    (`formats.export.images`); without it such datasets are refused unless `tar_paths`."""
+    (`formats.export.images`); without it such datasets are refused unless `tar_paths`. `training`: leave
+    crowd and ignore regions out (a file a trainer reads as plain boxes); by default they are written as
+    ``iscrowd`` / ``ignore`` annotations, which evaluation tools and MMDetection's loaders ignore."""
     ds = Dataset(dataset_dir).require_complete()
     con = connect()
     image_counts = register_export_records(con, ds, images_dir, with_order=True, tar_paths=tar_paths)
     vg = ds.manifest.kind == "vg"
     cats = coco_categories(ds, con)
-    extra_img = ""
     cols = set(ds.manifest.extra_columns)
-    if "neg_labels" in cols:
-        extra_img += ", list_transform(neg_labels, lambda x: x + 1) AS neg_category_ids"
-    if "not_exhaustive_labels" in cols:
-        extra_img += ", list_transform(not_exhaustive_labels, lambda x: x + 1) AS not_exhaustive_category_ids"
+    image_id = _image_id_sql(con, cols)
+    label_to_id = _label_map_sql(ds.manifest.category_ids())
+    extra_img = ", coco_url" if "coco_url" in cols else ""
+    for col, key in (("neg_labels", "neg_category_ids"), ("not_exhaustive_labels", "not_exhaustive_category_ids")):
+        if col in cols:
+            extra_img += f", list_transform({col}, lambda x: {label_to_id.format('x')}) AS {key}"
     if vg:
         extra_img += ", caption"
     if vg:
@@ -79,19 +95,26 @@ def export_coco(dataset_dir: str | os.PathLike, out: str | os.PathLike, *,
         join = "LEFT JOIN phrase_ids p ON p.phrase = b.r.phrase"
         extra_ann = ", b.r.phrase AS tokens, b.r.tokens_positive AS tokens_positive"
     else:
-        category, join, extra_ann = "b.r.label + 1", "", ""
+        category, join, extra_ann = label_to_id.format("b.r.label"), "", ""
     if ds.has_scores:
         extra_ann += ", b.r.score AS score"
+    origins = {o for p in ds.manifest.parts for o in p.get("origins", {})}
+    if "ignore" in origins and not training:
+        extra_ann += ", (b.r.origin = 'ignore')::INTEGER AS ignore"
+    where = "WHERE b.r.origin NOT IN ('crowd', 'ignore')" if training else ""
     with tempfile.TemporaryDirectory(dir=Path(out).parent) as tmp:
         images, anns = Path(tmp) / "images.json", Path(tmp) / "annotations.json"
-        con.execute(f"""COPY (SELECT _ord + 1 AS id, file_name, width, height{extra_img}, image_id AS ovlabel_id
+        con.execute(f"""COPY (SELECT {image_id} AS id, file_name, width, height{extra_img}, image_id AS ovlabel_id
                               FROM records ORDER BY _ord) TO '{images}' (FORMAT JSON, ARRAY true)""")
         con.execute(f"""COPY (
-            WITH b AS (SELECT _ord, generate_subscripts(regions, 1) AS k, unnest(regions) AS r FROM records)
-            SELECT row_number() OVER (ORDER BY b._ord, b.k) AS id, b._ord + 1 AS image_id, {category} AS category_id,
+            WITH b AS (SELECT _ord, {image_id} AS image_id, generate_subscripts(regions, 1) AS k,
+                              unnest(regions) AS r FROM records)
+            SELECT row_number() OVER (ORDER BY b._ord, b.k) AS id, b.image_id, {category} AS category_id,
                    [b.r.bbox[1], b.r.bbox[2], b.r.bbox[3] - b.r.bbox[1], b.r.bbox[4] - b.r.bbox[2]] AS bbox,
-                   (b.r.bbox[3] - b.r.bbox[1]) * (b.r.bbox[4] - b.r.bbox[2]) AS area, 0 AS iscrowd{extra_ann}
-            FROM b {join} ORDER BY id) TO '{anns}' (FORMAT JSON, ARRAY true)""")
+                   coalesce(b.r.area, (b.r.bbox[3] - b.r.bbox[1]) * (b.r.bbox[4] - b.r.bbox[2])) AS area,
+                   (b.r.origin = 'crowd')::INTEGER AS iscrowd{extra_ann}
+            FROM b {join} {where} ORDER BY id) TO '{anns}' (FORMAT JSON, ARRAY true)""")
+        n_anns = con.execute(f"SELECT count(*) FROM (SELECT unnest(regions) AS r FROM records) b {where}").fetchone()[0]
         info = {"description": f"ovlabel export of {ds.root.name}", "source": ds.manifest.source,
                 "kind": ds.manifest.kind}
         with atomic_path(out) as final, open(final, "wb") as f:
@@ -103,5 +126,22 @@ def export_coco(dataset_dir: str | os.PathLike, out: str | os.PathLike, *,
                     shutil.copyfileobj(src, f, 16 << 20)
             f.write(b"}\n")
     totals = ds.manifest.totals()
-    return {"file": Path(out), "images": totals["images"], "annotations": totals["boxes"], "categories": len(cats),
+    return {"file": Path(out), "images": totals["images"], "annotations": int(n_anns), "categories": len(cats),
             **image_counts}
+
+
+def _image_id_sql(con, cols: set[str]) -> str:
+    """The SQL of each record's COCO image id: the source's (``source_image_id``, JSON text: its type kept)
+    when every record has one, else the record's position + 1."""
+    if "source_image_id" in cols and not con.execute(
+            "SELECT count(*) FROM records WHERE source_image_id IS NULL").fetchone()[0]:
+        return "source_image_id::JSON"
+    return "(_ord + 1)"
+
+
+def _label_map_sql(ids: dict[int, int]) -> str:
+    """A SQL template (``{}``: a label expression) giving the label's COCO category id."""
+    if all(v == k + 1 for k, v in ids.items()):
+        return "({} + 1)"
+    keys = ", ".join(f"{k}: {v}" for k, v in sorted(ids.items()))
+    return "map_extract_value(MAP {{" + keys + "}}, {})"

@@ -37,7 +37,7 @@ def hf_features(schema: pa.Schema):
         "category": Value("string"), "phrase": Value("string"),
         "tokens_positive": List(List(Value("int32"), length=2)),
         "score": Value("float32"), "det_score": Value("float32"), "clip_score": Value("float32"),
-        "origin": Value("string"), "round": Value("int16"),
+        "origin": Value("string"), "round": Value("int16"), "area": Value("float64"),
     }
     feats = {"image_id": Value("string"), "source": Value("string"), "file_name": Value("string"),
              "width": Value("int32"), "height": Value("int32"), "caption": Value("string"), "regions": List(region)}
@@ -104,8 +104,9 @@ configs:
 
 ODVG records made by ovlabel ({m.kind.upper()} data from `{m.source}`): {rows} images,
 {sum(int(p['boxes']) for p in m.parts)} boxes. Boxes are absolute-pixel `[x1, y1, x2, y2]`; `tokens_positive`
-are `[start, end)` character spans into `caption`. Images are referenced by `file_name` relative to
-{where}, not embedded.
+are `[start, end)` character spans into `caption`. Regions of `origin` `crowd` or `ignore` are for evaluation
+only (the source's `iscrowd` / `ignore` annotations): leave them out when training. Images are referenced by
+`file_name` relative to {where}, not embedded.
 
 Load it with `datasets.load_dataset("{out}", split="train")`; after re-exporting into this folder, add
 `download_mode="force_redownload"` to be sure no cached copy of an earlier export is served.

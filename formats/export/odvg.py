@@ -3,6 +3,7 @@
 OD:  {"filename", "height", "width", "detection": {"instances": [{"bbox", "label", "category"}]}}
 VG:  {"filename", "height", "width", "grounding": {"caption", "regions": [{"bbox", "phrase", "tokens_positive"}]}}
 Pseudo regions add "score". Boxes are absolute xyxy pixels. Written by duckdb, streaming, in record order.
+Crowd and ignore regions (`formats.schema.IGNORE_ORIGINS`) are never written: ODVG is read for training.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from formats import schema as S
 from formats.dataset import Dataset, atomic_path, atomic_write_json
 from formats.export.images import register_export_records
 from formats.query import connect
@@ -34,18 +36,19 @@ def export_odvg(dataset_dir: str | os.PathLike, out: str | os.PathLike, label_ma
     ds = Dataset(dataset_dir).require_complete()
     con = connect()
     leave_out_empty = ds.manifest.kind == "vg" and not keep_empty
-    where = "WHERE len(coalesce(regions, [])) > 0" if leave_out_empty else ""
+    trained = f"list_filter(coalesce(regions, []), lambda r: r.origin IN {S.TRAIN_ORIGINS})"
+    where = f"WHERE len({trained}) > 0" if leave_out_empty else ""
     image_counts = register_export_records(con, ds, images_dir, tar_paths=tar_paths, where=where)  # their images only
     score = ", 'score': r.score" if ds.has_scores else ""
     if ds.manifest.kind == "od":
         inner = f"{{'bbox': r.bbox, 'label': r.label, 'category': r.category{score}}}"
-        body = f"{{'instances': list_transform(coalesce(regions, []), lambda r: {inner})}} AS detection"
+        body = f"{{'instances': list_transform({trained}, lambda r: {inner})}} AS detection"
     else:
         inner = f"{{'bbox': r.bbox, 'phrase': r.phrase, 'tokens_positive': r.tokens_positive{score}}}"
-        body = f"{{'caption': caption, 'regions': list_transform(coalesce(regions, []), lambda r: {inner})}} AS grounding"
+        body = f"{{'caption': caption, 'regions': list_transform({trained}, lambda r: {inner})}} AS grounding"
     left_out = 0
     if leave_out_empty:
-        left_out = con.execute("SELECT count(*) FROM records WHERE len(coalesce(regions, [])) = 0").fetchall()[0][0]
+        left_out = con.execute(f"SELECT count(*) FROM records WHERE len({trained}) = 0").fetchall()[0][0]
     out = Path(out)
     with atomic_path(out) as tmp:
         con.execute(f"""COPY (SELECT file_name AS filename, height, width, {body} FROM records {where})

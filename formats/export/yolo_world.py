@@ -7,7 +7,8 @@
   ``"arctic"``, ``"arctic type of shoe"``. YOLO-World's evaluation and ``generate_text_prompts.py`` use the
   first text of each class.
 - for VG data, ``grounding.json``: the COCO file with ``caption``/``tokens``/``tokens_positive`` that
-  ``YOLOv5MixedGroundingDataset`` and ``YOLOv5GeneralGroundingDataset`` read.
+  ``YOLOv5MixedGroundingDataset`` and ``YOLOv5GeneralGroundingDataset`` read (training data: crowd and
+  ignore regions left out).
 """
 
 from __future__ import annotations
@@ -68,9 +69,9 @@ def export_yolo_world(dataset_dir: str | os.PathLike, out: str | os.PathLike, *,
         con = connect()
         register_records(con, ds, with_order=True)
         texts = [[c["name"]] for c in coco_categories(ds, con)]
+        grounding = export_coco(dataset_dir, out / "grounding.json", images_dir=images_dir, tar_paths=tar_paths,
+                                training=True)
         result = {"class_texts": out / "class_texts.json", "classes": len(texts),
-                  **{f"grounding_{k}": v for k, v in export_coco(dataset_dir, out / "grounding.json",
-                                                                         images_dir=images_dir,
-                                                                         tar_paths=tar_paths).items()}}
+                  **{f"grounding_{k}": v for k, v in grounding.items()}}
     atomic_write_json(out / "class_texts.json", texts)
     return result
