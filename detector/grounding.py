@@ -142,7 +142,7 @@ class GroundingDetector:
         torch = self._torch
         from detector.device_ops import assemble_canvases
         from detector.preprocess import prepare_image
-        from detector.prompts import PromptEncoder
+        from detector.prompts import PromptEncoder, pad_prompts
 
         encoded = PromptEncoder(self.tokenizer, self.max_tokens).encode(phrases)
         requests = [(i, idx, ids, spans) for i, per in enumerate(encoded) for idx, ids, spans in per]
@@ -163,14 +163,8 @@ class GroundingDetector:
                 offsets = np.concatenate([[0], np.cumsum([len(d) for d, _ in data])]).tolist()
                 flat = torch.frombuffer(bytearray(b"".join(d for d, _ in data)), dtype=torch.uint8).to(self.device)
                 canvas = assemble_canvases(flat, offsets, [z[0:2] for _, z in data], [z[2:4] for _, z in data], ch, cw)
-                T = max(len(r[2]) for r in reqs)
-                P = max(len(r[1]) for r in reqs)
-                ids = np.full((len(reqs), T), self.tokenizer.pad_token_id or 0, np.int64)
-                mask = np.zeros((len(reqs), T), np.int64)
-                spans = np.zeros((len(reqs), P, 2), np.int64)
-                for k, r in enumerate(reqs):
-                    ids[k, :len(r[2])], mask[k, :len(r[2])] = r[2], 1
-                    spans[k, :len(r[1])] = r[3]
+                ids, mask, spans = pad_prompts([r[2] for r in reqs], [r[3] for r in reqs],
+                                               self.tokenizer.pad_token_id or 0)
                 dev = self.device
                 prop = self.propose(
                     canvas, torch.tensor([z[2:4] for _, z in data], device=dev),

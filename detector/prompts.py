@@ -156,6 +156,24 @@ def token_spans(char_spans: list[tuple[int, int]], offsets: np.ndarray, limit: i
     return np.stack([first, last + 1], 1).astype(np.int32)
 
 
+def pad_prompts(ids: list[list[int]], spans: list, pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Prompts as the detector's batch arrays: token ids (N, T) int64 padded with `pad_id`, attention mask
+    (N, T) int64 (1 on each prompt's tokens), token ranges (N, P, 2) int64 ``[start, end)`` per phrase, zero
+    past a prompt's phrases. T and P are the longest prompt and phrase count (at least 1).
+
+    `ids`: token ids per prompt; `spans`: per prompt, its phrases' token ranges (``token_spans``)."""
+    T = max(1, max((len(x) for x in ids), default=1))
+    P = max(1, max((len(x) for x in spans), default=1))
+    a_ids = np.full((len(ids), T), pad_id, np.int64)
+    a_mask = np.zeros((len(ids), T), np.int64)
+    a_spans = np.zeros((len(ids), P, 2), np.int64)
+    for k, (x, s) in enumerate(zip(ids, spans)):
+        a_ids[k, :len(x)], a_mask[k, :len(x)] = x, 1
+        if len(s):
+            a_spans[k, :len(s)] = s
+    return a_ids, a_mask, a_spans
+
+
 class PromptEncoder:
     """Phrase lists -> prompts (`build_prompts`) -> token ids and each phrase's token range, per image.
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from detector.device_ops import normalize_pad, square_context_boxes
 from detector.preprocess import SIZE_COLUMNS
+from detector.prompts import pad_prompts
 from formats.arrow_np import from_numpy
 from labeling.image_stages import canvas_groups
 from labeling.stage import Resources, Stage
@@ -221,16 +222,8 @@ class ModelStage(Stage):
         flat = [(r, x, p, s) for r in range(len(rows)) for x, p, s in zip(ids[r], phr[r], spans[r])]
         if not flat:
             return None
-        T = max(1, max(len(f[1]) for f in flat))
-        P = max(1, max(len(f[2]) for f in flat))
-        pad = self.detector.tokenizer.pad_token_id or 0
-        a_ids = np.full((len(flat), T), pad, np.int64)
-        a_mask = np.zeros((len(flat), T), np.int64)
-        a_spans = np.zeros((len(flat), P, 2), np.int64)
-        for k, (_, x, _, s) in enumerate(flat):
-            a_ids[k, :len(x)], a_mask[k, :len(x)] = x, 1
-            if s:
-                a_spans[k, :len(s)] = s
+        a_ids, a_mask, a_spans = pad_prompts([f[1] for f in flat], [f[3] for f in flat],
+                                             self.detector.tokenizer.pad_token_id or 0)
         return (torch.from_numpy(a_ids), torch.from_numpy(a_mask), torch.from_numpy(a_spans),
                 torch.tensor([f[0] for f in flat], dtype=torch.long), [f[2] for f in flat])
 

@@ -209,3 +209,14 @@ def test_training_keeps_the_names_inference_can_prompt(tmp_path, seps):
     assert [shown[i] for i in labels] == ["dog", "dog", "red  car", "red  car"]
     text, spans = join_prompt(shown, seps)  # the training prompt builds
     assert [text[s:e] for s, e in spans] == shown
+
+
+def test_pad_prompts_pads_ids_masks_and_spans():
+    from detector.prompts import pad_prompts
+
+    ids, mask, spans = pad_prompts([[101, 7, 102], [101, 102], []], [[[1, 2]], [], []], pad_id=0)
+    assert ids.tolist() == [[101, 7, 102], [101, 102, 0], [0, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 1, 0], [0, 0, 0]]
+    assert spans.tolist() == [[[1, 2]], [[0, 0]], [[0, 0]]] and spans.dtype == ids.dtype == np.int64
+    ids, mask, spans = pad_prompts([[5]], [[[0, 1], [1, 1]]], pad_id=9)
+    assert ids.tolist() == [[5]] and spans.shape == (1, 2, 2)
