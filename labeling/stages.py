@@ -20,6 +20,7 @@ from detector.preprocess import SIZE_COLUMNS
 from formats import schema as S
 from formats.arrow_np import from_numpy
 from formats.converters.img2dataset import shard_records
+from formats.phrase_rules import phrase_key
 from labeling.fuse import FilterConfig, fused_scores, select
 from labeling.phrases import PhraseConfig, PhraseExtractor
 from labeling.stage import Resources, Stage
@@ -34,30 +35,80 @@ ROW_COLUMNS = ["unit", "row", "image_id", "source", "file_name", "width", "heigh
 # -- load ------------------------------------------------------------------------------------------------
 
 def load_units(units: pa.Table) -> pa.Table:
-    """The records of each unit (a slice of an input part), with the image root to read images from."""
+    """The records of each unit (a slice of an input part), with the image root to read images from.
+
+    A unit whose ``phrases`` is ``"column"`` or ``"regions"`` also gets the records' given phrases as the
+    ``phrases`` column (`given_phrases`); otherwise phrases are extracted later (`AddPhrases`)."""
     out = []
     for u in units.to_pylist():
+        given = u.get("phrases")
         if u["kind"] == "img2dataset":
             t = shard_records(Path(u["path"]), u["source"])[0]
         else:
-            t = pq.read_table(u["path"], columns=ROW_COLUMNS[2:])
-        t = t.slice(u["start"], u["stop"] - u["start"]).select(ROW_COLUMNS[2:])
+            extra = {"column": ["phrases"], "regions": ["regions"]}.get(given, [])
+            t = pq.read_table(u["path"], columns=ROW_COLUMNS[2:] + extra)
+        t = t.slice(u["start"], u["stop"] - u["start"])
         n = t.num_rows
-        out.append(pa.table({
-            "unit": pa.repeat(pa.scalar(u["unit"]), n), "row": pa.array(np.arange(n, dtype=np.int32)),
-            **{c: t.column(c) for c in ROW_COLUMNS[2:]},
-            "image_root": pa.repeat(pa.scalar(u["image_root"]), n),
-        }))
+        cols = {"unit": pa.repeat(pa.scalar(u["unit"]), n), "row": pa.array(np.arange(n, dtype=np.int32)),
+                **{c: t.column(c) for c in ROW_COLUMNS[2:]},
+                "image_root": pa.repeat(pa.scalar(u["image_root"]), n)}
+        if given in GIVEN_PHRASES:
+            cols["phrases"] = given_phrases(t, given)
+        out.append(pa.table(cols))
     return pa.concat_tables(out)
 
 
+GIVEN_PHRASES = ("column", "regions")  # where records carry their phrases: a `phrases` column, or VG regions
+
+
+def given_phrases(records: pa.Table, source: str) -> pa.Array:
+    """The phrases records already carry, as `PHRASES_TYPE` (``[{phrase, tokens_positive}]`` per record).
+
+    `source` ``"column"``: the ``phrases`` column (what `ovlabel phrases` and `convert odvg` write), as it is;
+    ``"regions"``: every region's ``phrase`` with its ``tokens_positive``, merged per record by
+    `formats.phrase_rules.phrase_key` (the first text seen names the phrase; spans united and sorted), in order
+    of first span. Either way a phrase is left out when its text is blank or a span is not ``0 <= start < end <=
+    len(caption)`` (it would give regions that are no part of the caption); a record without a caption has none.
+    """
+    captions = records.column("caption").to_pylist()
+    if source == "column":
+        raw = records.column("phrases").cast(PHRASES_TYPE).to_pylist()
+    else:
+        raw = [[{"phrase": g["phrase"], "tokens_positive": g["tokens_positive"]} for g in (regs or [])]
+               for regs in records.column("regions").to_pylist()]
+    out = []
+    for cap, phrases in zip(captions, raw):
+        ok = [{"phrase": p["phrase"], "tokens_positive": [list(s) for s in p["tokens_positive"]]}
+              for p in phrases or [] if cap is not None and _inside(p, len(cap))]
+        if source == "regions":
+            merged: dict[str, dict] = {}
+            for p in ok:
+                entry = merged.setdefault(phrase_key(p["phrase"]), {"phrase": p["phrase"], "tokens_positive": []})
+                entry["tokens_positive"] += [s for s in p["tokens_positive"] if s not in entry["tokens_positive"]]
+            ok = sorted(({**v, "tokens_positive": sorted(v["tokens_positive"])} for v in merged.values()),
+                        key=lambda v: v["tokens_positive"][0])
+        out.append(ok)
+    return pa.array(out, PHRASES_TYPE)
+
+
+def _inside(p: dict, n: int) -> bool:
+    """True when a phrase has text and every one of its (at least one) spans lies in a caption of `n` characters."""
+    text, spans = p.get("phrase"), p.get("tokens_positive") or []
+    return bool(text and text.strip() and spans and all(0 <= s[0] < s[1] <= n for s in spans))
+
+
 class LoadUnits(Stage):
-    """Stage form of `load_units`: unit descriptions in, the units' records (+ ``unit``, ``row``) out."""
+    """Stage form of `load_units`: unit descriptions in, the units' records (+ ``unit``, ``row``) out; with
+    `given_phrases`, the records' own phrases too (the ``phrases`` column: no extraction stage follows)."""
 
     name = "load-units"
     resources = Resources(cpus=0.25)
     reads = ("unit", "path", "start", "stop", "kind", "image_root", "source")
     adds = ("unit", "row", *ROW_COLUMNS[2:], "image_root")
+
+    def __init__(self, given_phrases: bool = False):
+        if given_phrases:
+            self.adds = (*LoadUnits.adds, "phrases")
 
     def process(self, batch: pa.Table) -> pa.Table:
         return load_units(batch)

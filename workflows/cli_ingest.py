@@ -24,6 +24,21 @@ def cmd_convert_goldg(a: argparse.Namespace) -> None:
     print_json(_summary(a.out, m))
 
 
+def cmd_convert_images(a: argparse.Namespace) -> None:
+    from formats.converters.image_folder import ImageFolderConvertConfig, convert_image_folder
+
+    cfg = ImageFolderConvertConfig(source=a.source, part_images=a.part_images)
+    print_json(_summary(a.out, convert_image_folder(a.folder, a.out, cfg, overwrite=a.overwrite)))
+
+
+def cmd_convert_odvg(a: argparse.Namespace) -> None:
+    from formats.converters.odvg import OdvgConvertConfig, convert_odvg
+
+    cfg = OdvgConvertConfig(source=a.source, image_root=a.image_root, label_map=a.label_map,
+                            part_images=a.part_images)
+    print_json(_summary(a.out, convert_odvg(a.annotations, a.out, cfg, overwrite=a.overwrite)))
+
+
 def img2dataset_config(a: argparse.Namespace, spans: str | None = None):
     """The img2dataset conversion settings from the command line."""
     from formats.converters.img2dataset import Img2DatasetConvertConfig
@@ -80,7 +95,25 @@ def cmd_split(a: argparse.Namespace) -> None:
 
 
 def register_convert(csub) -> None:
-    """`ovlabel convert goldg|grit|cc3m|openimages`."""
+    """`ovlabel convert goldg|grit|cc3m|openimages|images|odvg`."""
+    p = csub.add_parser("images", help="a folder of images (recursive) -> OD dataset of images without boxes")
+    p.add_argument("folder", help="the image folder (the dataset's image root)")
+    p.add_argument("--out", required=True, help="dataset directory to write")
+    p.add_argument("--source", default="images", help="name recorded on every record (default images)")
+    p.add_argument("--part-images", type=int, default=100_000)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_convert_images)
+
+    p = csub.add_parser("odvg", help="ODVG JSON lines (MMDetection ODVGDataset, Open-GroundingDino) -> OD or VG dataset")
+    p.add_argument("annotations", help="the .jsonl file")
+    p.add_argument("--label-map", help="MMDetection label map JSON ({\"0\": \"person\", ...}): the file is OD")
+    p.add_argument("--image-root", required=True, help="folder the filenames are relative to (the trainer's data_root)")
+    p.add_argument("--source", default="odvg", help="name recorded on every record (default odvg)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--part-images", type=int, default=100_000)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_convert_odvg)
+
     p = csub.add_parser("goldg", help="MDETR grounding JSON (Flickr30k Entities, mixed GQA/VG/COCO, RefCOCO*)")
     p.add_argument("annotations", help="e.g. final_flickr_separateGT_train.json, final_mixed_train_no_coco.json")
     p.add_argument("--source", required=True, help="name recorded on every record (flickr30k, gqa, refcoco, ...)")

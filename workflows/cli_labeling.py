@@ -26,6 +26,9 @@ def add_pseudo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fused-threshold", type=float, help="filter: minimum sqrt(det x clip) (default 0.3)")
     p.add_argument("--image-threshold", type=float, help="filter: image kept if sqrt(s_img x mean s_r) > this (default 0.3)")
     p.add_argument("--round", type=int, help="self-training round recorded on every region")
+    p.add_argument("--extract-phrases", action="store_true",
+                   help="extract phrases with spaCy even when the input records carry their own (a `phrases` "
+                        "column, or grounding regions with tokens_positive), which are used as they are otherwise")
     p.add_argument("--images-per-part", type=int, help="images per output part, the unit of resume (default 1000)")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when visible)")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
@@ -55,6 +58,8 @@ def pseudo_config(a: argparse.Namespace):
                       ("candidate_nms_iou", "candidate_nms_iou")):
         if getattr(a, flag) is not None:
             setattr(cfg, key, getattr(a, flag))
+    if a.extract_phrases:
+        cfg.extract_phrases = True
     return cfg
 
 

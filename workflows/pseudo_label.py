@@ -57,6 +57,9 @@ class PseudoConfig:
     min_box_size: float = 2.0
     canvas_multiple: int = 64
     round: int | None = None
+    # True: phrases extracted by spaCy (`phrases`) even when the input records carry their own (a `phrases`
+    # column, or VG regions with spans), which are used as they are otherwise
+    extract_phrases: bool = False
     phrases: dict = field(default_factory=lambda: PhraseConfig().to_dict())
     filter: dict = field(default_factory=lambda: FilterConfig().to_dict())
     images_per_part: int = 1000
@@ -98,10 +101,15 @@ class InputPlan:
     fingerprint: list
     inputs: list[dict]
     rejects: dict[str, list[dict]]  # unit -> rejects known before any work (failed downloads)
+    given_phrases: str | None = None  # "column" / "regions": the records' own phrases (labeling.stages.given_phrases)
 
 
-def plan_input(input_path: str | Path, images_per_part: int, source: str = "cc3m") -> InputPlan:
-    """Deterministic work units (consecutive slices of each input part or img2dataset shard)."""
+def plan_input(input_path: str | Path, images_per_part: int, source: str = "cc3m", *,
+               extract_phrases: bool = False) -> InputPlan:
+    """Deterministic work units (consecutive slices of each input part or img2dataset shard).
+
+    A records dataset whose records carry phrases with spans (`given_phrase_source`) is prompted with them,
+    unless `extract_phrases`; img2dataset input always gets spaCy's."""
     p = Path(input_path).resolve()
     units, rejects, fingerprint = [], {}, []
     if is_img2dataset_dir(p):
@@ -118,8 +126,29 @@ def plan_input(input_path: str | Path, images_per_part: int, source: str = "cc3m
         fingerprint.append((part["name"], part["rows"]))
         _slices(units, part["name"].removesuffix(".parquet"), ds.root / "records" / part["name"], int(part["rows"]),
                 images_per_part, "records", ds.manifest.image_root or str(ds.root), ds.manifest.source)
+    given = None if extract_phrases else given_phrase_source(ds)
+    for u in units:
+        u["phrases"] = given
     return InputPlan(units, ds.manifest.source, ds.manifest.image_root or str(ds.root), fingerprint,
-                     [{"path": str(p), "dataset": True}], rejects)
+                     [{"path": str(p), "dataset": True}], rejects, given)
+
+
+def given_phrase_source(ds: Dataset) -> str | None:
+    """Where the dataset's records carry their phrases: ``"column"`` when every part has a ``phrases`` column
+    (`ovlabel phrases`, `convert odvg` of VG lines), ``"regions"`` when some region has ``tokens_positive``
+    (grounding data: GoldG, GRIT, ODVG VG, pseudo labels), else None (spaCy extracts them)."""
+    import duckdb
+
+    if not ds.part_paths:
+        return None
+    if all("phrases" in pq.read_schema(path).names for path in ds.part_paths):
+        return "column"
+    if "regions" not in pq.read_schema(ds.part_paths[0]).names:
+        return None
+    files = ", ".join("'" + str(path).replace("'", "''") + "'" for path in ds.part_paths)
+    hit = duckdb.connect().execute(f"""SELECT 1 FROM read_parquet([{files}], union_by_name=true)
+        WHERE len(list_filter(coalesce(regions, []), lambda r: r.tokens_positive IS NOT NULL)) > 0 LIMIT 1""").fetchall()
+    return "regions" if hit else None
 
 
 def _slices(units: list, stem: str, path: Path, rows: int, step: int, kind: str, root: str, source: str) -> None:
@@ -135,9 +164,11 @@ def run_pseudo(input_path: str | Path, out_dir: str | Path, cfg: PseudoConfig, o
 
     opts = opts or RunOptions()
     out = Path(out_dir)
-    plan = plan_input(input_path, cfg.images_per_part, opts.source)
+    plan = plan_input(input_path, cfg.images_per_part, opts.source, extract_phrases=cfg.extract_phrases)
     resume_key = {"config": asdict(cfg), "input": plan.fingerprint, "input_path": plan.inputs[0]["path"],
-                  "source": plan.source}  # img2dataset input: --source names the image ids
+                  "source": plan.source,  # img2dataset input: --source names the image ids
+                  "given_phrases": plan.given_phrases}
+    log.info("phrases: %s", f"the input's own ({plan.given_phrases})" if plan.given_phrases else "extracted by spaCy")
     done = prior_run(out, resume_key, overwrite)
     if done is not None:
         log.info("%s: already complete for this input and config", out)
@@ -155,15 +186,18 @@ def run_pseudo(input_path: str | Path, out_dir: str | Path, cfg: PseudoConfig, o
     if pending:
         # a Ray the caller started, or a cluster we joined, is left as it was
         with ray_session(opts.num_cpus, address=opts.ray_address):
-            _run_units(pending, cfg, opts, writer, plan.rejects)
+            _run_units(pending, cfg, opts, writer, plan.rejects, plan.given_phrases)
     summary = _summary(writer, units, time.time() - t0)
     if len(writer.manifest.parts) == len(units):
         writer.finish(summary)
     return {"dataset": str(out), **summary}
 
 
-def build_stages(cfg: PseudoConfig, opts: RunOptions, gpus: float) -> list:
-    """The pipeline's stages in order, configured (plain objects: nothing is loaded before ``setup()``)."""
+def build_stages(cfg: PseudoConfig, opts: RunOptions, gpus: float, given_phrases: str | None = None) -> list:
+    """The pipeline's stages in order, configured (plain objects: nothing is loaded before ``setup()``).
+
+    With `given_phrases` (``"column"`` / ``"regions"``) the records' own phrases are loaded with them and no
+    phrase stage runs (spaCy is never loaded)."""
     from transformers import AutoConfig, AutoImageProcessor
 
     from detector.preprocess import ResizeRule
@@ -180,8 +214,10 @@ def build_stages(cfg: PseudoConfig, opts: RunOptions, gpus: float) -> list:
                              min_box_size=cfg.min_box_size, canvas_multiple=cfg.canvas_multiple, round=cfg.round,
                              torch_threads=None if gpus else 1)
     model = ModelStage(settings)
-    return [LoadUnits(), AddPhrases(cfg.phrases), OrderByCanvas(rule), LoadImages(rule, model.rows_per_call),
-            TokenizePrompts(cfg.detector, cfg.clip, max_tokens), model, AssembleCandidates(cfg.round)]
+    phrases = [] if given_phrases else [AddPhrases(cfg.phrases)]
+    return [LoadUnits(given_phrases=bool(given_phrases)), *phrases, OrderByCanvas(rule),
+            LoadImages(rule, model.rows_per_call), TokenizePrompts(cfg.detector, cfg.clip, max_tokens), model,
+            AssembleCandidates(cfg.round)]
 
 
 def _describe(p) -> str:
@@ -198,14 +234,14 @@ def batch_size(opts: RunOptions, gpus: float) -> int:
 
 
 def _run_units(units: list[dict], cfg: PseudoConfig, opts: RunOptions, writer: DatasetWriter,
-               known_rejects: dict[str, list[dict]]) -> None:
+               known_rejects: dict[str, list[dict]], given_phrases: str | None = None) -> None:
     import ray
 
     from workflows.ray_stages import apply_stage, plan_resources
 
     res = ray.cluster_resources()
     gpus = float(res.get("GPU", 0))
-    stages = build_stages(cfg, opts, gpus)
+    stages = build_stages(cfg, opts, gpus, given_phrases)
     model = next(s for s in stages if s.actor)
     plan = plan_resources(stages, float(res.get("CPU", 0)), gpus,
                           {model.name: opts.model_actors} if opts.model_actors else None,
