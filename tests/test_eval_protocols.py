@@ -227,3 +227,28 @@ def test_dataset_gold_keeps_source_ids(sample_gold):
     assert sorted(c["id"] for c in rebuilt["categories"]) == sorted(c["id"] for c in original["categories"])
     dets = jitter_detections(original, 5, [c["id"] for c in original["categories"]])
     assert coco_metrics(rebuilt, dets)["AP"] == pytest.approx(coco_metrics(original, dets)["AP"], abs=1e-9)
+
+
+def _renamed(gt: dict, dets: list[dict], new_id: dict) -> tuple[dict, list[dict]]:
+    images = [{**im, "id": new_id[im["id"]]} for im in gt["images"]]
+    anns = [{**a, "image_id": new_id[a["image_id"]]} for a in gt["annotations"]]
+    return {**gt, "images": images, "annotations": anns}, [{**d, "image_id": new_id[d["image_id"]]} for d in dets]
+
+
+@pytest.mark.parametrize("new_id", [{1: 1, 2: "02", 3: "3"}, {1: "03", 2: "3", 3: "x_7"}])
+def test_string_and_mixed_image_ids_score_like_integer_ids(new_id):
+    """A custom file may keep string ids ("03", "3") beside integers (docs/format.md, "Ids"): scores equal
+    the same gold with integer ids in the same order (pycocotools sorts ids and cannot sort int with str)."""
+    gt, dets = coco_gold(), jitter_detections(coco_gold(), 1, [1, 2, 3])
+    ref = pycocotools_reference(gt, dets)
+    renamed_gt, renamed_dets = _renamed(gt, dets, new_id)
+    mine = score_detections(renamed_gt, renamed_dets, "coco")
+    for k, name in enumerate(["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100"]):
+        assert (mine[name] if mine[name] is not None else -1.0) == pytest.approx(ref[k], abs=1e-6), name
+    lgt = lvis_gold()
+    ldets = jitter_detections(lgt, 0, list(range(1, 7)))
+    lnew = {**new_id, 4: "4", 5: "5"} if isinstance(new_id[1], int) else {**new_id, 4: "y", 5: "z"}
+    renamed_lgt, renamed_ldets = _renamed(lgt, ldets, lnew)
+    for protocol in ("lvis", "lvis-fixed"):
+        want = score_detections(lgt, ldets, protocol)
+        assert score_detections(renamed_lgt, renamed_ldets, protocol) == want
