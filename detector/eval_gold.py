@@ -16,6 +16,7 @@ Detections are COCO results: ``[{"image_id", "category_id", "bbox": [x, y, w, h]
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -112,9 +113,35 @@ def load_detections(path: str | os.PathLike) -> list[dict]:
         dets = json.loads(p.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise EvaluationError(f"{p}: not a COCO results file: {e}") from None
-    if not isinstance(dets, list) or any(not {"image_id", "category_id", "bbox", "score"} <= set(d) for d in dets):
+    if not isinstance(dets, list) or any(not isinstance(d, dict) or not {"image_id", "category_id", "bbox", "score"} <= set(d)
+                                         for d in dets):
         raise EvaluationError(f"{p}: a COCO results file is a list of {{image_id, category_id, bbox, score}}")
+    for k, d in enumerate(dets):
+        reason = _result_entry_error(d)
+        if reason:
+            raise EvaluationError(f"{p}: results[{k}]: {reason}")
     return dets
+
+
+def _number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _integral(v) -> bool:
+    return _number(v) and float(v).is_integer()
+
+
+def _result_entry_error(d: dict) -> str | None:
+    """Why a COCO results entry cannot be scored (the reference tools crash or mis-index on it), else None."""
+    if not (_integral(d["image_id"]) or isinstance(d["image_id"], str)):
+        return f"image_id is not an integer or a string: {d['image_id']!r}"
+    if not _integral(d["category_id"]):
+        return f"category_id is not an integer: {d['category_id']!r}"
+    if not (isinstance(d["bbox"], list) and len(d["bbox"]) == 4 and all(_number(v) for v in d["bbox"])):
+        return f"bbox is not 4 finite numbers: {d['bbox']!r}"
+    if not _number(d["score"]):
+        return f"score is not a finite number: {d['score']!r}"
+    return None
 
 
 def check_shared_images(gt: dict, dets: list[dict], gold_name: str, pred_name: str) -> None:

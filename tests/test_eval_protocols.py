@@ -252,3 +252,30 @@ def test_string_and_mixed_image_ids_score_like_integer_ids(new_id):
     for protocol in ("lvis", "lvis-fixed"):
         want = score_detections(lgt, ldets, protocol)
         assert score_detections(renamed_lgt, renamed_ldets, protocol) == want
+
+
+@pytest.mark.parametrize(("entry", "reason"), [
+    ({"image_id": 1, "category_id": 1, "bbox": [1, 2, 3], "score": 0.5}, "results[1]: bbox is not 4 finite numbers: [1, 2, 3]"),
+    ({"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": "0.5"}, "results[1]: score is not a finite number: '0.5'"),
+    ({"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": float("nan")}, "results[1]: score is not a finite number: nan"),
+    ({"image_id": 1, "category_id": "1", "bbox": [1, 2, 3, 4], "score": 0.5}, "results[1]: category_id is not an integer: '1'"),
+    ({"image_id": [1], "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5}, "results[1]: image_id is not an integer or a string: [1]"),
+    ({"image_id": 1, "category_id": 1, "bbox": [1, 2, "3", 4], "score": 0.5}, "results[1]: bbox is not 4 finite numbers: [1, 2, '3', 4]"),
+])
+def test_malformed_result_entry_is_an_error_naming_the_entry(tmp_path, entry, reason):
+    gold, res = tmp_path / "gold.json", tmp_path / "dets.json"
+    gold.write_text(json.dumps(coco_gold()))
+    good = {"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.9}
+    res.write_text(json.dumps([good, entry]))
+    for protocol in ("coco", "lvis"):
+        proc = run_cli("evaluate", gold, "--detections", res, "--protocol", protocol, check=False)
+        assert proc.returncode == 1 and proc.stdout == ""
+        assert proc.stderr.strip() == f"ovlabel: error: {res}: {reason}"
+
+
+def test_empty_results_file_is_an_error_naming_both(tmp_path):
+    gold, res = tmp_path / "gold.json", tmp_path / "empty.json"
+    gold.write_text(json.dumps(coco_gold()))
+    res.write_text("[]")
+    with pytest.raises(EvaluationError, match=r"empty.json holds no detections: nothing to score against .*gold.json"):
+        evaluate_detections(gold, res)
