@@ -279,3 +279,22 @@ def test_empty_results_file_is_an_error_naming_both(tmp_path):
     res.write_text("[]")
     with pytest.raises(EvaluationError, match=r"empty.json holds no detections: nothing to score against .*gold.json"):
         evaluate_detections(gold, res)
+
+
+def test_dataset_without_source_ids_never_gives_two_images_one_id(tmp_path):
+    """Without `source_image_id` (Open Images, version 1) an `<source>/<integer>` id may be an image id; an
+    image whose id is no integer must not take a number another image's id already is (here 2)."""
+    from formats.converters.openimages import OpenImagesConvertConfig, convert_openimages
+
+    ann = tmp_path / "ann"
+    ann.mkdir()
+    (ann / "class-descriptions-boxable.csv").write_text("/m/01,Cat\n")
+    (ann / "train-annotations-bbox.csv").write_text(
+        "ImageID,Source,LabelName,Confidence,XMin,XMax,YMin,YMax,IsOccluded,IsTruncated,IsGroupOf,IsDepiction,IsInside\n"
+        "abc,x,/m/01,1,0.1,0.5,0.1,0.5,0,0,0,0,0\n2,x,/m/01,1,0.5,0.9,0.5,0.9,0,0,0,0,0\n")
+    (tmp_path / "sizes.csv").write_text("ImageID,width,height\nabc,100,100\n2,100,100\n")
+    convert_openimages(ann, tmp_path / "ds", OpenImagesConvertConfig(sizes=str(tmp_path / "sizes.csv")))
+    gt = dataset_to_coco(tmp_path / "ds")
+    ids = {im["ovlabel_id"]: im["id"] for im in gt["images"]}
+    assert ids == {"openimages_v6/2": 1, "openimages_v6/abc": 2}  # not every id an integer: 1..N for all
+    assert sorted((a["image_id"], a["bbox"][0]) for a in gt["annotations"]) == [(1, 50.0), (2, 10.0)]
