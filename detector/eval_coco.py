@@ -30,6 +30,7 @@ def coco_metrics(gt: dict, dets: list[dict], *, agnostic: bool = False) -> dict:
     counts = {"images": len(gt["images"]), "gt_boxes": len(gt["annotations"]), "detections": len(dets)}
     if not dets or not gt["annotations"]:
         return {**{n: 0.0 for n in COCO_STATS}, "APs": None, "APm": None, "APl": None, **counts}
+    gt, dets = index_image_ids(gt, dets)
     with contextlib.redirect_stdout(sys.stderr):  # pycocotools prints; stdout is for data
         coco = COCO()
         anns = [{"iscrowd": 0, "area": a["bbox"][2] * a["bbox"][3], **a} for a in gt["annotations"]]  # LVIS has neither
@@ -43,6 +44,23 @@ def coco_metrics(gt: dict, dets: list[dict], *, agnostic: bool = False) -> dict:
         ev.summarize()
     stats = {n: (float(v) if v >= 0 else None) for n, v in zip(COCO_STATS, ev.stats)}
     return {**stats, **counts}
+
+
+def index_image_ids(gt: dict, dets: list[dict]) -> tuple[dict, list[dict]]:
+    """`gt` and `dets` with image ids replaced by 0..N-1 in the order pycocotools sorts them, integers first.
+
+    Ids keep their type (docs/format.md, "Ids"): a custom file may hold strings (``"03"``, ``"2008_000123"``)
+    beside integers, which pycocotools (``sorted(getImgIds())``) cannot order and faster-coco-eval cannot
+    index. Integers, or strings, alone keep their relative order, so scores equal the reference tool's
+    wherever it runs (ties between images are broken in that order). Unknown detection ids map past N.
+    """
+    order = sorted({im["id"] for im in gt["images"]}, key=lambda v: (isinstance(v, str), v))
+    index = {v: k for k, v in enumerate(order)}
+    for d in dets:
+        index.setdefault(d["image_id"], len(index))
+    images = [{**im, "id": index[im["id"]]} for im in gt["images"]]
+    anns = [{**a, "image_id": index.get(a["image_id"], a["image_id"])} for a in gt["annotations"]]
+    return {**gt, "images": images, "annotations": anns}, [{**d, "image_id": index[d["image_id"]]} for d in dets]
 
 
 def topk_query_class(boxes: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -8,7 +8,8 @@ ignore regions (origins ``crowd`` / ``ignore``, both scored as ``iscrowd``: neve
 detection on one is no false positive), each annotation's own ``area``, ``coco_url`` and LVIS's per-image
 ``neg_category_ids`` / ``not_exhaustive_category_ids`` (stored as labels, mapped back to category ids).
 Datasets without ``source_image_id`` (version 1, or not converted from a COCO-format file) take the image id
-from ``image_id`` = ``<source>/<integer>`` when it is one, else 1..N; version-1 areas come from the box.
+from ``image_id`` = ``<source>/<integer>`` when every record's is one and they are distinct, else 1..N in
+record order (two images never share an id); version-1 areas come from the box.
 
 Detections are COCO results: ``[{"image_id", "category_id", "bbox": [x, y, w, h] pixels, "score"}]``.
 """
@@ -16,6 +17,7 @@ Detections are COCO results: ``[{"image_id", "category_id", "bbox": [x, y, w, h]
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -52,10 +54,19 @@ def load_gold(path: str | os.PathLike) -> dict:
     return dataset_to_coco(p)
 
 
-def _fallback_image_id(row: dict, k: int, taken: set[int]) -> int:
-    """A dataset without source ids: the `<source>/<integer>` suffix of `image_id` when free, else k."""
-    tail = str(row["image_id"]).rsplit("/", 1)[-1]
-    return int(tail) if tail.isdigit() and int(tail) not in taken else k
+def _image_ids(rows: list[dict], source_ids: bool) -> list:
+    """The COCO image id of each record: the source's (``source_image_id``, type kept) when every record has
+    one (as `export coco` writes them); else, when every ``image_id`` ends in ``/<integer>`` and those integers
+    are distinct (a version-1 COCO conversion), those integers; else 1..N in record order. Two records never
+    share an id."""
+    if source_ids and all(r.get("source_image_id") is not None for r in rows):
+        return [json.loads(r["source_image_id"]) for r in rows]
+    tails = [str(r["image_id"]).rsplit("/", 1)[-1] for r in rows]
+    if all(t.isdecimal() for t in tails):
+        ints = [int(t) for t in tails]
+        if len(set(ints)) == len(ints):
+            return ints
+    return list(range(1, len(rows) + 1))
 
 
 def dataset_to_coco(dataset_dir: str | os.PathLike) -> dict:
@@ -69,28 +80,21 @@ def dataset_to_coco(dataset_dir: str | os.PathLike) -> dict:
         raise EvaluationError(f"{dataset_dir}: detection AP needs a detection (OD) dataset, not {m.kind!r}")
     cat_id = m.category_ids()
     gt: dict = {"images": [], "annotations": [], "categories": od_categories(m)}
-    source_ids = "source_image_id" in m.extra_columns
-    taken: set = set()
-    for table in ds.iter_tables():
-        for row in table.to_pylist():
-            if source_ids and row.get("source_image_id") is not None:
-                k = json.loads(row["source_image_id"])
-            else:
-                k = _fallback_image_id(row, len(gt["images"]) + 1, taken)
-            taken.add(k)
-            im = {"id": k, "width": row["width"], "height": row["height"], "file_name": row["file_name"],
-                  "ovlabel_id": row["image_id"]}
-            if row.get("coco_url") is not None:
-                im["coco_url"] = row["coco_url"]
-            for col, key in (("neg_labels", "neg_category_ids"), ("not_exhaustive_labels", "not_exhaustive_category_ids")):
-                if row.get(col) is not None:
-                    im[key] = [cat_id[int(x)] for x in row[col]]
-            gt["images"].append(im)
-            for g in row["regions"] or []:
-                ann = _region_annotation(g, k, cat_id)
-                if ann is not None:
-                    ann["id"] = len(gt["annotations"]) + 1
-                    gt["annotations"].append(ann)
+    rows = [row for table in ds.iter_tables() for row in table.to_pylist()]
+    for row, k in zip(rows, _image_ids(rows, "source_image_id" in m.extra_columns)):
+        im = {"id": k, "width": row["width"], "height": row["height"], "file_name": row["file_name"],
+              "ovlabel_id": row["image_id"]}
+        if row.get("coco_url") is not None:
+            im["coco_url"] = row["coco_url"]
+        for col, key in (("neg_labels", "neg_category_ids"), ("not_exhaustive_labels", "not_exhaustive_category_ids")):
+            if row.get(col) is not None:
+                im[key] = [cat_id[int(x)] for x in row[col]]
+        gt["images"].append(im)
+        for g in row["regions"] or []:
+            ann = _region_annotation(g, k, cat_id)
+            if ann is not None:
+                ann["id"] = len(gt["annotations"]) + 1
+                gt["annotations"].append(ann)
     return gt
 
 
@@ -112,9 +116,35 @@ def load_detections(path: str | os.PathLike) -> list[dict]:
         dets = json.loads(p.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise EvaluationError(f"{p}: not a COCO results file: {e}") from None
-    if not isinstance(dets, list) or any(not {"image_id", "category_id", "bbox", "score"} <= set(d) for d in dets):
+    if not isinstance(dets, list) or any(not isinstance(d, dict) or not {"image_id", "category_id", "bbox", "score"} <= set(d)
+                                         for d in dets):
         raise EvaluationError(f"{p}: a COCO results file is a list of {{image_id, category_id, bbox, score}}")
+    for k, d in enumerate(dets):
+        reason = _result_entry_error(d)
+        if reason:
+            raise EvaluationError(f"{p}: results[{k}]: {reason}")
     return dets
+
+
+def _number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _integral(v) -> bool:
+    return _number(v) and float(v).is_integer()
+
+
+def _result_entry_error(d: dict) -> str | None:
+    """Why a COCO results entry cannot be scored (the reference tools crash or mis-index on it), else None."""
+    if not (_integral(d["image_id"]) or isinstance(d["image_id"], str)):
+        return f"image_id is not an integer or a string: {d['image_id']!r}"
+    if not _integral(d["category_id"]):
+        return f"category_id is not an integer: {d['category_id']!r}"
+    if not (isinstance(d["bbox"], list) and len(d["bbox"]) == 4 and all(_number(v) for v in d["bbox"])):
+        return f"bbox is not 4 finite numbers: {d['bbox']!r}"
+    if not _number(d["score"]):
+        return f"score is not a finite number: {d['score']!r}"
+    return None
 
 
 def check_shared_images(gt: dict, dets: list[dict], gold_name: str, pred_name: str) -> None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
+from detector.eval_coco import index_image_ids
+
 log = logging.getLogger("ovlabel.evaluate")
 
 LVIS_MAX_DETS = 300
@@ -69,6 +71,7 @@ def lvis_metrics(gt: dict, dets: list[dict], *, fixed: bool = False, max_dets: i
     from faster_coco_eval import COCO, COCOeval_faster
 
     gt, freq_known = _with_lvis_fields(gt)
+    gt, dets = index_image_ids(gt, dets)
     kept = top_per_class(dets, per_class) if fixed else top_per_image(dets, max_dets)
     counts = {"images": len(gt["images"]), "gt_boxes": len(gt["annotations"]), "detections": len(kept)}
     names = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf", "AR")

@@ -118,8 +118,10 @@ def evaluate_detections(gold: str | os.PathLike, detections: str | os.PathLike, 
     from detector.eval_gold import load_detections
 
     protocol = protocol or default_protocol(gold)
-    return score_detections(load_gold(gold), load_detections(detections), protocol, gold_name=str(gold),
-                            pred_name=str(detections))
+    dets = load_detections(detections)
+    if not dets:
+        raise EvaluationError(f"{detections} holds no detections: nothing to score against {gold}")
+    return score_detections(load_gold(gold), dets, protocol, gold_name=str(gold), pred_name=str(detections))
 
 
 def evaluate_detector(detector, gold: str | os.PathLike, *, protocol: str | None = None,

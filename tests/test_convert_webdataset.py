@@ -80,9 +80,11 @@ def test_shard_records_of_a_tar(wds):
     ]
     assert rows[0]["url"] == "http://x/000000000.jpg" and rows[1]["url"] is None
     assert sorted((r["record"], r["reason"]) for r in rejects) == [
-        ("key=000000002", "download failed"), ("key=000000003", "no image member (found json, txt)"),
+        ("key=000000002", "download failed"), ("key=000000003", "no image member"),
         ("key=000000004", "invalid caption text")]
     assert next(r["detail"] for r in rejects if r["record"] == "key=000000002") == "HTTP Error 404"
+    # one reason per kind (the manifest counts by reason); the members found are the detail
+    assert next(r["detail"] for r in rejects if r["record"] == "key=000000003") == "no image member: found json, txt"
     img = decode_image(read_image_bytes(wds, rows[1]["file_name"]))
     assert img.size == (20, 10)
 
@@ -91,7 +93,7 @@ def test_convert_cc3m_and_grit_from_tar_only_shards(wds, tmp_path):
     m = convert_img2dataset(wds, tmp_path / "cc3m", Img2DatasetConvertConfig(source="cc3m"))
     assert m.counts["images"] == 3 and m.counts["images_in"] == 6
     assert m.counts["rejected"] == {"download failed": 1, "invalid caption text": 1,
-                                    "no image member (found json, txt)": 1}
+                                    "no image member": 1}
     g = convert_img2dataset(wds, tmp_path / "grit", Img2DatasetConvertConfig(source="grit", spans="ref_exps",
                                                                              min_score=0.5))
     rec = next(r for r in Dataset(tmp_path / "grit").read().to_pylist() if r["image_id"] == "grit/000010000")

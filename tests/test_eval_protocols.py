@@ -227,3 +227,74 @@ def test_dataset_gold_keeps_source_ids(sample_gold):
     assert sorted(c["id"] for c in rebuilt["categories"]) == sorted(c["id"] for c in original["categories"])
     dets = jitter_detections(original, 5, [c["id"] for c in original["categories"]])
     assert coco_metrics(rebuilt, dets)["AP"] == pytest.approx(coco_metrics(original, dets)["AP"], abs=1e-9)
+
+
+def _renamed(gt: dict, dets: list[dict], new_id: dict) -> tuple[dict, list[dict]]:
+    images = [{**im, "id": new_id[im["id"]]} for im in gt["images"]]
+    anns = [{**a, "image_id": new_id[a["image_id"]]} for a in gt["annotations"]]
+    return {**gt, "images": images, "annotations": anns}, [{**d, "image_id": new_id[d["image_id"]]} for d in dets]
+
+
+@pytest.mark.parametrize("new_id", [{1: 1, 2: "02", 3: "3"}, {1: "03", 2: "3", 3: "x_7"}])
+def test_string_and_mixed_image_ids_score_like_integer_ids(new_id):
+    """A custom file may keep string ids ("03", "3") beside integers (docs/format.md, "Ids"): scores equal
+    the same gold with integer ids in the same order (pycocotools sorts ids and cannot sort int with str)."""
+    gt, dets = coco_gold(), jitter_detections(coco_gold(), 1, [1, 2, 3])
+    ref = pycocotools_reference(gt, dets)
+    renamed_gt, renamed_dets = _renamed(gt, dets, new_id)
+    mine = score_detections(renamed_gt, renamed_dets, "coco")
+    for k, name in enumerate(["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100"]):
+        assert (mine[name] if mine[name] is not None else -1.0) == pytest.approx(ref[k], abs=1e-6), name
+    lgt = lvis_gold()
+    ldets = jitter_detections(lgt, 0, list(range(1, 7)))
+    lnew = {**new_id, 4: "4", 5: "5"} if isinstance(new_id[1], int) else {**new_id, 4: "y", 5: "z"}
+    renamed_lgt, renamed_ldets = _renamed(lgt, ldets, lnew)
+    for protocol in ("lvis", "lvis-fixed"):
+        want = score_detections(lgt, ldets, protocol)
+        assert score_detections(renamed_lgt, renamed_ldets, protocol) == want
+
+
+@pytest.mark.parametrize(("entry", "reason"), [
+    ({"image_id": 1, "category_id": 1, "bbox": [1, 2, 3], "score": 0.5}, "results[1]: bbox is not 4 finite numbers: [1, 2, 3]"),
+    ({"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": "0.5"}, "results[1]: score is not a finite number: '0.5'"),
+    ({"image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "score": float("nan")}, "results[1]: score is not a finite number: nan"),
+    ({"image_id": 1, "category_id": "1", "bbox": [1, 2, 3, 4], "score": 0.5}, "results[1]: category_id is not an integer: '1'"),
+    ({"image_id": [1], "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5}, "results[1]: image_id is not an integer or a string: [1]"),
+    ({"image_id": 1, "category_id": 1, "bbox": [1, 2, "3", 4], "score": 0.5}, "results[1]: bbox is not 4 finite numbers: [1, 2, '3', 4]"),
+])
+def test_malformed_result_entry_is_an_error_naming_the_entry(tmp_path, entry, reason):
+    gold, res = tmp_path / "gold.json", tmp_path / "dets.json"
+    gold.write_text(json.dumps(coco_gold()))
+    good = {"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.9}
+    res.write_text(json.dumps([good, entry]))
+    for protocol in ("coco", "lvis"):
+        proc = run_cli("evaluate", gold, "--detections", res, "--protocol", protocol, check=False)
+        assert proc.returncode == 1 and proc.stdout == ""
+        assert proc.stderr.strip() == f"ovlabel: error: {res}: {reason}"
+
+
+def test_empty_results_file_is_an_error_naming_both(tmp_path):
+    gold, res = tmp_path / "gold.json", tmp_path / "empty.json"
+    gold.write_text(json.dumps(coco_gold()))
+    res.write_text("[]")
+    with pytest.raises(EvaluationError, match=r"empty.json holds no detections: nothing to score against .*gold.json"):
+        evaluate_detections(gold, res)
+
+
+def test_dataset_without_source_ids_never_gives_two_images_one_id(tmp_path):
+    """Without `source_image_id` (Open Images, version 1) an `<source>/<integer>` id may be an image id; an
+    image whose id is no integer must not take a number another image's id already is (here 2)."""
+    from formats.converters.openimages import OpenImagesConvertConfig, convert_openimages
+
+    ann = tmp_path / "ann"
+    ann.mkdir()
+    (ann / "class-descriptions-boxable.csv").write_text("/m/01,Cat\n")
+    (ann / "train-annotations-bbox.csv").write_text(
+        "ImageID,Source,LabelName,Confidence,XMin,XMax,YMin,YMax,IsOccluded,IsTruncated,IsGroupOf,IsDepiction,IsInside\n"
+        "abc,x,/m/01,1,0.1,0.5,0.1,0.5,0,0,0,0,0\n2,x,/m/01,1,0.5,0.9,0.5,0.9,0,0,0,0,0\n")
+    (tmp_path / "sizes.csv").write_text("ImageID,width,height\nabc,100,100\n2,100,100\n")
+    convert_openimages(ann, tmp_path / "ds", OpenImagesConvertConfig(sizes=str(tmp_path / "sizes.csv")))
+    gt = dataset_to_coco(tmp_path / "ds")
+    ids = {im["ovlabel_id"]: im["id"] for im in gt["images"]}
+    assert ids == {"openimages_v6/2": 1, "openimages_v6/abc": 2}  # not every id an integer: 1..N for all
+    assert sorted((a["image_id"], a["bbox"][0]) for a in gt["annotations"]) == [(1, 50.0), (2, 10.0)]

@@ -362,3 +362,13 @@ def test_odvg_without_keep_empty_writes_only_the_images_of_exported_records(tmp_
     # shard names of records left out are no reason to refuse an export without --images-dir
     only_empty_in_shards = vg_dataset(tmp_path / "vg2", ["tar://k0.jpg::00000.tar", "a.jpg"], [0, 1])
     assert [x["filename"] for x in lines(export_odvg(only_empty_in_shards, tmp_path / "x.jsonl")["records"])] == ["a.jpg"]
+
+
+@pytest.mark.parametrize("category, texts", [
+    ({"name": "tv", "synonyms": ["", "_"]}, ["tv"]),  # synonyms with no word: the name's texts, never []
+    ({"name": "Traffic_Light/Signal", "synonyms": [" "]}, ["traffic light", "signal"]),
+    ({"name": "tv", "synonyms": ["", "tv_set"]}, ["tv set"]),
+])
+def test_yolo_world_class_texts_never_empty(category, texts):
+    """YOLO-World and `embed-texts --synonyms first` read each class's first text: a class needs one."""
+    assert class_texts(category) == texts

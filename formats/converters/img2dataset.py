@@ -259,7 +259,7 @@ def _webdataset_table(shard: str, size: int, mtime_ns: int) -> tuple[pa.Table, d
                                       "its image, size and caption would not agree"})
             continue
         why = s.get("error") or (None if "image" in s or s.get("json", {}).get("status") not in (None, "success")
-                                 else f"no image member (found {', '.join(sorted(s['exts']))})")
+                                 else f"no image member: found {', '.join(sorted(s['exts']))}")
         meta = s.get("json", {})
         extra = None
         if not why:

@@ -42,11 +42,12 @@ def synonym_texts(synonym: str) -> list[str]:
 
 
 def class_texts(category: dict) -> list[str]:
-    """Prompt names of one category: LVIS synonyms (`synonym_texts`) or the name split at '/' (lower case)."""
+    """Prompt names of one category: LVIS synonyms (`synonym_texts`) or, when they give no text (none, or
+    only blank ones), the name split at '/' (lower case). Never empty for a named category: YOLO-World reads
+    each class's first text."""
     syn = category.get("synonyms")
-    if isinstance(syn, list) and syn:
-        names = [t for s in syn for t in synonym_texts(s)]
-    else:
+    names = [t for s in syn for t in synonym_texts(s) if t] if isinstance(syn, list) else []
+    if not names:
         names = [t for part in str(category["name"]).split("/") for t in synonym_texts(part.strip().lower())]
     seen: list[str] = []
     for n in names:
