@@ -9,9 +9,10 @@ rule of every converter (`formats.boxes.clip_to_image`).
 
 What evaluation and ``export coco`` need is kept (format version 2): ``iscrowd`` / ``ignore`` annotations
 as regions of origin ``crowd`` / ``ignore`` (MMDetection drops them; they are never trained on), each
-annotation's own ``area`` (region ``area``), the source's image ids (column ``source_image_id``) and
-category ids (manifest ``categories[].id``), ``coco_url``, LVIS ``frequency`` and the per-image
-``neg_category_ids`` / ``not_exhaustive_category_ids`` (as labels: ``neg_labels``, ``not_exhaustive_labels``).
+annotation's own ``area`` (region ``area``) and id (region ``source_id``, type kept), the source's image
+ids (column ``source_image_id``) and category ids (manifest ``categories[].id``), ``coco_url``, LVIS
+``frequency`` and the per-image ``neg_category_ids`` / ``not_exhaustive_category_ids`` (as labels:
+``neg_labels``, ``not_exhaustive_labels``).
 """
 
 from __future__ import annotations
@@ -246,8 +247,8 @@ def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: C
     extra = _extra_fields(cols, cfg)
     manifest.extra_columns = [f.name for f in extra]
     writer = DatasetWriter(out_dir, manifest, overwrite=True, resume_key=resume_key)
-    boxes_per_image = _write_parts(writer, cols, ids.images, cfg, cats, kept_idx, file_names, fit.xyxy, ann_keep,
-                                   ann_slot, ann_label_pos, extra)
+    boxes_per_image = _write_parts(writer, cols, ids.images, ids.annotations, cfg, cats, kept_idx, file_names,
+                                   fit.xyxy, ann_keep, ann_slot, ann_label_pos, extra)
     writer.write_rejects("part-00000.parquet", rej.rows)
     counts = {
         "images_in": int(len(cols.img_id)), "images": n_kept,
@@ -387,8 +388,8 @@ def _ids_to_labels(lists: pa.Array, cats: list[dict]) -> pa.Array:
                     type=pa.list_(pa.int32()))
 
 
-def _write_parts(writer: DatasetWriter, cols: CocoColumns, img_ids: Ids, cfg: CocoConvertConfig, cats: list[dict],
-                 kept_idx: np.ndarray, names: pa.Array, xyxy: np.ndarray, ann_keep, ann_slot, label_pos,
+def _write_parts(writer: DatasetWriter, cols: CocoColumns, img_ids: Ids, ann_ids: Ids, cfg: CocoConvertConfig,
+                 cats: list[dict], kept_idx: np.ndarray, names: pa.Array, xyxy: np.ndarray, ann_keep, ann_slot, label_pos,
                  extra: list[pa.Field]) -> np.ndarray:
     """Groups the kept boxes (`xyxy`: absolute pixels, clipped) by image and writes the record parts; returns the
     box count of each image."""
@@ -415,6 +416,7 @@ def _write_parts(writer: DatasetWriter, cols: CocoColumns, img_ids: Ids, cfg: Co
             offsets[a:b + 1] - offsets[a], xyxy[sel],
             label=cat_labels[lp], category=cat_names.take(from_numpy(lp)), origin=region_origins(flags),
             area=np.where((flags & F_AREA_MISSING) > 0, np.nan, cols.ann_area[sel]),
+            source_id=json_texts(ann_ids, sel),
         )
         data = {
             "image_id": image_id,
