@@ -198,11 +198,12 @@ def unused_categories(cats: list[dict], used_ids: set) -> dict[int, str]:
 
 
 def drop_categories(cats: list[dict], drop: dict[int, str], rej: Rejects) -> list[dict]:
-    """`cats` without the `drop` ids, labels renumbered densely in the same order; each drop recorded."""
+    """`cats` without the `drop` ids, labels renumbered densely in the same order; each drop written to the
+    rejects (counted in ``counts.categories_left_out`` only: ``counts.dropped`` counts boxes)."""
     for k, c in enumerate(cats):
         if c["id"] in drop:
             rej.add_records([f"categories[{k}] id={c['id']} name={c['name']!r}"], drop[c["id"]],
-                            "no box uses it; --keep-unused-categories keeps it", dropped=True)
+                            "no box uses it; --keep-unused-categories keeps it", dropped=True, counted=False)
     kept = [dict(c) for c in cats if c["id"] not in drop]
     for k, c in enumerate(kept):
         c["label"] = k
@@ -227,9 +228,11 @@ def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: C
     cats = build_categories(cols.categories, cfg.source, str(ann_path), cfg.fix_o365_names)
     ids = id_columns(cols, ann_path)
     rej = Rejects(str(ann_path))
+    left_out: dict[int, str] = {}
     if cfg.source == "custom" and not cfg.keep_unused_categories:
         used = set(np.unique(cols.ann_cat[cols.ann_cat != MISSING]).tolist())
-        cats = drop_categories(cats, unused_categories(cats, used), rej)
+        left_out = unused_categories(cats, used)
+        cats = drop_categories(cats, left_out, rej)
     problems = {(a, i): (r, d) for a, i, r, d in cols.problems}
 
     keep_img, file_names = _check_images(cols, ids, cfg, rej, problems)
@@ -259,9 +262,8 @@ def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: C
         "categories": len(cats),
         "dropped": dict(sorted(rej.dropped.items())), "rejected": dict(sorted(rej.rejected.items())),
     }
-    left_out = {r: n for r, n in rej.dropped.items() if r.startswith("unused ")}
     if left_out:
-        counts["categories_left_out"] = dict(sorted(left_out.items()))
+        counts["categories_left_out"] = dict(sorted(Counter(left_out.values()).items()))
     return writer.finish(counts)
 
 
