@@ -198,7 +198,8 @@ def _same(region: dict, rejected: dict, iou: float) -> bool:
 
 
 def _reviewed(reg: dict, c: dict, key: str, label_of: dict) -> dict:
-    """A region as the reviewer left it: their box and words, origin `review`, the region key kept.
+    """A region as the reviewer left it: their box and words, origin `review`, the region key kept; the source
+    annotation id (``source_id``) only when the reviewer accepted the region as it was.
 
     A typed phrase follows the phrase rule (``formats.phrase_rules``): trimmed to its first and last word
     character; one with no word character is not written (the region keeps its words; see `apply_corrections`).
@@ -206,6 +207,8 @@ def _reviewed(reg: dict, c: dict, key: str, label_of: dict) -> dict:
     out = dict(reg)
     out["region_id"] = key
     out["origin"] = "review"
+    if c["action"] != "accept":
+        out["source_id"] = None  # an edited box is no longer the source's annotation (`export coco` numbers it)
     if c["bbox"] is not None and np.isfinite(c["bbox"]).all():
         out["bbox"] = list(c["bbox"])
     phrase = trim_phrase(c.get("phrase"))

@@ -10,9 +10,9 @@ A region's ``origin`` says what it is: ``gold`` / ``review`` boxes are ground tr
 labels, and ``crowd`` / ``ignore`` regions (a source's ``iscrowd`` / ``ignore`` annotations) are kept only
 for evaluation: never trained on, never exported for training, ignored when scoring (`IGNORE_ORIGINS`).
 
-Format versions: 1 had no region ``area``, no ``crowd`` / ``ignore`` origins (such annotations were dropped)
-and no ``source_image_id`` / ``coco_url`` columns. Version-1 parts are read as version 2 (`upgrade`): the
-missing region fields are null.
+Format versions: 1 had no region ``area`` / ``source_id``, no ``crowd`` / ``ignore`` origins (such annotations
+were dropped) and no ``source_image_id`` / ``coco_url`` columns. Version-1 parts are read as version 2
+(`upgrade`): the missing region fields are null.
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ REGION_TYPE = pa.struct(
         pa.field("origin", pa.string()),
         pa.field("round", pa.int16()),
         pa.field("area", pa.float64()),  # the source annotation's own area, px² (COCO `area`); null: the box's
+        # the source annotation's own id as JSON text, type kept (``5678``, ``"a-17"``; `formats.ids.json_texts`);
+        # null for regions no source annotation gave (pseudo boxes, reviewers' edits, sources without ids)
+        pa.field("source_id", pa.string()),
     ]
 )
 REGION_FIELDS = tuple(f.name for f in REGION_TYPE)
@@ -98,10 +101,12 @@ def regions_from_columns(
     origin: str | pa.Array = "gold",
     round: int | np.ndarray | None = None,
     area: np.ndarray | None = None,
+    source_id: pa.Array | None = None,
 ) -> pa.ListArray:
     """Builds the `regions` list column from flat per-box columns and per-image offsets (len = images + 1).
 
-    `bbox_xyxy` is (N, 4) absolute pixels; `area` the source's own areas in px² (NaN or None: unknown)."""
+    `bbox_xyxy` is (N, 4) absolute pixels; `area` the source's own areas in px² (NaN or None: unknown);
+    `source_id` the source annotations' ids as JSON text (`formats.ids.json_texts`; None: no source id)."""
     n = int(len(bbox_xyxy))
     boxes = np.ascontiguousarray(bbox_xyxy, dtype=np.float64).reshape(-1)
     bbox = pa.FixedSizeListArray.from_arrays(from_numpy(boxes), 4)
@@ -130,6 +135,7 @@ def regions_from_columns(
         col(origin, pa.string()),
         col(round, pa.int16()),
         col(area, pa.float64()) if area is None else _nan_as_null(area),
+        col(source_id, pa.string()),
     ]
     structs = pa.StructArray.from_arrays(children, fields=list(REGION_TYPE))
     return pa.ListArray.from_arrays(from_numpy(np.asarray(offsets, dtype=np.int32)), structs)

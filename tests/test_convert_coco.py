@@ -93,6 +93,7 @@ def test_custom_unused_supercategory_and_background_are_left_out_and_counted(wri
     assert m.counts["categories"] == 3
     assert m.counts["categories_left_out"] == {"unused background category": 1,
                                                "unused supercategory of other categories": 1}
+    assert m.counts["dropped"] == {}  # boxes only: the categories are counted in categories_left_out alone
     assert [(g["label"], g["category"]) for g in records(tmp_path / "ds")[0]["regions"]] == [(0, "fish"), (1, "shark")]
     assert [(r["record"], r["reason"]) for r in rejects(tmp_path / "ds")] == [
         ("categories[0] id=0 name='fishes'", "dropped: unused supercategory of other categories"),

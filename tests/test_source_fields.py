@@ -22,7 +22,7 @@ from detector.eval_coco import coco_metrics
 from detector.eval_gold import dataset_to_coco
 from formats import schema as S
 from formats.converters.coco import CocoConvertConfig, convert_coco
-from formats.dataset import MANIFEST, Dataset, DatasetWriter, Manifest
+from formats.dataset import MANIFEST, Dataset, DatasetWriter, Manifest, derived_manifest
 from formats.export.coco import export_coco
 from formats.export.odvg import export_odvg
 from formats.export.yolo_world import export_yolo_world
@@ -102,6 +102,8 @@ def test_coco_export_loads_in_pycocotools_with_the_original_ids_and_fields(coco_
     want = sorted((key(a), a["area"], a["iscrowd"], a.get("ignore", 0)) for a in orig.anns.values())
     assert got == want
     assert [(a["image_id"], a["area"]) for a in back.anns.values() if a["iscrowd"]] == [(391895, 25000.0)]
+    assert sorted(back.anns) == sorted(orig.anns) == [*range(1000, 1007), 2000]  # the annotations' own ids
+    assert {i: key(a) for i, a in back.anns.items()} == {i: key(a) for i, a in orig.anns.items()}
     assert [(a["image_id"], a["iscrowd"]) for a in back.anns.values() if a.get("ignore")] == [(7, 0)]
 
 
@@ -184,6 +186,97 @@ def test_lvis_export_loads_in_the_lvis_api_and_scores_like_the_original(write_js
         assert got[k] == pytest.approx(v, abs=1e-6), k
 
 
+def ann_ids_doc(ids: list) -> dict:
+    """Three images, one box each, annotation ids as given (not 1..N); image 3 has no coco_url."""
+    images = [{"id": i, "file_name": f"{i}.jpg", "width": 200, "height": 100} for i in (1, 2, 3)]
+    for im in images[:2]:
+        im["coco_url"] = f"http://example.org/{im['file_name']}"
+    boxes = [(1, 1, [10.0, 10.0, 30.0, 20.0]), (2, 2, [5.0, 5.0, 50.0, 40.0]), (3, 1, [60.0, 20.0, 25.0, 25.0])]
+    anns = [{"id": a, "image_id": im, "category_id": c, "bbox": b, "area": b[2] * b[3], "iscrowd": 0}
+            for a, (im, c, b) in zip(ids, boxes)]
+    return {"images": images, "annotations": anns,
+            "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]}
+
+
+def ids_by_box(coco) -> dict:
+    """annotation id -> (image id, category id, xywh box to 1e-6 px) of a loaded pycocotools COCO / LVIS object."""
+    return {i: (a["image_id"], a["category_id"], tuple(round(v, 6) for v in a["bbox"])) for i, a in coco.anns.items()}
+
+
+@pytest.mark.parametrize("ids", [[5678, 12, 9000001], ["a-17", "0012", 12]])
+def test_annotation_ids_are_written_back_with_their_type(write_json, tmp_path, ids):
+    from pycocotools.coco import COCO
+
+    src = write_json(ann_ids_doc(ids))
+    convert_coco(src, tmp_path / "ds", CocoConvertConfig(source="custom"))
+    regions = [g for r in Dataset(tmp_path / "ds").read().to_pylist() for g in r["regions"]]
+    assert [g["source_id"] for g in regions] == [json.dumps(i) for i in ids]  # JSON text: the type kept
+    export_coco(tmp_path / "ds", tmp_path / "e.json")
+    out = json.loads((tmp_path / "e.json").read_text())
+    assert [a["id"] for a in out["annotations"]] == ids
+    assert ids_by_box(COCO(str(tmp_path / "e.json"))) == ids_by_box(COCO(str(src)))
+    # an image without coco_url has no coco_url key (not null)
+    assert [("coco_url" in im) for im in out["images"]] == [True, True, False]
+    assert out["images"][0]["coco_url"] == "http://example.org/1.jpg"
+
+
+def test_lvis_annotation_ids_are_kept_in_the_lvis_api(write_json, tmp_path):
+    doc = lvis_file()
+    for k, a in enumerate(doc["annotations"]):
+        a["id"] = [5678, 12, 9000001][k] if k < 3 else 100_000 + 7 * k
+    src = write_json(doc, "lvis.json")
+    convert_coco(src, tmp_path / "ds", CocoConvertConfig(source="lvis_v1"))
+    export_coco(tmp_path / "ds", tmp_path / "e.json")
+    orig, back = load_lvis(src), load_lvis(tmp_path / "e.json")
+    assert {5678, 12, 9000001} <= set(back.anns)
+    assert ids_by_box(back) == ids_by_box(orig)
+
+
+def with_pseudo_regions(src_ds, out, duplicate_first: bool = False) -> None:
+    """`src_ds` with a pseudo box added to images 1 and 3 (after their gold box); `duplicate_first`: image 2
+    also gets a copy of image 1's gold region, source id included."""
+    src = Dataset(src_ds)
+    table = src.read()
+    rows = table.to_pylist()
+    first = dict(rows[0]["regions"][0])
+    for r, box in zip(rows, ([100.0, 50.0, 150.0, 90.0], None, [0.0, 0.0, 40.0, 40.0])):
+        if box is not None:
+            r["regions"].append({"bbox": box, "label": 0, "category": "cat", "phrase": "cat", "score": 0.8,
+                                 "det_score": 0.7, "clip_score": 0.3, "origin": "pseudo", "round": 1})
+    if duplicate_first:
+        rows[1]["regions"].append(first)
+    with DatasetWriter(out, derived_manifest(src, {"op": "test"})) as w:
+        w.write_part("part-00000.parquet", pa.Table.from_pylist(rows, schema=table.schema))
+        w.finish()
+
+
+@pytest.mark.parametrize("ids,want", [
+    ([5678, 12, 9000001], [5678, 9000002, 12, 9000001, 9000003]),
+    (["a-17", "0012", 12], ["a-17", 13, "0012", 12, 14]),  # after the largest integer, "0012" counted
+    (["a", "b", "c"], ["a", 1, "b", "c", 2]),
+])
+def test_regions_without_a_source_id_are_numbered_after_the_largest_id(write_json, tmp_path, ids, want):
+    from pycocotools.coco import COCO
+
+    convert_coco(write_json(ann_ids_doc(ids)), tmp_path / "ds", CocoConvertConfig(source="custom"))
+    with_pseudo_regions(tmp_path / "ds", tmp_path / "mixed")
+    export_coco(tmp_path / "mixed", tmp_path / "e.json")
+    out = json.loads((tmp_path / "e.json").read_text())
+    assert [a["id"] for a in out["annotations"]] == want
+    assert [a["image_id"] for a in out["annotations"]] == [1, 1, 2, 3, 3]
+    assert [("score" in a and a["score"] is not None) for a in out["annotations"]] == [False, True, False, False, True]
+    assert len(COCO(str(tmp_path / "e.json")).anns) == 5
+
+
+def test_duplicate_source_ids_are_numbered_1_to_n(write_json, tmp_path):
+    convert_coco(write_json(ann_ids_doc([5678, 12, 9000001])), tmp_path / "ds", CocoConvertConfig(source="custom"))
+    with_pseudo_regions(tmp_path / "ds", tmp_path / "dup", duplicate_first=True)
+    export_coco(tmp_path / "dup", tmp_path / "e.json")
+    out = json.loads((tmp_path / "e.json").read_text())
+    assert [a["id"] for a in out["annotations"]] == [1, 2, 3, 4, 5, 6]
+    assert [a["image_id"] for a in out["annotations"]] == [1, 1, 2, 2, 3, 3]
+
+
 def test_crowd_regions_are_not_trained_on_nor_exported_for_training_and_stats_count_them(coco_pair, tmp_path):
     _, ds, _ = coco_pair
     export_odvg(ds, tmp_path / "train.jsonl")
@@ -227,13 +320,15 @@ def test_vg_crowd_regions_stay_out_of_training_exports(tmp_path):
 
 
 def to_version_1(ds) -> None:
-    """Rewrites a dataset in the version-1 layout: regions without `area`, crowd/ignore regions dropped (as
-    version 1 converters dropped them), no source_image_id / coco_url columns, manifest format_version 1."""
-    old_region = pa.struct([f for f in S.REGION_TYPE if f.name != "area"])
+    """Rewrites a dataset in the version-1 layout: regions without `area` / `source_id`, crowd/ignore regions
+    dropped (as version 1 converters dropped them), no source_image_id / coco_url columns, manifest
+    format_version 1."""
+    new = ("area", "source_id")
+    old_region = pa.struct([f for f in S.REGION_TYPE if f.name not in new])
     for part in sorted((ds / "records").glob("*.parquet")):
         rows = pq.read_table(part).to_pylist()
         for r in rows:
-            r["regions"] = [{k: v for k, v in g.items() if k != "area"} for g in r["regions"] if g["origin"] == "gold"]
+            r["regions"] = [{k: v for k, v in g.items() if k not in new} for g in r["regions"] if g["origin"] == "gold"]
         keep = [f for f in S.CORE_FIELDS if f.name != "regions"] + [pa.field("regions", pa.list_(old_region))]
         keep += [pa.field(n, pa.list_(pa.int32())) for n in ("neg_labels", "not_exhaustive_labels") if n in rows[0]]
         pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema(keep)), part)
@@ -248,13 +343,16 @@ def test_a_version_1_dataset_still_reads_evaluates_and_exports(coco_pair, tmp_pa
     to_version_1(ds)
     d = Dataset(ds)
     assert d.manifest.format_version == 1
-    assert "area" not in pq.read_schema(d.part_paths[0]).field("regions").type.value_type.names
+    names = pq.read_schema(d.part_paths[0]).field("regions").type.value_type.names
+    assert "area" not in names and "source_id" not in names
     recs = d.read().to_pylist()
     assert [len(r["regions"]) for r in recs] == [2, 2, 2]
-    assert all(g["area"] is None for r in recs for g in r["regions"])  # upgraded: the field is there, null
+    # upgraded: the fields are there, null
+    assert all(g["area"] is None and g["source_id"] is None for r in recs for g in r["regions"])
     export_coco(ds, tmp_path / "v1.json")
     out = json.loads((tmp_path / "v1.json").read_text())
     assert [im["id"] for im in out["images"]] == [1, 2, 3]  # no source ids: today's numbering
+    assert [a["id"] for a in out["annotations"]] == [1, 2, 3, 4, 5, 6]
     assert sorted({a["category_id"] for a in out["annotations"]}) == [1, 62, 70]  # manifest ids were kept in v1
     a = next(a for a in out["annotations"] if a["image_id"] == 2 and a["category_id"] == 70)
     assert a["area"] == pytest.approx(1600.0) and a["iscrowd"] == 0  # the box's area

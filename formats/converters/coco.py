@@ -9,9 +9,10 @@ rule of every converter (`formats.boxes.clip_to_image`).
 
 What evaluation and ``export coco`` need is kept (format version 2): ``iscrowd`` / ``ignore`` annotations
 as regions of origin ``crowd`` / ``ignore`` (MMDetection drops them; they are never trained on), each
-annotation's own ``area`` (region ``area``), the source's image ids (column ``source_image_id``) and
-category ids (manifest ``categories[].id``), ``coco_url``, LVIS ``frequency`` and the per-image
-``neg_category_ids`` / ``not_exhaustive_category_ids`` (as labels: ``neg_labels``, ``not_exhaustive_labels``).
+annotation's own ``area`` (region ``area``) and id (region ``source_id``, type kept), the source's image
+ids (column ``source_image_id``) and category ids (manifest ``categories[].id``), ``coco_url``, LVIS
+``frequency`` and the per-image ``neg_category_ids`` / ``not_exhaustive_category_ids`` (as labels:
+``neg_labels``, ``not_exhaustive_labels``).
 """
 
 from __future__ import annotations
@@ -197,11 +198,12 @@ def unused_categories(cats: list[dict], used_ids: set) -> dict[int, str]:
 
 
 def drop_categories(cats: list[dict], drop: dict[int, str], rej: Rejects) -> list[dict]:
-    """`cats` without the `drop` ids, labels renumbered densely in the same order; each drop recorded."""
+    """`cats` without the `drop` ids, labels renumbered densely in the same order; each drop written to the
+    rejects (counted in ``counts.categories_left_out`` only: ``counts.dropped`` counts boxes)."""
     for k, c in enumerate(cats):
         if c["id"] in drop:
             rej.add_records([f"categories[{k}] id={c['id']} name={c['name']!r}"], drop[c["id"]],
-                            "no box uses it; --keep-unused-categories keeps it", dropped=True)
+                            "no box uses it; --keep-unused-categories keeps it", dropped=True, counted=False)
     kept = [dict(c) for c in cats if c["id"] not in drop]
     for k, c in enumerate(kept):
         c["label"] = k
@@ -226,9 +228,11 @@ def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: C
     cats = build_categories(cols.categories, cfg.source, str(ann_path), cfg.fix_o365_names)
     ids = id_columns(cols, ann_path)
     rej = Rejects(str(ann_path))
+    left_out: dict[int, str] = {}
     if cfg.source == "custom" and not cfg.keep_unused_categories:
         used = set(np.unique(cols.ann_cat[cols.ann_cat != MISSING]).tolist())
-        cats = drop_categories(cats, unused_categories(cats, used), rej)
+        left_out = unused_categories(cats, used)
+        cats = drop_categories(cats, left_out, rej)
     problems = {(a, i): (r, d) for a, i, r, d in cols.problems}
 
     keep_img, file_names = _check_images(cols, ids, cfg, rej, problems)
@@ -246,8 +250,8 @@ def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: C
     extra = _extra_fields(cols, cfg)
     manifest.extra_columns = [f.name for f in extra]
     writer = DatasetWriter(out_dir, manifest, overwrite=True, resume_key=resume_key)
-    boxes_per_image = _write_parts(writer, cols, ids.images, cfg, cats, kept_idx, file_names, fit.xyxy, ann_keep,
-                                   ann_slot, ann_label_pos, extra)
+    boxes_per_image = _write_parts(writer, cols, ids.images, ids.annotations, cfg, cats, kept_idx, file_names,
+                                   fit.xyxy, ann_keep, ann_slot, ann_label_pos, extra)
     writer.write_rejects("part-00000.parquet", rej.rows)
     counts = {
         "images_in": int(len(cols.img_id)), "images": n_kept,
@@ -258,9 +262,8 @@ def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: C
         "categories": len(cats),
         "dropped": dict(sorted(rej.dropped.items())), "rejected": dict(sorted(rej.rejected.items())),
     }
-    left_out = {r: n for r, n in rej.dropped.items() if r.startswith("unused ")}
     if left_out:
-        counts["categories_left_out"] = dict(sorted(left_out.items()))
+        counts["categories_left_out"] = dict(sorted(Counter(left_out.values()).items()))
     return writer.finish(counts)
 
 
@@ -387,8 +390,8 @@ def _ids_to_labels(lists: pa.Array, cats: list[dict]) -> pa.Array:
                     type=pa.list_(pa.int32()))
 
 
-def _write_parts(writer: DatasetWriter, cols: CocoColumns, img_ids: Ids, cfg: CocoConvertConfig, cats: list[dict],
-                 kept_idx: np.ndarray, names: pa.Array, xyxy: np.ndarray, ann_keep, ann_slot, label_pos,
+def _write_parts(writer: DatasetWriter, cols: CocoColumns, img_ids: Ids, ann_ids: Ids, cfg: CocoConvertConfig,
+                 cats: list[dict], kept_idx: np.ndarray, names: pa.Array, xyxy: np.ndarray, ann_keep, ann_slot, label_pos,
                  extra: list[pa.Field]) -> np.ndarray:
     """Groups the kept boxes (`xyxy`: absolute pixels, clipped) by image and writes the record parts; returns the
     box count of each image."""
@@ -415,6 +418,7 @@ def _write_parts(writer: DatasetWriter, cols: CocoColumns, img_ids: Ids, cfg: Co
             offsets[a:b + 1] - offsets[a], xyxy[sel],
             label=cat_labels[lp], category=cat_names.take(from_numpy(lp)), origin=region_origins(flags),
             area=np.where((flags & F_AREA_MISSING) > 0, np.nan, cols.ann_area[sel]),
+            source_id=json_texts(ann_ids, sel),
         )
         data = {
             "image_id": image_id,

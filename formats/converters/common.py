@@ -39,11 +39,14 @@ class Rejects:
             self.rows.append({"file": self.file, "record": record,
                               "reason": ("dropped: " if dropped else "") + reason, "detail": detail})
 
-    def add_records(self, records: list[str], reason: str, details=None, dropped: bool = False) -> None:
-        """Like `add`, for records named by the caller (``ImageID=...``)."""
+    def add_records(self, records: list[str], reason: str, details=None, dropped: bool = False,
+                    counted: bool = True) -> None:
+        """Like `add`, for records named by the caller (``ImageID=...``); `counted=False` writes the rows
+        without counting them in `dropped` / `rejected` (the caller counts them elsewhere)."""
         if not records:
             return
-        (self.dropped if dropped else self.rejected)[reason] += len(records)
+        if counted:
+            (self.dropped if dropped else self.rejected)[reason] += len(records)
         for k, record in enumerate(records):
             detail = details[k] if isinstance(details, list) else details
             self.rows.append({"file": self.file, "record": record,

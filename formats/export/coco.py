@@ -8,7 +8,14 @@ string), category ids as in the source (`Manifest.category_ids`), each category'
 ``neg_category_ids`` / ``not_exhaustive_category_ids``, crowd regions as ``iscrowd: 1``, ignore regions as
 ``ignore: 1``, and each annotation's own ``area`` (else the box's, px²). Datasets without source ids
 (pseudo-labeled captions, Open Images) number images 1..N in record order and categories ``label + 1``.
-Annotation ids are 1..N in record and region order.
+Optional image keys (``coco_url``, ``neg_category_ids``, ``not_exhaustive_category_ids``) are left out of an
+image that has no value, as in the source file, never written as ``null``.
+
+Annotation ids (`annotation_ids`): each region's source annotation id (region ``source_id``: ``5678`` stays an
+integer, ``"a-17"`` a string) when the exported source ids are distinct; regions without one (pseudo boxes,
+reviewers' edits) are numbered after the largest integer id (0 when none), in record and region order, so no
+two annotations share an id. When two exported regions have the same source id (a dataset merged from files
+whose ids overlap), every annotation is numbered 1..N in record and region order.
 
 VG datasets export in the CC3M-Lite style YOLO-World reads (``YOLOv5MixedGroundingDataset`` and
 ``YOLOv5GeneralGroundingDataset``): images carry ``caption``; annotations carry ``tokens`` (the phrase)
@@ -104,17 +111,17 @@ def export_coco(dataset_dir: str | os.PathLike, out: str | os.PathLike, *,
     where = "WHERE b.r.origin NOT IN ('crowd', 'ignore')" if training else ""
     with tempfile.TemporaryDirectory(dir=Path(out).parent) as tmp:
         images, anns = Path(tmp) / "images.json", Path(tmp) / "annotations.json"
-        con.execute(f"""COPY (SELECT {image_id} AS id, file_name, width, height{extra_img}, image_id AS ovlabel_id
-                              FROM records ORDER BY _ord) TO '{images}' (FORMAT JSON, ARRAY true)""")
+        _write_images(con, images, f"""SELECT {image_id} AS id, file_name, width, height{extra_img},
+                                        image_id AS ovlabel_id FROM records ORDER BY _ord""")
+        ann_id, n_anns = annotation_ids(con, where)
         con.execute(f"""COPY (
             WITH b AS (SELECT _ord, {image_id} AS image_id, generate_subscripts(regions, 1) AS k,
                               unnest(regions) AS r FROM records)
-            SELECT row_number() OVER (ORDER BY b._ord, b.k) AS id, b.image_id, {category} AS category_id,
+            SELECT {ann_id} AS id, b.image_id, {category} AS category_id,
                    [b.r.bbox[1], b.r.bbox[2], b.r.bbox[3] - b.r.bbox[1], b.r.bbox[4] - b.r.bbox[2]] AS bbox,
                    coalesce(b.r.area, (b.r.bbox[3] - b.r.bbox[1]) * (b.r.bbox[4] - b.r.bbox[2])) AS area,
                    (b.r.origin = 'crowd')::INTEGER AS iscrowd{extra_ann}
-            FROM b {join} {where} ORDER BY id) TO '{anns}' (FORMAT JSON, ARRAY true)""")
-        n_anns = con.execute(f"SELECT count(*) FROM (SELECT unnest(regions) AS r FROM records) b {where}").fetchone()[0]
+            FROM b {join} {where} ORDER BY b._ord, b.k) TO '{anns}' (FORMAT JSON, ARRAY true)""")
         info = {"description": f"ovlabel export of {ds.root.name}", "source": ds.manifest.source,
                 "kind": ds.manifest.kind}
         with atomic_path(out) as final, open(final, "wb") as f:
@@ -128,6 +135,52 @@ def export_coco(dataset_dir: str | os.PathLike, out: str | os.PathLike, *,
     totals = ds.manifest.totals()
     return {"file": Path(out), "images": totals["images"], "annotations": int(n_anns), "categories": len(cats),
             **image_counts}
+
+
+OPTIONAL_IMAGE_KEYS = ("coco_url", "neg_category_ids", "not_exhaustive_category_ids")
+
+
+def _write_images(con, path: Path, query: str) -> None:
+    """Writes the images of `query` as one JSON array, leaving out each optional key (`OPTIONAL_IMAGE_KEYS`)
+    that is null for that image: a source image without ``coco_url`` gets none, not ``"coco_url": null``."""
+    names = [d[0] for d in con.execute(f"SELECT * FROM ({query}) LIMIT 0").description]
+    optional = [k for k in OPTIONAL_IMAGE_KEYS if k in names]
+    if not optional:
+        con.execute(f"COPY ({query}) TO '{path}' (FORMAT JSON, ARRAY true)")
+        return
+    # a JSON merge patch with a null value removes the key (RFC 7396); concat_ws skips the non-null keys
+    nulls = ", ".join(f"CASE WHEN q.{k} IS NULL THEN '\"{k}\": null' END" for k in optional)
+    patch = f"'{{' || concat_ws(', ', {nulls}) || '}}'"
+    reader = con.sql(f"SELECT json_merge_patch(to_json(q), {patch})::VARCHAR AS j FROM ({query}) q"
+                     ).to_arrow_reader(65536)
+    with open(path, "wb") as f:
+        f.write(b"[")
+        first = True
+        for batch in reader:
+            if batch.num_rows == 0:
+                continue
+            f.write(("" if first else ",\n").encode() + ",\n".join(batch.column(0).to_pylist()).encode())
+            first = False
+        f.write(b"]")
+
+
+def annotation_ids(con, where: str) -> tuple[str, int]:
+    """The SQL of each exported annotation's COCO id (over ``b``: ``_ord``, ``k``, region ``r``) and the number
+    of exported annotations (regions passing `where`).
+
+    The rule (docs/format.md, "export coco"): when the exported regions' source ids (``source_id``, JSON
+    text) are distinct, each keeps its own (type and text) and a region without one is numbered after the
+    largest integer id (integers and strings of digits; 0 when none), in record and region order; when two
+    share a source id, or none has one, every annotation is numbered 1..N in record and region order."""
+    n, with_id, distinct, top = con.execute(f"""
+        SELECT count(*), count(b.r.source_id), count(DISTINCT b.r.source_id),
+               max(TRY_CAST(trim(b.r.source_id, '"') AS HUGEINT))
+        FROM (SELECT unnest(regions) AS r FROM records) b {where}""").fetchone()
+    if with_id == 0 or distinct < with_id:
+        return "row_number() OVER (ORDER BY b._ord, b.k)", int(n)
+    base = max(int(top or 0), 0)
+    numbered = f"({base} + row_number() OVER (PARTITION BY b.r.source_id IS NULL ORDER BY b._ord, b.k))::JSON"
+    return f"coalesce(b.r.source_id::JSON, {numbered})", int(n)
 
 
 def _image_id_sql(con, cols: set[str]) -> str:

@@ -38,6 +38,7 @@ def hf_features(schema: pa.Schema):
         "tokens_positive": List(List(Value("int32"), length=2)),
         "score": Value("float32"), "det_score": Value("float32"), "clip_score": Value("float32"),
         "origin": Value("string"), "round": Value("int16"), "area": Value("float64"),
+        "source_id": Value("string"),
     }
     feats = {"image_id": Value("string"), "source": Value("string"), "file_name": Value("string"),
              "width": Value("int32"), "height": Value("int32"), "caption": Value("string"), "regions": List(region)}
