@@ -374,3 +374,30 @@ def test_a_version_1_lvis_dataset_keeps_its_federated_fields(write_json, tmp_pat
     for im in gt["images"]:
         assert im["neg_category_ids"] == orig[im["id"]]["neg_category_ids"]
         assert im["not_exhaustive_category_ids"] == orig[im["id"]]["not_exhaustive_category_ids"]
+
+
+def test_a_reviewed_region_keeps_its_annotation_id_only_when_accepted(write_json, tmp_path):
+    """Review: an accepted box is still the source's annotation (its id is written back); a box the reviewer
+    moved is not, and `export coco` numbers it after the largest source id."""
+    from formats.corrections import apply_corrections, write_corrections
+
+    src = write_json(ann_ids_doc([5678, 12, 9000001]))
+    convert_coco(src, tmp_path / "ds", CocoConvertConfig(source="custom"))
+    recs = Dataset(tmp_path / "ds").read().to_pylist()
+    key = {r["image_id"]: r["regions"][0]["region_id"] or f"{r['image_id']}#0" for r in recs}  # S.region_keys
+    me = str((tmp_path / "ds").resolve())
+
+    def row(action, image_id, bbox):
+        return {"image_id": image_id, "region_id": key[image_id], "action": action, "field": "gold", "dataset": me,
+                "bbox": bbox, "phrase": None, "category": None, "score": None, "tags": [],
+                "when": "2026-11-30T00:00:00+00:00"}
+    images = sorted(key)
+    write_corrections([row("accept", images[0], [10.0, 10.0, 40.0, 30.0]),
+                       row("fix", images[1], [6.0, 6.0, 50.0, 40.0])], tmp_path / "corr")
+    apply_corrections(tmp_path / "ds", tmp_path / "corr", tmp_path / "out")
+    got = {r["image_id"]: r["regions"][0]["source_id"] for r in Dataset(tmp_path / "out").read().to_pylist()}
+    assert got == {images[0]: "5678", images[1]: None, images[2]: "9000001"}
+    export_coco(tmp_path / "out", tmp_path / "e.json")
+    out = json.loads((tmp_path / "e.json").read_text())
+    assert [(a["id"], a["bbox"]) for a in out["annotations"]] == [
+        (5678, [10.0, 10.0, 30.0, 20.0]), (9000002, [6.0, 6.0, 44.0, 34.0]), (9000001, [60.0, 20.0, 25.0, 25.0])]
