@@ -8,9 +8,10 @@ Recording a finished part costs the same at the 20,000th part as at the first. W
 finished part gets one small completion record, ``_done/records/<part name>.json`` (``{"key", "part"}``: the
 run's resume fingerprint and the part's manifest entry), and each rejects file one in ``_done/rejects/``,
 written after the part (or rejects) file itself. `DatasetWriter.finish` folds them into ``manifest.json``
-(parts sorted by name) and then deletes ``_done/``; a writer that opens an unfinished dataset folds the
-records it finds the same way before it starts. Rewriting the whole manifest after every part, as before,
-cost a write of every earlier part's entry each time (quadratic bytes; the driver slowed as the run grew).
+(parts sorted by name) and then deletes ``_done/``; a writer that opens an unfinished dataset writes the
+manifest with the records it finds folded in and leaves them for `finish` to delete. Rewriting the whole
+manifest after every part, as before, wrote every earlier part's entry again each time (quadratic bytes; the
+driver slowed as the run grew).
 
 Rules, and why:
 
@@ -21,7 +22,8 @@ Rules, and why:
   between ``finish``'s manifest write and its cleanup are ignored (they repeat parts the manifest lists).
 - A crash between a part file and its record leaves a part file nobody lists; the next writer deletes part
   and rejects files that are not recorded (and hidden temp files) and the rerun writes that part again.
-  Records of another key, or unreadable ones, are ignored by readers and deleted by the next writer.
+  Records of another key, or unreadable ones, are ignored by readers and deleted by the next writer; so are
+  records beside a complete manifest.
 - A record is written once under a name unique to its part (a redone part rewrites the same content), so
   threads and processes never contend for one file and nothing needs a lock or a read-modify-write.
 
@@ -214,8 +216,9 @@ class Dataset:
             self.manifest = Manifest.from_json(json.loads(path.read_text()))
         except (json.JSONDecodeError, TypeError) as e:
             raise DatasetError(f"{path}: unreadable manifest: {e}") from e
+        self._stale_commits: list[Path] = []  # records that list nothing (another key, unreadable): for the writer
         if not self.manifest.complete:  # a run in progress or interrupted: its parts are recorded under _done/
-            _fold(self.manifest, *_list_commits(self.root, self.manifest.config.get("_resume_key")))
+            _fold(self.manifest, *_list_commits(self.root, self.manifest.config.get("_resume_key"), self._stale_commits))
 
     def require_complete(self) -> Dataset:
         """Raises unless every part was written (the writer finished)."""
@@ -339,7 +342,8 @@ class DatasetWriter:
             if overwrite:
                 shutil.rmtree(self.root)
             else:
-                old = Dataset(self.root).manifest  # with the parts an unfinished run recorded under _done/
+                ds = Dataset(self.root)
+                old = ds.manifest  # with the parts an unfinished run recorded under _done/
                 if old.config.get("_resume_key") != self._key:
                     raise DatasetError(
                         f"{self.root} holds a dataset made from other inputs or settings; "
@@ -348,6 +352,10 @@ class DatasetWriter:
                 self._done = {p["name"]: p for p in old.parts}
                 self._rejects_base = list(old.reject_parts)
                 self._manifest.counts = dict(old.counts)
+                if old.complete:  # records beside a complete manifest repeat it (finish died before deleting them)
+                    _clear_commits(self.root)
+                for f in ds._stale_commits:
+                    f.unlink(missing_ok=True)
         elif self.root.exists() and any(self.root.iterdir()):
             if not overwrite:
                 raise DatasetError(f"{self.root} exists and is not an ovlabel dataset; choose an empty --out")
@@ -356,10 +364,9 @@ class DatasetWriter:
         (self.root / REJECTS).mkdir(parents=True, exist_ok=True)
         self._sweep()
         with self._lock:
-            self._save()  # the folded manifest first: until it is on disk the records are what lists those parts
-        _clear_commits(self.root)
-        (self.root / DONE / RECORDS).mkdir(parents=True)
-        (self.root / DONE / REJECTS).mkdir()
+            self._save()  # an earlier run's records stay until `finish` (deleting them costs as much as writing them)
+        (self.root / DONE / RECORDS).mkdir(parents=True, exist_ok=True)
+        (self.root / DONE / REJECTS).mkdir(exist_ok=True)
 
     def _sweep(self) -> None:
         """Deletes what a crashed writer left: hidden temp files anywhere in the dataset (records, candidates...)
@@ -444,11 +451,11 @@ def _commit(path: Path, record: dict) -> None:
     atomic_write_bytes(path, json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode())
 
 
-def _list_commits(root: Path, key: str | None) -> tuple[dict[str, dict], list[str]]:
+def _list_commits(root: Path, key: str | None, stale: list[Path] | None = None) -> tuple[dict[str, dict], list[str]]:
     """The parts (name -> manifest entry) and rejects files (sorted) recorded under ``_done/`` for `key`.
 
     Temp files, unreadable records and records of another key (an earlier run's leftovers) are skipped: what
-    they name is not finished for this run.
+    they name is not finished for this run. The last two are added to `stale`.
     """
     parts: dict[str, dict] = {}
     rejects: list[str] = []
@@ -463,13 +470,17 @@ def _list_commits(root: Path, key: str | None) -> tuple[dict[str, dict], list[st
             try:
                 rec = json.loads((folder / file).read_bytes())
             except (OSError, ValueError):
-                continue
+                rec = None
             if not isinstance(rec, dict) or rec.get("key") != key:
-                continue
-            if sub == RECORDS and isinstance(rec.get("part"), dict) and rec["part"].get("name") == name:
+                pass
+            elif sub == RECORDS and isinstance(rec.get("part"), dict) and rec["part"].get("name") == name:
                 parts[name] = rec["part"]
+                continue
             elif sub == REJECTS and rec.get("rejects") == name:
                 rejects.append(name)
+                continue
+            if stale is not None:
+                stale.append(folder / file)
     return parts, rejects
 
 

@@ -121,9 +121,9 @@ os.kill(os.getpid(), signal.SIGKILL)
     w = writer(out)
     assert [w.is_done(f"part-{p}.parquet") for p in range(3)] == [True, True, False]
     assert not (out / "records" / "part-2.parquet").exists()  # the unrecorded file is swept
-    # the resumed writer folded the two records into manifest.json and cleared them
+    # the resumed writer folded the two records into manifest.json; they stay (harmless) until finish
     assert [p["name"] for p in on_disk(out)["parts"]] == ["part-0.parquet", "part-1.parquet"]
-    assert done_files(out) == []
+    assert done_files(out) == ["records/part-0.parquet.json", "records/part-1.parquet.json"]
     w.write_part("part-2.parquet", table(2, 3), note=2)
     w.finish()
     ref = write_all(tmp_path / "ref")
@@ -167,7 +167,8 @@ def test_records_of_another_run_unreadable_ones_and_leftovers_after_finish_are_i
     assert [p["name"] for p in Dataset(out).manifest.parts] == ["part-0.parquet"]
     w = writer(out)
     assert [p["name"] for p in w.manifest.parts] == ["part-0.parquet"]
-    assert done_files(out) == [] and sorted(f.name for f in (out / "records").iterdir()) == ["part-0.parquet"]
+    assert done_files(out) == ["records/part-0.parquet.json", "rejects/part-0.parquet.json"]
+    assert sorted(f.name for f in (out / "records").iterdir()) == ["part-0.parquet"]
     w.finish()
     # a crash between finish's manifest write and its cleanup: the leftover records are ignored
     (out / DONE / "records").mkdir(parents=True)
@@ -175,6 +176,8 @@ def test_records_of_another_run_unreadable_ones_and_leftovers_after_finish_are_i
         {"key": w.manifest.config["_resume_key"], "part": {"name": "part-5.parquet", "rows": 1, "boxes": 0}}))
     assert [p["name"] for p in Dataset(out).manifest.parts] == ["part-0.parquet"]
     assert Dataset(out).manifest.totals() == {"images": 3, "boxes": 4}
+    w = writer(out)  # a rerun on the complete dataset deletes them
+    assert done_files(out) == [] and [p["name"] for p in w.manifest.parts] == ["part-0.parquet"]
 
 
 def test_datasets_of_the_older_layout_are_read_and_resumed(tmp_path):
