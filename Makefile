@@ -8,7 +8,7 @@ export FIFTYONE_DATABASE_VALIDATION := false
 export NO_ALBUMENTATIONS_UPDATE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install browser test demo bench bench-pseudo bench-pseudo-gpu bench-ingest bench-review bench-train lint clean
+.PHONY: install browser test demo bench bench-pseudo bench-pseudo-gpu bench-ingest bench-review bench-train bench-manifest lint clean
 
 install: $(STAMP)
 
@@ -42,6 +42,9 @@ bench-ingest: install
 
 bench-review: install
 	$(BIN)/python benchmarks/review_build.py
+
+bench-manifest: install
+	$(BIN)/python benchmarks/manifest_scale.py
 
 bench-train: install
 	$(BIN)/python benchmarks/train_throughput.py

@@ -1,8 +1,37 @@
 """The dataset directory: ``manifest.json`` + ``records/part-*.parquet`` + ``rejects/part-*.parquet``.
 
 Every file is written under a temporary name and renamed when complete, so a crash never leaves a
-half file. The manifest lists the finished parts; a rerun with the same inputs and config skips them.
+half file. A rerun with the same inputs and config skips the finished parts.
 Reading needs no ovlabel: ``duckdb.sql("select * from 'DIR/records/*.parquet'")`` or pyarrow.
+
+Recording a finished part costs the same at the 20,000th part as at the first. While a writer runs, each
+finished part gets one small completion record, ``_done/records/<part name>.json`` (``{"key", "part"}``: the
+run's resume fingerprint and the part's manifest entry), and each rejects file one in ``_done/rejects/``,
+written after the part (or rejects) file itself. `DatasetWriter.finish` folds them into ``manifest.json``
+(parts sorted by name) and then deletes ``_done/``; a writer that opens an unfinished dataset writes the
+manifest with the records it finds folded in and leaves them for `finish` to delete. Rewriting the whole
+manifest after every part, as before, wrote every earlier part's entry again each time (quadratic bytes; the
+driver slowed as the run grew).
+
+Rules, and why:
+
+- A part is visible only once its completion record exists: readers (`Dataset`, so duckdb views, stats,
+  exports) take ``manifest.json``'s parts plus, while the manifest says ``complete: false``, the records
+  under ``_done/`` whose ``key`` is the manifest's ``_resume_key``; an unfinished dataset therefore reads
+  the same before and after the fold. A finished manifest is complete on its own: records left by a crash
+  between ``finish``'s manifest write and its cleanup are ignored (they repeat parts the manifest lists).
+- A crash between a part file and its record leaves a part file nobody lists; the next writer deletes part
+  and rejects files that are not recorded (and hidden temp files) and the rerun writes that part again.
+  Records of another key, or unreadable ones, are ignored by readers and deleted by the next writer; so are
+  records beside a complete manifest.
+- A record is written once under a name unique to its part (a redone part rewrites the same content), so
+  threads and processes never contend for one file and nothing needs a lock or a read-modify-write.
+
+Object stores (no atomic rename; issue 17 item 2): the records need no rename to make a part visible, since
+an object appears whole when its single PUT ends and names are unique per part. The one place that would
+change is `_commit` (here a temp file, fsync and rename; there one PUT), with `_list_commits` (a prefix
+listing) and `_clear_commits` (deleting the prefix); part files could then be PUT under their final names,
+because nothing reads a part without its record. ``manifest.json`` is replaced as one object, as now.
 """
 
 from __future__ import annotations
@@ -29,6 +58,7 @@ from formats.digest import sha256_file
 MANIFEST = "manifest.json"
 RECORDS = "records"
 REJECTS = "rejects"
+DONE = "_done"  # completion records of an unfinished run: _done/records/<part>.json, _done/rejects/<part>.json
 TOOL_VERSION = "0.1.0"
 
 REJECT_SCHEMA = pa.schema(
@@ -186,6 +216,9 @@ class Dataset:
             self.manifest = Manifest.from_json(json.loads(path.read_text()))
         except (json.JSONDecodeError, TypeError) as e:
             raise DatasetError(f"{path}: unreadable manifest: {e}") from e
+        self._stale_commits: list[Path] = []  # records that list nothing (another key, unreadable): for the writer
+        if not self.manifest.complete:  # a run in progress or interrupted: its parts are recorded under _done/
+            _fold(self.manifest, *_list_commits(self.root, self.manifest.config.get("_resume_key"), self._stale_commits))
 
     def require_complete(self) -> Dataset:
         """Raises unless every part was written (the writer finished)."""
@@ -261,21 +294,47 @@ def prior_run(root: str | os.PathLike, resume_key: dict, overwrite: bool) -> Man
 class DatasetWriter:
     """Writes a dataset directory part by part; resumes when the manifest's config and inputs match.
 
-    ``with DatasetWriter(out, manifest, overwrite=...) as w: w.write_part(name, table) ...``
+    ``with DatasetWriter(out, manifest, overwrite=...) as w: w.write_part(name, table) ...; w.finish(counts)``
+
+    A finished part is recorded by one completion record (see the module docstring), so recording costs the
+    same whatever the number of parts before it; ``manifest.json`` is written when the writer opens (with the
+    parts of an earlier run folded in) and by `finish`. Safe to call from several threads.
     """
 
     def __init__(self, root: str | os.PathLike, manifest: Manifest, *, overwrite: bool = False,
                  resume_key: dict | None = None):
         self.root = Path(root)
-        self.manifest = manifest
+        self._manifest = manifest
         self.resume_key = resume_key if resume_key is not None else {
             "config": manifest.config,
             "inputs": [(i.get("path"), i.get("sha256")) for i in manifest.provenance.get("inputs", [])],
         }
-        self.manifest.config = {**manifest.config, "_resume_key": _fingerprint(self.resume_key)}
+        self._key = _fingerprint(self.resume_key)
+        manifest.config = {**manifest.config, "_resume_key": self._key}
         self._done: dict[str, dict] = {}
+        self._rejects_base: list[str] = list(manifest.reject_parts)  # as folded when the writer opened
+        self._rejects_new: set[str] = set()  # recorded by this writer; listed after the base, sorted
+        self._changed = True  # parts or rejects recorded since `manifest` last sorted them
+        self._finished = False
         self._lock = threading.Lock()
         self._open(overwrite)
+
+    @property
+    def manifest(self) -> Manifest:
+        """The manifest as `finish` will write it: every recorded part, sorted by name, and every rejects file.
+
+        Built when read, not when a part is recorded, so recording stays O(1) per part.
+        """
+        with self._lock:
+            self._sync()
+        return self._manifest
+
+    def _sync(self) -> None:
+        """Brings the manifest's parts and rejects lists up to date (the caller holds the lock)."""
+        if self._changed:
+            self._manifest.parts = sorted(self._done.values(), key=lambda p: p["name"])
+            self._manifest.reject_parts = self._rejects_base + sorted(self._rejects_new - set(self._rejects_base))
+            self._changed = False
 
     def _open(self, overwrite: bool) -> None:
         path = self.root / MANIFEST
@@ -283,40 +342,60 @@ class DatasetWriter:
             if overwrite:
                 shutil.rmtree(self.root)
             else:
-                old = Dataset(self.root).manifest
-                if old.config.get("_resume_key") != self.manifest.config["_resume_key"]:
+                ds = Dataset(self.root)
+                old = ds.manifest  # with the parts an unfinished run recorded under _done/
+                if old.config.get("_resume_key") != self._key:
                     raise DatasetError(
                         f"{self.root} holds a dataset made from other inputs or settings; "
                         "pass --overwrite to start over, or choose another --out"
                     )
                 self._done = {p["name"]: p for p in old.parts}
-                self.manifest.reject_parts = list(old.reject_parts)
-                self.manifest.counts = dict(old.counts)
+                self._rejects_base = list(old.reject_parts)
+                self._manifest.counts = dict(old.counts)
+                if old.complete:  # records beside a complete manifest repeat it (finish died before deleting them)
+                    _clear_commits(self.root)
+                for f in ds._stale_commits:
+                    f.unlink(missing_ok=True)
         elif self.root.exists() and any(self.root.iterdir()):
             if not overwrite:
                 raise DatasetError(f"{self.root} exists and is not an ovlabel dataset; choose an empty --out")
             shutil.rmtree(self.root)
         (self.root / RECORDS).mkdir(parents=True, exist_ok=True)
         (self.root / REJECTS).mkdir(parents=True, exist_ok=True)
-        for stale in self.root.rglob(".*.tmp-*"):  # left by a crash anywhere in the dataset (records, candidates...)
+        self._sweep()
+        with self._lock:
+            self._save()  # an earlier run's records stay until `finish` (deleting them costs as much as writing them)
+        (self.root / DONE / RECORDS).mkdir(parents=True, exist_ok=True)
+        (self.root / DONE / REJECTS).mkdir(exist_ok=True)
+
+    def _sweep(self) -> None:
+        """Deletes what a crashed writer left: hidden temp files anywhere in the dataset (records, candidates...)
+        and part or rejects files that no record lists (written, then the process died before recording them;
+        the rerun writes them again)."""
+        for stale in self.root.rglob(".*.tmp-*"):
             stale.unlink(missing_ok=True)
-        self.manifest.parts = [p for p in self._done.values()]
-        self._save()
+        for sub, listed in ((RECORDS, self._done.keys()), (REJECTS, set(self._rejects_base))):
+            with os.scandir(self.root / sub) as it:
+                for e in it:
+                    if e.is_file() and e.name not in listed:
+                        os.unlink(e.path)
 
     def is_done(self, name: str) -> bool:
         return name in self._done
 
     def write_part(self, name: str, table: pa.Table, *, validate: bool = True, **meta: Any) -> dict:
-        """Writes one records part atomically and records it in the manifest."""
+        """Writes one records part atomically and records it as finished."""
         return self.add_part(write_part_file(self.root, name, table, validate=validate), **meta)
 
     def add_part(self, entry: dict, **meta: Any) -> dict:
-        """Records a part written by `write_part_file` (possibly in another process) in the manifest."""
+        """Records a part written by `write_part_file` (possibly in another process) as finished: one
+        completion record, written after the part file, so a part is never listed before it is whole."""
         entry = {**entry, **meta}
+        self._check_open()
+        _commit(self.root / DONE / RECORDS / f"{entry['name']}.json", {"key": self._key, "part": entry})
         with self._lock:
             self._done[entry["name"]] = entry
-            self.manifest.parts = sorted(self._done.values(), key=lambda p: p["name"])
-            self._save()
+            self._changed = True
         return entry
 
     def write_rejects(self, name: str, rows: pa.Table | list[dict]) -> None:
@@ -325,31 +404,99 @@ class DatasetWriter:
             self.add_rejects(name)
 
     def add_rejects(self, name: str) -> None:
-        """Records a rejects file written by `write_rejects_file` in the manifest."""
+        """Records a rejects file written by `write_rejects_file` (one completion record; once per name)."""
+        self._check_open()
         with self._lock:
-            if name not in self.manifest.reject_parts:
-                self.manifest.reject_parts.append(name)
-                self._save()
+            if name in self._rejects_new or name in self._rejects_base:
+                return
+        _commit(self.root / DONE / REJECTS / f"{name}.json", {"key": self._key, "rejects": name})
+        with self._lock:
+            self._rejects_new.add(name)
+            self._changed = True
 
     def finish(self, counts: dict | None = None) -> Manifest:
-        """Marks the dataset complete with its final counts."""
+        """Marks the dataset complete with its final counts: folds every record into ``manifest.json``, then
+        deletes them (a crash in between leaves records a complete manifest already lists; readers ignore them)."""
+        m = self.manifest
         if counts is not None:
-            self.manifest.counts = counts
-        for k, v in self.manifest.totals().items():
-            self.manifest.counts.setdefault(k, v)
-        self.manifest.complete = True
+            m.counts = counts
+        for k, v in m.totals().items():
+            m.counts.setdefault(k, v)
+        m.complete = True
         with self._lock:
+            self._finished = True
             self._save()
-        return self.manifest
+        _clear_commits(self.root)
+        return m
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise DatasetError(f"{self.root}: the writer has finished; open a new DatasetWriter to add parts")
 
     def _save(self) -> None:
-        atomic_write_json(self.root / MANIFEST, self.manifest.to_json())
+        """Writes ``manifest.json`` whole (the caller holds the lock): when the writer opens and in `finish` only."""
+        self._sync()
+        atomic_write_json(self.root / MANIFEST, self._manifest.to_json())
 
     def __enter__(self) -> DatasetWriter:
         return self
 
     def __exit__(self, *exc) -> None:
         return None
+
+
+def _commit(path: Path, record: dict) -> None:
+    """Makes one completion record visible, whole or not at all: the single place that changes on an object
+    store (there one PUT of the object; here a temp file, fsync and rename)."""
+    atomic_write_bytes(path, json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def _list_commits(root: Path, key: str | None, stale: list[Path] | None = None) -> tuple[dict[str, dict], list[str]]:
+    """The parts (name -> manifest entry) and rejects files (sorted) recorded under ``_done/`` for `key`.
+
+    Temp files, unreadable records and records of another key (an earlier run's leftovers) are skipped: what
+    they name is not finished for this run. The last two are added to `stale`.
+    """
+    parts: dict[str, dict] = {}
+    rejects: list[str] = []
+    for sub in (RECORDS, REJECTS):
+        folder = root / DONE / sub
+        if not folder.is_dir():
+            continue
+        with os.scandir(folder) as it:
+            names = sorted(e.name for e in it if e.name.endswith(".json") and not e.name.startswith("."))
+        for file in names:
+            name = file.removesuffix(".json")
+            try:
+                rec = json.loads((folder / file).read_bytes())
+            except (OSError, ValueError):
+                rec = None
+            if not isinstance(rec, dict) or rec.get("key") != key:
+                pass
+            elif sub == RECORDS and isinstance(rec.get("part"), dict) and rec["part"].get("name") == name:
+                parts[name] = rec["part"]
+                continue
+            elif sub == REJECTS and rec.get("rejects") == name:
+                rejects.append(name)
+                continue
+            if stale is not None:
+                stale.append(folder / file)
+    return parts, rejects
+
+
+def _fold(m: Manifest, parts: dict[str, dict], rejects: list[str]) -> None:
+    """Adds recorded parts and rejects files to manifest `m`: parts sorted by name (as `DatasetWriter` lists
+    them), rejects files after those already listed, sorted."""
+    if parts:
+        merged = {p["name"]: p for p in m.parts} | parts
+        m.parts = sorted(merged.values(), key=lambda p: p["name"])
+    listed = set(m.reject_parts)
+    m.reject_parts = [*m.reject_parts, *(r for r in rejects if r not in listed)]
+
+
+def _clear_commits(root: Path) -> None:
+    """Deletes every completion record (after they were folded into ``manifest.json``)."""
+    shutil.rmtree(root / DONE, ignore_errors=True)
 
 
 _DICT_COLUMNS = ["source", "regions.list.element.category", "regions.list.element.origin",
