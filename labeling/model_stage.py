@@ -49,11 +49,13 @@ class ModelSettings:
     canvas_multiple: int = 64
     round: int | None = None
     torch_threads: int | None = None  # the actor's CPU share; None leaves torch's default
+    classes: list[str] | None = None  # class-list mode: CLIP texts of the classes (rows have no phrases column)
 
 
 class ModelStage(Stage):
     """Adds ``cand_boxes`` (per row: (K, 4) xyxy original pixels), ``cand_det``, ``cand_clip``, ``cand_phrase``
-    (index into the row's phrases) and ``image_score`` (CLIP image vs caption; NaN where the image failed)."""
+    (index into the row's phrases; in class-list mode into ``settings.classes``, the label) and
+    ``image_score`` (CLIP image vs caption; NaN where the image failed)."""
 
     name = "detect-and-score"
     resources = Resources(cpus=1.0, gpus=1.0, memory=4 << 30)  # host memory: models, buffers, batches
@@ -65,6 +67,8 @@ class ModelStage(Stage):
 
     def __init__(self, settings: dict | ModelSettings):
         self.s = settings if isinstance(settings, ModelSettings) else ModelSettings(**settings)
+        if self.s.classes:
+            self.reads = tuple(c for c in ModelStage.reads if c != "phrases")
         # on a GPU, a few model batches per call (Ray Data needs a number there); the image stage cuts its
         # blocks to the same size, so most calls are one block
         self.rows_per_call = 4 * self.s.batch_size
@@ -108,7 +112,11 @@ class ModelStage(Stage):
         if prompts is None:  # no phrases in any row: no detector call, only the image scores
             return self._images_only(batch, rows, packed, sizes, c0)
         ids, mask, spans, prompt_row, prompt_phr = prompts
-        phrases = batch.column("phrases").take(from_numpy(rows)).to_pylist()
+        if self.s.classes:  # class-list mode: the phrase indices are class labels
+            names = self.s.classes
+            phrases = None
+        else:
+            phrases = batch.column("phrases").take(from_numpy(rows)).to_pylist()
         caption_ids = batch.column("caption_clip_ids").take(from_numpy(rows)).to_pylist()
         t1, c1 = time.perf_counter(), time.thread_time()
         canvas = self._canvas(packed)
@@ -141,8 +149,9 @@ class ModelStage(Stage):
         counts_np, local_np = counts.cpu().numpy(), local.cpu().numpy()
         texts = []
         for p in range(len(counts_np)):
-            names = phrases[int(prompt_row[p])]
-            texts += [names[int(prompt_phr[p][j])]["phrase"] for j in local_np[p, :counts_np[p]]]
+            if phrases is not None:
+                names = [x["phrase"] for x in phrases[int(prompt_row[p])]]
+            texts += [names[int(prompt_phr[p][j])] for j in local_np[p, :counts_np[p]]]
         clip = self.scorer.similarity(crop_feat, self.scorer.text_features(texts)) if texts else crop_feat.new_zeros(0)
         img_score = self.scorer.similarity(img_feat, self.scorer.token_features(caption_ids))
         out = [t.cpu().numpy() for t in (boxes[slot], det[slot], clip, img_score)]

@@ -181,6 +181,10 @@ class AssembleCandidates(Stage):
     Runs on CPU workers after the actor, so the actor never builds per-box Python objects. Region ids are
     ``IMAGE_ID#r<round>c<k>``, k the candidate's position in the image's candidate list. A readable row's
     ``width``/``height`` become the decoded image's (the size its boxes are in).
+
+    In class-list mode (`classes`: the prompt names, in label order) a region carries ``label`` (the class's
+    index) and ``category`` (its name) instead of a phrase and spans. A row without caption text has no image
+    score (``image_score`` NaN: the CLIP image-vs-caption score is meaningless; the image filter skips it).
     """
 
     name = "assemble-candidates"
@@ -189,29 +193,45 @@ class AssembleCandidates(Stage):
     adds = ("candidates",)
     drops = ("cand_boxes", "cand_det", "cand_clip", "cand_phrase", *SIZE_COLUMNS)
 
-    def __init__(self, round_: int | None = None):
+    def __init__(self, round_: int | None = None, classes: list[str] | None = None):
         self.round = round_
+        self.classes = list(classes) if classes else None
+        if self.classes:
+            self.reads = tuple(c for c in AssembleCandidates.reads if c != "phrases")
 
     def process(self, batch: pa.Table) -> pa.Table:
         cols = batch.select(list(self.reads)).to_pylist()
         out = []
         for r in cols:
-            phrases = r["phrases"] or []
+            phrases = r.get("phrases") or []
             det = np.asarray(r["cand_det"] or [], np.float32)
             clip = np.asarray(r["cand_clip"] or [], np.float32)
             fused = fused_scores(det, clip)
             regions = []
             for k, (box, j) in enumerate(zip(r["cand_boxes"] or [], r["cand_phrase"] or [])):
-                p = phrases[j]
+                if self.classes:
+                    what = {"label": int(j), "category": self.classes[j], "phrase": None, "tokens_positive": None}
+                else:
+                    what = {"label": None, "category": None, "phrase": phrases[j]["phrase"],
+                            "tokens_positive": phrases[j]["tokens_positive"]}
                 regions.append({"region_id": f"{r['image_id']}#r{self.round or 0}c{k}",
-                                "bbox": [float(v) for v in box], "label": None, "category": None,
-                                "phrase": p["phrase"], "tokens_positive": p["tokens_positive"],
+                                "bbox": [float(v) for v in box], **what,
                                 "score": float(fused[k]), "det_score": float(det[k]), "clip_score": float(clip[k]),
                                 "origin": "pseudo", "round": self.round})
             out.append(regions)
-        batch = _decoded_sizes(batch)
+        batch = _decoded_sizes(_no_caption_no_image_score(batch))
         drop = [c for c in self.drops if c in batch.column_names]
         return batch.drop_columns(drop).append_column("candidates", pa.array(out, CANDIDATES_TYPE))
+
+
+def _no_caption_no_image_score(batch: pa.Table) -> pa.Table:
+    """``image_score`` NaN on rows whose caption is null or blank (an image folder's records)."""
+    if "image_score" not in batch.column_names or "caption" not in batch.column_names:
+        return batch
+    blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(batch.column("caption")), ""), True)
+    i = batch.column_names.index("image_score")
+    score = batch.column("image_score")
+    return batch.set_column(i, "image_score", pc.if_else(blank, pa.scalar(float("nan"), score.type), score))
 
 
 def _decoded_sizes(batch: pa.Table) -> pa.Table:
@@ -233,14 +253,20 @@ def _decoded_sizes(batch: pa.Table) -> pa.Table:
 
 def select_regions(candidates: list[dict] | None, width: int, height: int, image_score: float,
                    cfg: FilterConfig) -> tuple[list[dict], bool]:
-    """The pseudo regions kept from one image's candidates, and whether the image is kept."""
+    """The pseudo regions kept from one image's candidates, and whether the image is kept.
+
+    NMS groups are the phrases, or the labels of class-list regions (no phrase). An image without a score
+    (None or NaN: no caption) is kept or dropped by its boxes alone (the image threshold does not apply)."""
     candidates = candidates or []
     if not candidates:
         return [], not cfg.drop_image_without_boxes
     boxes = np.array([c["bbox"] for c in candidates], dtype=np.float64)
     det = np.array([c["det_score"] for c in candidates], dtype=np.float32)
     clip = np.array([c["clip_score"] for c in candidates], dtype=np.float32)
-    phrase = np.unique([c["phrase"] for c in candidates], return_inverse=True)[1]
-    idx, ok = select(boxes, det, clip, phrase, width, height,
-                     0.0 if image_score is None or np.isnan(image_score) else float(image_score), cfg)
+    keys = [c["phrase"] if c["phrase"] is not None else f"\0label {c['label']}" for c in candidates]
+    phrase = np.unique(keys, return_inverse=True)[1]
+    no_score = image_score is None or np.isnan(image_score)
+    idx, ok = select(boxes, det, clip, phrase, width, height, 0.0 if no_score else float(image_score), cfg)
+    if no_score and len(idx):
+        ok = True
     return [candidates[i] for i in sorted(idx.tolist())], ok

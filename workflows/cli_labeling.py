@@ -29,6 +29,11 @@ def add_pseudo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--extract-phrases", action="store_true",
                    help="extract phrases with spaCy even when the input records carry their own (a `phrases` "
                         "column, or grounding regions with tokens_positive), which are used as they are otherwise")
+    p.add_argument("--classes", metavar="FILE",
+                   help="class-list mode: prompt every image with these classes (text: one class a line, "
+                        "`name|synonym`; a JSON list of names; YOLO-World class texts; a label map "
+                        "{\"0\": \"person\", ...} or a dataset directory); the output is an OD dataset with this "
+                        "label map. A caption input's phrases are not used then")
     p.add_argument("--images-per-part", type=int, help="images per output part, the unit of resume (default 1000)")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when visible)")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
@@ -60,6 +65,10 @@ def pseudo_config(a: argparse.Namespace):
             setattr(cfg, key, getattr(a, flag))
     if a.extract_phrases:
         cfg.extract_phrases = True
+    if getattr(a, "classes", None):
+        from labeling.vocabulary import read_vocabulary
+
+        cfg.classes = read_vocabulary(a.classes)
     return cfg
 
 

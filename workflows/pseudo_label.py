@@ -36,6 +36,7 @@ from formats.dataset import (
 from labeling.fuse import FilterConfig
 from labeling.phrases import PhraseConfig
 from labeling.stages import select_regions
+from labeling.vocabulary import vocabulary_categories
 
 log = logging.getLogger("ovlabel.pseudo")
 CANDIDATES = "candidates"
@@ -60,6 +61,10 @@ class PseudoConfig:
     # True: phrases extracted by spaCy (`phrases`) even when the input records carry their own (a `phrases`
     # column, or VG regions with spans), which are used as they are otherwise
     extract_phrases: bool = False
+    # class-list mode: every image is prompted with these classes ([name, synonym, ...] each, file order; the
+    # label map of the output, which is an OD dataset). A string is a class-list file, read here
+    # (`labeling.vocabulary.read_vocabulary`), so the manifest and the resume key hold the classes themselves
+    classes: list[list[str]] | str | None = None
     phrases: dict = field(default_factory=lambda: PhraseConfig().to_dict())
     filter: dict = field(default_factory=lambda: FilterConfig().to_dict())
     images_per_part: int = 1000
@@ -69,6 +74,16 @@ class PseudoConfig:
             raise ValueError(f"images_per_part must be a positive integer, got {self.images_per_part!r}")
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if self.classes is not None:
+            from labeling.vocabulary import read_vocabulary, vocabulary_from_json
+
+            self.classes = read_vocabulary(self.classes) if isinstance(self.classes, (str, Path)) else \
+                vocabulary_from_json(self.classes, "classes")
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """The prompt name (first text) of each class in class-list mode, else None."""
+        return [c[0] for c in self.classes] if self.classes else None
 
 
 @dataclass
@@ -165,15 +180,23 @@ def run_pseudo(input_path: str | Path, out_dir: str | Path, cfg: PseudoConfig, o
     opts = opts or RunOptions()
     out = Path(out_dir)
     plan = plan_input(input_path, cfg.images_per_part, opts.source, extract_phrases=cfg.extract_phrases)
+    if cfg.classes:  # class-list mode: the vocabulary alone prompts every image (captions' phrases unused)
+        plan.given_phrases = None
+        for u in plan.units:
+            u["phrases"] = None
     resume_key = {"config": asdict(cfg), "input": plan.fingerprint, "input_path": plan.inputs[0]["path"],
                   "source": plan.source,  # img2dataset input: --source names the image ids
                   "given_phrases": plan.given_phrases}
-    log.info("phrases: %s", f"the input's own ({plan.given_phrases})" if plan.given_phrases else "extracted by spaCy")
+    if cfg.classes:
+        log.info("prompts: a class list of %d classes (the same prompts for every image)", len(cfg.classes))
+    else:
+        log.info("phrases: %s", f"the input's own ({plan.given_phrases})" if plan.given_phrases else "extracted by spaCy")
     done = prior_run(out, resume_key, overwrite)
     if done is not None:
         log.info("%s: already complete for this input and config", out)
         return {"dataset": str(out), **done.counts, "skipped": True}
-    manifest = Manifest(kind="vg", source=plan.source, image_root=plan.image_root, config=asdict(cfg),
+    manifest = Manifest(kind="od" if cfg.classes else "vg", source=plan.source, image_root=plan.image_root,
+                        categories=vocabulary_categories(cfg.classes) if cfg.classes else [], config=asdict(cfg),
                         provenance=provenance(plan.inputs, models={"detector": cfg.detector, "clip": cfg.clip}))
     writer = DatasetWriter(out, manifest, overwrite=overwrite, resume_key=resume_key)
     (out / CANDIDATES).mkdir(exist_ok=True)
@@ -197,7 +220,8 @@ def build_stages(cfg: PseudoConfig, opts: RunOptions, gpus: float, given_phrases
     """The pipeline's stages in order, configured (plain objects: nothing is loaded before ``setup()``).
 
     With `given_phrases` (``"column"`` / ``"regions"``) the records' own phrases are loaded with them and no
-    phrase stage runs (spaCy is never loaded)."""
+    phrase stage runs (spaCy is never loaded). In class-list mode (``cfg.classes``) none runs either: the
+    prompts are the vocabulary's, built once per tokenize worker, and regions carry the class's label."""
     from transformers import AutoConfig, AutoImageProcessor
 
     from detector.preprocess import ResizeRule
@@ -212,12 +236,14 @@ def build_stages(cfg: PseudoConfig, opts: RunOptions, gpus: float, given_phrases
                              batch_size=batch_size(opts, gpus), box_threshold=cfg.box_threshold,
                              clip_margin=cfg.clip_margin, top_k=cfg.top_k, candidate_nms_iou=cfg.candidate_nms_iou,
                              min_box_size=cfg.min_box_size, canvas_multiple=cfg.canvas_multiple, round=cfg.round,
-                             torch_threads=None if gpus else 1)
+                             torch_threads=None if gpus else 1, classes=cfg.class_names)
     model = ModelStage(settings)
-    phrases = [] if given_phrases else [AddPhrases(cfg.phrases)]
-    return [LoadUnits(given_phrases=bool(given_phrases)), *phrases, OrderByCanvas(rule),
-            LoadImages(rule, model.rows_per_call), TokenizePrompts(cfg.detector, cfg.clip, max_tokens), model,
-            AssembleCandidates(cfg.round)]
+    given = bool(given_phrases) and not cfg.classes
+    phrases = [] if given or cfg.classes else [AddPhrases(cfg.phrases)]
+    return [LoadUnits(given_phrases=given), *phrases, OrderByCanvas(rule),
+            LoadImages(rule, model.rows_per_call),
+            TokenizePrompts(cfg.detector, cfg.clip, max_tokens, classes=cfg.class_names), model,
+            AssembleCandidates(cfg.round, classes=cfg.class_names)]
 
 
 def _describe(p) -> str:
@@ -328,7 +354,8 @@ def refilter(pseudo_dir: str | Path, out_dir: str | Path, filt: FilterConfig, *,
     cfg = dict(src.manifest.config)
     cfg.pop("_resume_key", None)
     cfg["filter"] = filt.to_dict()
-    manifest = Manifest(kind="vg", source=src.manifest.source, image_root=src.manifest.image_root, config=cfg,
+    manifest = Manifest(kind=src.manifest.kind, source=src.manifest.source, image_root=src.manifest.image_root,
+                        categories=src.manifest.categories, config=cfg,
                         provenance=provenance([{"path": str(src.root.resolve()), "dataset": True}], refiltered_from=str(src.root)))
     resume_key = {"config": cfg, "input": str(src.root.resolve())}
     writer = DatasetWriter(out_dir, manifest, overwrite=overwrite, resume_key=resume_key)
