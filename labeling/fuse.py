@@ -7,13 +7,13 @@ det >= 0.65, drop the pair when no box survives.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from formats.boxes import iou_matrix
+from formats.config import from_dict, read_config_file
 
 
 @dataclass
@@ -32,17 +32,15 @@ class FilterConfig:
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides) -> FilterConfig:
-        """From a JSON file (its "filter" section, or the whole file), then flag overrides (None = unset)."""
-        data = {}
+        """From a JSON/TOML file (its "filter" section, or the whole file), then flag overrides (None = unset).
+
+        Raises formats.config.ConfigError (a ValueError) for an unknown key or a value of the wrong type."""
+        cfg = cls()
         if path:
-            raw = json.loads(Path(path).read_text())
-            data = raw.get("filter", raw)
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"{path}: unknown filter settings {sorted(unknown)}; known: {sorted(known)}")
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**data)
+            raw = read_config_file(path)
+            cfg = from_dict(cls, raw["filter"], file=path, path="filter") if "filter" in raw else \
+                from_dict(cls, raw, file=path)
+        return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
 
     def to_dict(self) -> dict:
         return asdict(self)

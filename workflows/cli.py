@@ -1,7 +1,8 @@
 """The ``ovlabel`` command line. Data (paths, JSON) goes to stdout, logs and progress to stderr.
 
 Exit codes: 0 success, 1 a problem with the input or the data (the message says which file, record
-and why), 2 a usage error.
+and why), 2 a usage error (a bad option, or a config file with an unknown key or a value of the wrong type:
+the message names the file and the key's path).
 """
 
 from __future__ import annotations
@@ -208,8 +209,15 @@ def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if own_process and getattr(a, "bulk", False):
         _tune_bulk_process(a)
+    from formats.config import ConfigError
+
     try:
         a.func(a)
+    except ConfigError as e:  # a config file that does not fit its settings: a usage error
+        if a.verbose:
+            raise
+        print(f"ovlabel: error: {e}", file=sys.stderr)
+        return 2
     except (CLIError, OSError, ValueError) as e:  # our data errors are ValueErrors naming file, record, reason
         if a.verbose:
             raise

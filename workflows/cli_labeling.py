@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-from pathlib import Path
 
 from workflows.stdio import print_json
 
@@ -20,7 +18,7 @@ def add_pseudo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="pseudo dataset directory to write (resumes if it exists)")
     p.add_argument("--detector", default=None, help=f"hub id or local folder (default {DEFAULT_DETECTOR})")
     p.add_argument("--clip", default=None, help=f"hub id or local folder (default {DEFAULT_CLIP})")
-    p.add_argument("--config", help="JSON config: detector, clip, box_threshold, phrases{...}, filter{...}, images_per_part")
+    p.add_argument("--config", help="JSON/TOML config: detector, clip, box_threshold, phrases{...}, filter{...}, images_per_part")
     p.add_argument("--box-threshold", type=float, help="detector candidates kept (default 0.1)")
     p.add_argument("--det-threshold", type=float, help="filter: minimum detector phrase score")
     p.add_argument("--fused-threshold", type=float, help="filter: minimum sqrt(det x clip) (default 0.3)")
@@ -51,11 +49,11 @@ def add_pseudo_args(p: argparse.ArgumentParser) -> None:
 
 def pseudo_config(a: argparse.Namespace):
     """PseudoConfig from --config and flags (flags win)."""
+    from formats.config import load_config
     from labeling.fuse import FilterConfig
     from workflows.pseudo_label import PseudoConfig
 
-    data = json.loads(Path(a.config).read_text()) if a.config else {}
-    cfg = PseudoConfig(**{k: v for k, v in data.items() if k not in ("filter",)})
+    cfg = load_config(PseudoConfig, a.config) if a.config else PseudoConfig()
     cfg.filter = FilterConfig.load(a.config, det_threshold=a.det_threshold, fused_threshold=a.fused_threshold,
                                    image_threshold=a.image_threshold).to_dict()
     for flag, key in (("detector", "detector"), ("clip", "clip"), ("box_threshold", "box_threshold"),

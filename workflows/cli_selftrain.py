@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from workflows.stdio import print_json
 
@@ -37,13 +35,15 @@ def cmd_report(a: argparse.Namespace) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    from detector.train import TrainConfig, train
+    from dataclasses import replace
 
-    data = json.loads(Path(a.config).read_text()) if a.config else {}
-    for k in ("steps", "batch_size", "lr", "num_workers"):
-        if getattr(a, k) is not None:
-            data[k] = getattr(a, k)
-    print_json(train(a.model, a.datasets, a.out, TrainConfig(**data), device=a.device))
+    from detector.train import TrainConfig, train
+    from formats.config import load_config
+
+    cfg = load_config(TrainConfig, a.config) if a.config else TrainConfig()
+    cfg = replace(cfg, **{k: getattr(a, k) for k in ("steps", "batch_size", "lr", "num_workers")
+                          if getattr(a, k) is not None})
+    print_json(train(a.model, a.datasets, a.out, cfg, device=a.device))
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
@@ -79,7 +79,7 @@ def register(sub) -> None:
     p.add_argument("datasets", nargs="+")
     p.add_argument("--model", required=True, help="hub id or local folder to start from")
     p.add_argument("--out", required=True, help="checkpoint folder (resumes)")
-    p.add_argument("--config", help="JSON with TrainConfig fields")
+    p.add_argument("--config", help="JSON or TOML with TrainConfig fields")
     p.add_argument("--steps", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)

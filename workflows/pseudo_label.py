@@ -65,8 +65,9 @@ class PseudoConfig:
     # label map of the output, which is an OD dataset). A string is a class-list file, read here
     # (`labeling.vocabulary.read_vocabulary`), so the manifest and the resume key hold the classes themselves
     classes: list[list[str]] | str | None = None
-    phrases: dict = field(default_factory=lambda: PhraseConfig().to_dict())
-    filter: dict = field(default_factory=lambda: FilterConfig().to_dict())
+    # PhraseConfig / FilterConfig fields, kept as dicts (the manifest records them as given); checked on load
+    phrases: dict = field(default_factory=lambda: PhraseConfig().to_dict(), metadata={"config": PhraseConfig})
+    filter: dict = field(default_factory=lambda: FilterConfig().to_dict(), metadata={"config": FilterConfig})
     images_per_part: int = 1000
 
     def __post_init__(self):

@@ -21,10 +21,10 @@ import json
 import logging
 import os
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from formats.config import ConfigError, from_dict, load_config
 from formats.dataset import atomic_write_json
 
 log = logging.getLogger("ovlabel.selftrain")
@@ -33,15 +33,32 @@ RUN = "run.json"
 
 
 @dataclass
+class GoldEntry:
+    """One `gold` entry of a self-training config (the config keeps it as a dict)."""
+
+    path: str  # a dataset directory or a COCO JSON file
+    image_root: str | None = None
+
+
+@dataclass
+class EvalEntry:
+    """One `eval` entry of a self-training config (the config keeps it as a dict)."""
+
+    path: str  # a COCO/LVIS JSON, a dataset directory or an ODinW suite
+    name: str | None = None  # default eval<i>
+    image_root: str | None = None
+    max_images: int | None = None
+    protocol: str | None = None  # one of detector.evaluate.PROTOCOLS (default: the gold's, `default_protocol`)
+
+
+@dataclass
 class SelfTrainConfig:
     """What a run does; read from TOML or JSON (paths relative to the working directory)."""
 
     base_model: str
     pool: str  # caption dataset or img2dataset folder to pseudo-label
-    gold: list[dict] = field(default_factory=list)  # [{path, image_root?}]: dataset dirs or COCO JSON files
-    # [{name, path, image_root?, max_images?, protocol?}]: path a COCO/LVIS JSON, dataset dir or ODinW suite;
-    # protocol one of detector.evaluate.PROTOCOLS (default: the gold's source, `default_protocol`)
-    eval: list[dict] = field(default_factory=list)
+    gold: list[dict] = field(default_factory=list, metadata={"config": GoldEntry})  # dataset dirs or COCO JSON
+    eval: list[dict] = field(default_factory=list, metadata={"config": EvalEntry})
     pool_gold: str | None = None  # hidden gold boxes of the pool: pseudo-label quality per round
     clip: str | None = None
     rounds: int = 2
@@ -49,25 +66,20 @@ class SelfTrainConfig:
     metric: str = ""  # "<eval name>.<metric>", e.g. "sample.AP50"; default: the first eval's headline (AP, R@1...)
     min_gain: float = 0.0
     corrections: str | None = None  # a `review pull` directory
-    pseudo: dict = field(default_factory=dict)  # PseudoConfig fields (filter: {...}, phrases: {...})
-    train: dict = field(default_factory=dict)  # TrainConfig fields; pseudo_ratio is the gold/pseudo mix
+    # PseudoConfig fields (filter: {...}, phrases: {...})
+    pseudo: dict = field(default_factory=dict, metadata={"config": "workflows.pseudo_label:PseudoConfig"})
+    # TrainConfig fields; pseudo_ratio is the gold/pseudo mix
+    train: dict = field(default_factory=dict, metadata={"config": "detector.train:TrainConfig"})
     device: str | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SelfTrainConfig:
-        """Reads a TOML (``.toml``) or JSON config; relative paths become absolute (from the working directory)."""
+        """Reads a TOML (``.toml``) or JSON config; relative paths become absolute (from the working directory).
+
+        Raises formats.config.ConfigError (a ValueError) naming the file and the key's path for an unknown
+        key at any depth, a missing required key or a value of the wrong type; ValueError for other checks."""
         p = Path(path)
-        try:
-            data = tomllib.loads(p.read_text()) if p.suffix == ".toml" else json.loads(p.read_text())
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{p}: not a valid config: {e}") from None
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"{p}: unknown config keys {sorted(unknown)}")
-        for key in ("base_model", "pool"):
-            if key not in data:
-                raise ValueError(f"{p}: `{key}` is required")
-        cfg = cls(**data)
+        cfg = load_config(cls, p)
         cfg.base_model, cfg.pool = _abs(cfg.base_model), _abs(cfg.pool)
         cfg.clip, cfg.pool_gold, cfg.corrections = _abs(cfg.clip), _abs(cfg.pool_gold), _abs(cfg.corrections)
         for entry in cfg.gold + cfg.eval:
@@ -79,10 +91,10 @@ class SelfTrainConfig:
         for i, e in enumerate(cfg.eval):
             e.setdefault("name", f"eval{i}")
             if e.get("protocol") is not None and e["protocol"] not in PROTOCOLS:
-                raise ValueError(f"{p}: eval {e['name']!r}: protocol must be one of {', '.join(PROTOCOLS)}, "
-                                 f"not {e['protocol']!r}")
+                raise ConfigError(f"eval[{i}].protocol", f"protocol must be one of {', '.join(PROTOCOLS)}, "
+                                  f"not {e['protocol']!r}", p)
         if cfg.init not in ("previous", "base"):
-            raise ValueError(f"{p}: init must be 'previous' or 'base', not {cfg.init!r}")
+            raise ConfigError("init", f"init must be 'previous' or 'base', not {cfg.init!r}", p)
         if not cfg.metric and cfg.eval:
             first = cfg.eval[0]
             proto = first.get("protocol") or (default_protocol(first["path"]) if Path(first["path"]).exists() else "coco")
@@ -213,8 +225,8 @@ def _pseudo(run: Run, k: int) -> str:
     from workflows.pseudo_label import PseudoConfig, RunOptions, run_pseudo
 
     data = dict(run.cfg.pseudo)
-    filt = FilterConfig(**data.pop("filter", {})).to_dict()
-    cfg = PseudoConfig(**data, filter=filt)
+    data["filter"] = from_dict(FilterConfig, data.get("filter", {}), path="pseudo.filter").to_dict()
+    cfg = from_dict(PseudoConfig, data, path="pseudo")
     cfg.detector, cfg.round = run.model(k - 1), k
     if run.cfg.clip:
         cfg.clip = run.cfg.clip
@@ -245,7 +257,7 @@ def _train(run: Run, k: int, datasets: list[str]) -> dict:
     from detector.train import TrainConfig, train
 
     init = run.model(k - 1) if run.cfg.init == "previous" else run.cfg.base_model
-    cfg = TrainConfig(**{**run.cfg.train, "seed": run.cfg.train.get("seed", 0) + k})
+    cfg = from_dict(TrainConfig, {**run.cfg.train, "seed": run.cfg.train.get("seed", 0) + k}, path="train")
     return train(init, datasets, run.root / f"round-{k}" / "model", cfg, device=run.cfg.device)
 
 
