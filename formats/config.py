@@ -126,20 +126,22 @@ def _check(value: Any, tp: Any, where: str, file) -> Any:
         if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
             if len(value) != len(args):
                 raise ConfigError(where, f"expected {len(args)} items, got {len(value)}", file)
-            for i, (v, a) in enumerate(zip(value, args)):
-                _check(v, a, f"{where}[{i}]", file)
+            items = [_check(v, a, f"{where}[{i}]", file) for i, (v, a) in enumerate(zip(value, args))]
         elif args:
-            for i, v in enumerate(value):
-                _check(v, args[0], f"{where}[{i}]", file)
-        return value
+            items = [_check(v, args[0], f"{where}[{i}]", file) for i, v in enumerate(value)]
+        else:
+            items = value
+        # the value itself unless an item was built (a dataclass), so checked lists stay the caller's objects
+        return value if all(a is b for a, b in zip(items, value)) else type(value)(items)
     if origin is dict or tp is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(where, f"expected a table, got {_kind(value)}", file)
-        if args:
-            for k, v in value.items():
-                _check(k, args[0], _join(where, k), file)
-                _check(v, args[1], _join(where, k), file)
-        return value
+        if not args:
+            return value
+        for k in value:
+            _check(k, args[0], _join(where, k), file)
+        built = {k: _check(v, args[1], _join(where, k), file) for k, v in value.items()}
+        return value if all(built[k] is v for k, v in value.items()) else built
     if tp is None or tp is type(None):
         ok = value is None
     elif tp is float:
@@ -178,9 +180,10 @@ def _name(tp: Any) -> str:
         return "None"
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         return " | ".join(_name(a) for a in typing.get_args(tp))
-    if isinstance(tp, type) and not typing.get_args(tp):
-        return tp.__name__
-    return str(tp).replace("typing.", "")
+    origin = typing.get_origin(tp)
+    if origin is not None and isinstance(origin, type):
+        return f"{origin.__name__}[{', '.join('...' if a is Ellipsis else _name(a) for a in typing.get_args(tp))}]"
+    return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
 
 
 def _kind(value: Any) -> str:

@@ -45,5 +45,5 @@ def test_config_file_and_overrides(tmp_path):
     cfg = FilterConfig.load(p, image_threshold=0.1, det_threshold=None)
     assert (cfg.fused_threshold, cfg.nms_across_phrases, cfg.image_threshold, cfg.det_threshold) == (0.5, True, 0.1, 0.0)
     p.write_text(json.dumps({"fused_treshold": 0.5}))
-    with pytest.raises(ValueError, match="unknown filter settings"):
+    with pytest.raises(ValueError, match=r"c\.json: fused_treshold: unknown key \(did you mean fused_threshold\?\)"):
         FilterConfig.load(p)
