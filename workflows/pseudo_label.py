@@ -63,8 +63,9 @@ class PseudoConfig:
     extract_phrases: bool = False
     # class-list mode: every image is prompted with these classes ([name, synonym, ...] each, file order; the
     # label map of the output, which is an OD dataset). A string is a class-list file, read here
-    # (`labeling.vocabulary.read_vocabulary`), so the manifest and the resume key hold the classes themselves
-    classes: list[list[str]] | str | None = None
+    # (`labeling.vocabulary.read_vocabulary`), so the manifest and the resume key hold the classes themselves;
+    # a list or label map is any JSON form `vocabulary_from_json` reads (kept as [[name, synonym, ...], ...])
+    classes: list | dict | str | None = None
     # PhraseConfig / FilterConfig fields, kept as dicts (the manifest records them as given); checked on load
     phrases: dict = field(default_factory=lambda: PhraseConfig().to_dict(), metadata={"config": PhraseConfig})
     filter: dict = field(default_factory=lambda: FilterConfig().to_dict(), metadata={"config": FilterConfig})

@@ -100,6 +100,9 @@ def test_valid_configs_load_to_the_same_objects_as_before():
     assert from_dict(TrainConfig, data["train"]) == TrainConfig(**data["train"])
     assert from_dict(TrainConfig, {"use_gpu": None, "extra": {"any": [1]}}) == TrainConfig(extra={"any": [1]})
     assert from_dict(PhraseConfig, {"extra_abstract": ["x"]}) == PhraseConfig(extra_abstract=["x"])
+    for classes in (["cat", ["dog", "puppy"]], {"0": "cat", "1": "dog"}):  # every JSON form of a class list
+        assert from_dict(PseudoConfig, {"classes": classes}) == PseudoConfig(classes=classes)
+    assert error(PseudoConfig, {"classes": 3}) == "classes: expected list | dict | str | None, got int (3)"
 
 
 def test_resume_keys_of_unchanged_configs_are_unchanged(tmp_path):
