@@ -186,3 +186,18 @@ def test_config_names_the_protocols(tmp_path):
     bad.write_text(json.dumps({"base_model": "m", "pool": "p", "eval": [{"path": "x", "protocol": "voc"}]}))
     with pytest.raises(ValueError, match="protocol must be one of coco, lvis, lvis-fixed, odinw, flickr30k, refcoco"):
         SelfTrainConfig.load(bad)
+
+
+def test_a_class_list_file_is_read_from_where_the_config_was_loaded(tmp_path, monkeypatch):
+    """`pseudo.classes` as a relative file name becomes absolute at load, like the config's other paths, so
+    each round (whatever its working directory) reads the same class list."""
+    from workflows.selftrain import SelfTrainConfig
+
+    (tmp_path / "classes.txt").write_text("cat\ndog|puppy\n")
+    (tmp_path / "s.json").write_text(json.dumps({"base_model": "m", "pool": "p", "pseudo": {"classes": "classes.txt"}}))
+    monkeypatch.chdir(tmp_path)
+    cfg = SelfTrainConfig.load("s.json")
+    assert cfg.pseudo["classes"] == str(tmp_path.resolve() / "classes.txt")
+    inline = tmp_path / "inline.json"
+    inline.write_text(json.dumps({"base_model": "m", "pool": "p", "pseudo": {"classes": ["cat", "dog"]}}))
+    assert SelfTrainConfig.load(inline).pseudo["classes"] == ["cat", "dog"]

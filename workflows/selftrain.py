@@ -82,6 +82,8 @@ class SelfTrainConfig:
         cfg = load_config(cls, p)
         cfg.base_model, cfg.pool = _abs(cfg.base_model), _abs(cfg.pool)
         cfg.clip, cfg.pool_gold, cfg.corrections = _abs(cfg.clip), _abs(cfg.pool_gold), _abs(cfg.corrections)
+        if isinstance(cfg.pseudo.get("classes"), str):  # a class-list file, read again in every round
+            cfg.pseudo["classes"] = _abs(cfg.pseudo["classes"])
         for entry in cfg.gold + cfg.eval:
             entry["path"] = _abs(entry["path"])
             if entry.get("image_root"):
