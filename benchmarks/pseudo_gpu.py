@@ -153,20 +153,11 @@ def profile_model_stage(work: Path, models: dict, device: str, batch: int, n: in
     forwards and the rest (canvas assembly, normalisation, NMS, crops, host packing), each timed with the device
     synchronised before and after; over `n` images sorted by canvas as OrderByCanvas does, after a warm-up batch."""
     import torch
-    from pseudo_throughput import caption_rows, cc3m_jpegs
-    from transformers import AutoImageProcessor
+    from pseudo_throughput import actor_rows
 
-    from detector.preprocess import ResizeRule
-    from labeling.image_stages import LoadImages
     from labeling.model_stage import ModelStage
-    from labeling.prompt_stages import TokenizePrompts
 
-    files = cc3m_jpegs(work / "jpegs_profile", n, seed=3)
-    table = caption_rows(files, work / "jpegs_profile")
-    rule = ResizeRule.from_processor(AutoImageProcessor.from_pretrained(models["detector"]))
-    table = TokenizePrompts(str(models["detector"]), str(models["clip"]), 256)(LoadImages(rule)(table))
-    table = table.take(sorted(range(n), key=lambda i: (table.column("canvas_h")[i].as_py(),
-                                                       table.column("canvas_w")[i].as_py())))
+    table = actor_rows(work / "jpegs_profile", models, n, seed=3)
     stage = ModelStage({"detector": str(models["detector"]), "clip": str(models["clip"]), "device": device,
                         "precision": "bf16" if device.startswith("cuda") else "fp32", "batch_size": batch,
                         "box_threshold": 0.0, "top_k": 20})

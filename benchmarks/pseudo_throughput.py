@@ -262,6 +262,22 @@ class _OpCounter:
         setattr(obj, name, wrapped)
 
 
+def actor_rows(root: Path, models: dict, n: int, seed: int):
+    """What the model actor receives: `n` generated CC3M-like JPEGs under `root` with ~8 phrases each, through
+    the image and tokenize stages in-process, rows sorted by canvas as OrderByCanvas does (full batches)."""
+    from transformers import AutoImageProcessor
+
+    from detector.preprocess import ResizeRule
+    from labeling.image_stages import LoadImages
+    from labeling.prompt_stages import TokenizePrompts
+
+    table = caption_rows(cc3m_jpegs(root, n, seed=seed), root)
+    rule = ResizeRule.from_processor(AutoImageProcessor.from_pretrained(models["detector"]))
+    table = TokenizePrompts(str(models["detector"]), str(models["clip"]), 256)(LoadImages(rule)(table))
+    order = sorted(range(n), key=lambda i: (table.column("canvas_h")[i].as_py(), table.column("canvas_w")[i].as_py()))
+    return table.take(order)
+
+
 def bench_actor(work: Path, models: dict, n: int = 64, batch_size: int = 16, launch_us: float = 10.0) -> dict:
     """The model actor's CPU time outside the model forwards, per image, at the real processing sizes (tiny
     networks, 800/1333 detector input, 224 CLIP crops, batch 16, 20 candidates per image).
@@ -271,21 +287,11 @@ def bench_actor(work: Path, models: dict, n: int = 64, batch_size: int = 16, lau
     asynchronously costs the host one launch per tensor operation: those are counted (TorchDispatchMode) and
     priced at `launch_us` each. Target: host + launches <= 2 ms per image."""
     import torch
-    from transformers import AutoImageProcessor
 
-    from detector.preprocess import ResizeRule
-    from labeling.image_stages import LoadImages
     from labeling.model_stage import ModelStage
-    from labeling.prompt_stages import TokenizePrompts
 
     torch.set_num_threads(1)
-    files = cc3m_jpegs(work / "jpegs_actor", n, seed=2)
-    table = caption_rows(files, work / "jpegs_actor")
-    rule = ResizeRule.from_processor(AutoImageProcessor.from_pretrained(models["detector"]))
-    table = TokenizePrompts(str(models["detector"]), str(models["clip"]), 256)(LoadImages(rule)(table))
-    # rows sorted by canvas as OrderByCanvas does, so batches are full
-    order = sorted(range(n), key=lambda i: (table.column("canvas_h")[i].as_py(), table.column("canvas_w")[i].as_py()))
-    table = table.take(order)
+    table = actor_rows(work / "jpegs_actor", models, n, seed=2)
     stage = ModelStage({"detector": str(models["detector"]), "clip": str(models["clip"]), "device": "cpu",
                         "batch_size": batch_size, "box_threshold": 0.0, "top_k": 20, "candidate_nms_iou": None,
                         "min_box_size": 0.0})
