@@ -117,6 +117,19 @@ def phrase_key(phrase: str) -> str:
     return " ".join(phrase.casefold().split())
 
 
+def merge_phrases(phrases) -> list[dict]:
+    """One entry per phrase of a caption: `phrases` ((text, spans) pairs, spans ``[start, end)`` characters)
+    merged by `phrase_key` (the first text seen names the phrase; spans united, each once, sorted), in order
+    of first span: ``[{"phrase": text, "tokens_positive": [[s, e], ...]}, ...]``."""
+    merged: dict[str, dict] = {}
+    for text, spans in phrases:
+        entry = merged.setdefault(phrase_key(text), {"phrase": text, "tokens_positive": []})
+        entry["tokens_positive"] += [list(sp) for sp in spans if list(sp) not in entry["tokens_positive"]]
+    for entry in merged.values():
+        entry["tokens_positive"].sort()
+    return sorted(merged.values(), key=lambda v: v["tokens_positive"][0])
+
+
 def edges_are_words(data: np.ndarray, byte_start: np.ndarray, byte_end: np.ndarray) -> np.ndarray:
     """True per span that `trim_span` would leave as it is, checked on bytes (nearly every span).
 

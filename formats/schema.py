@@ -32,6 +32,8 @@ TRAIN_ORIGINS = ("gold", "pseudo", "review")  # what training and training expor
 ORIGINS = ("gold", "pseudo", "review", "crowd", "ignore")
 
 SPAN_TYPE = pa.list_(pa.int32(), 2)
+# a caption's phrases with their character spans (``ovlabel phrases``, given phrases, `convert odvg`)
+PHRASES_TYPE = pa.list_(pa.struct([pa.field("phrase", pa.string()), pa.field("tokens_positive", pa.list_(SPAN_TYPE))]))
 REGION_TYPE = pa.struct(
     [
         pa.field("region_id", pa.string()),

@@ -20,14 +20,14 @@ from detector.preprocess import SIZE_COLUMNS
 from formats import schema as S
 from formats.arrow_np import from_numpy
 from formats.converters.img2dataset import shard_records
-from formats.phrase_rules import phrase_key
+from formats.phrase_rules import merge_phrases
 from labeling.fuse import FilterConfig, fused_scores, select
 from labeling.phrases import PhraseConfig, PhraseExtractor
 from labeling.stage import Resources, Stage
 
 log = logging.getLogger("ovlabel.stages")
 
-PHRASES_TYPE = pa.list_(pa.struct([pa.field("phrase", pa.string()), pa.field("tokens_positive", pa.list_(S.SPAN_TYPE))]))
+PHRASES_TYPE = S.PHRASES_TYPE
 CANDIDATES_TYPE = pa.list_(S.REGION_TYPE)
 ROW_COLUMNS = ["unit", "row", "image_id", "source", "file_name", "width", "height", "caption"]
 
@@ -81,12 +81,7 @@ def given_phrases(records: pa.Table, source: str) -> pa.Array:
         ok = [{"phrase": p["phrase"], "tokens_positive": [list(s) for s in p["tokens_positive"]]}
               for p in phrases or [] if cap is not None and _inside(p, len(cap))]
         if source == "regions":
-            merged: dict[str, dict] = {}
-            for p in ok:
-                entry = merged.setdefault(phrase_key(p["phrase"]), {"phrase": p["phrase"], "tokens_positive": []})
-                entry["tokens_positive"] += [s for s in p["tokens_positive"] if s not in entry["tokens_positive"]]
-            ok = sorted(({**v, "tokens_positive": sorted(v["tokens_positive"])} for v in merged.values()),
-                        key=lambda v: v["tokens_positive"][0])
+            ok = merge_phrases((p["phrase"], p["tokens_positive"]) for p in ok)
         out.append(ok)
     return pa.array(out, PHRASES_TYPE)
 

@@ -49,13 +49,12 @@ from formats.boxes import NO_OVERLAP, clip_to_image
 from formats.converters.coco import ConversionError
 from formats.dataset import DatasetWriter, Manifest, part_ranges, prior_run, provenance
 from formats.digest import sha256_file
-from formats.phrase_rules import phrase_key, trim_span
+from formats.phrase_rules import merge_phrases, trim_span
 
 log = logging.getLogger("ovlabel.odvg")
 
 PLACEHOLDER_BOXES = ((0.0, 0.0, 1.0, 1.0), (0.0, 0.0, 0.0, 0.0))
-PHRASES_FIELD = pa.field("phrases", pa.list_(pa.struct([pa.field("phrase", pa.string()),
-                                                        pa.field("tokens_positive", pa.list_(S.SPAN_TYPE))])))
+PHRASES_FIELD = pa.field("phrases", S.PHRASES_TYPE)
 
 
 @dataclass
@@ -288,7 +287,7 @@ class _Converter:
         regions = g.get("regions")
         if not isinstance(regions, list):
             raise _Reject("missing grounding.regions", f"regions={_short(regions)}")
-        out, given = [], {}
+        out, given = [], []
         for k, reg in enumerate(regions):
             at = f"{where}: grounding.regions[{k}]"
             try:
@@ -312,12 +311,8 @@ class _Converter:
                     continue
                 out.append({"bbox": box, "phrase": phrase, "tokens_positive": spans, **_score(reg)})
             self.placeholders += placeholder
-            entry = given.setdefault(phrase_key(phrase), {"phrase": phrase, "tokens_positive": []})
-            entry["tokens_positive"] += [s for s in spans if s not in entry["tokens_positive"]]
-        phrases = sorted(given.values(), key=lambda p: min(p["tokens_positive"]))
-        for p in phrases:
-            p["tokens_positive"].sort()
-        return caption, out, phrases
+            given.append((phrase, spans))
+        return caption, out, merge_phrases(given)
 
     def phrase(self, reg, caption: str) -> tuple[str, list[list[int]]]:
         """A region's phrase and its spans (trimmed to word characters, sorted); raises _Reject."""
