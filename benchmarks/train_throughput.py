@@ -67,8 +67,9 @@ def main() -> None:
     ap.add_argument("--full-size", action="store_true", help="MM-GDINO-T-sized model (for a GPU)")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "ovlabel-bench-train")
     a = ap.parse_args()
-    from detector.train import TrainConfig, train
+    from detector.train import TrainConfig
     from workflows.cli import main as cli
+    from workflows.training import train
 
     model = small_detector(a.workdir / ("full" if a.full_size else "small"), a.full_size)
     gold = a.workdir / "gold"

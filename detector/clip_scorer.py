@@ -16,6 +16,8 @@ import numpy as np
 
 from detector.models import DEFAULT_CLIP, autocast, load_pretrained, pick_device
 
+TEXT_BATCH = 32  # texts per text-embedding call: one fixed shape (see RegionScorer.text_features)
+
 
 def _features(out):
     """transformers 5 returns an output object from get_*_features; older versions a tensor."""
@@ -49,13 +51,19 @@ class RegionScorer:
     # -- texts -----------------------------------------------------------------------------------------------
 
     def text_features(self, texts: list[str]):
-        """L2-normalised text embeddings ``(N, D)`` float32 on the device; cached by text (LRU)."""
+        """L2-normalised text embeddings ``(N, D)`` float32 on the device; cached by text (LRU).
+
+        A text's embedding never depends on which texts were embedded with it or before it (so a resumed run
+        scores exactly as an uninterrupted one, whatever its cache holds): texts are embedded in calls of one
+        fixed shape, ``TEXT_BATCH`` texts (a short call filled with empty texts) of the text model's full
+        context (77 tokens for CLIP), since the float sums of a forward can change with its shape."""
         torch = self._torch
         new = [t for t in dict.fromkeys(texts) if t not in self._cache]
-        for b in range(0, len(new), self.batch_size):
-            chunk = new[b:b + self.batch_size]
-            enc = self.processor.tokenizer(chunk, padding=True, truncation=True, max_length=77,
-                                           return_tensors="pt").to(self.device)
+        length = self._text_length()
+        for b in range(0, len(new), TEXT_BATCH):
+            chunk = new[b:b + TEXT_BATCH]
+            enc = self.processor.tokenizer(chunk + [""] * (TEXT_BATCH - len(chunk)), padding="max_length",
+                                           truncation=True, max_length=length, return_tensors="pt").to(self.device)
             for t, f in zip(chunk, self._embed_tokens(enc["input_ids"], enc["attention_mask"])):
                 self._cache[t] = f
         for t in texts:
@@ -65,6 +73,11 @@ class RegionScorer:
         if not texts:
             return torch.zeros((0, self.model.config.projection_dim), device=self.device)
         return torch.stack([self._cache[t] for t in texts])
+
+    def _text_length(self) -> int:
+        """The text model's context length in tokens (CLIP: 77)."""
+        cfg = getattr(self.model.config, "text_config", self.model.config)
+        return int(min(getattr(cfg, "max_position_embeddings", 77), 77))
 
     def token_features(self, ids: list[list[int]]):
         """L2-normalised embeddings ``(N, D)`` of already tokenized texts (CLIP ids, <= 77 each)."""

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detector.prompts import join_prompt, prompt_form
+from formats.boxes import xyxy_to_cxcywh
 from formats.dataset import Dataset
 from formats.images import decode_image, read_image_bytes
 from formats.phrase_rules import has_word, phrase_key
@@ -156,10 +157,6 @@ def target(ex: Example, labels: list[int]):
     """Grounding DINO's training target: class_labels and normalised cxcywh boxes."""
     import torch
 
-    b = ex.boxes
-    w, h = float(ex.width), float(ex.height)
-    cx, cy = (b[:, 0] + b[:, 2]) / 2 / w, (b[:, 1] + b[:, 3]) / 2 / h
-    bw, bh = (b[:, 2] - b[:, 0]) / w, (b[:, 3] - b[:, 1]) / h
-    boxes = np.clip(np.stack([cx, cy, bw, bh], 1), 0.0, 1.0)
+    boxes = np.clip(xyxy_to_cxcywh(ex.boxes, float(ex.width), float(ex.height)), 0.0, 1.0)
     return {"class_labels": torch.as_tensor(labels, dtype=torch.long),
             "boxes": torch.as_tensor(boxes, dtype=torch.float32)}

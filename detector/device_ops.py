@@ -68,6 +68,13 @@ def positive_map(token_spans: torch.Tensor, width: int) -> torch.Tensor:
     return m / m.sum(-1, keepdim=True).clamp_min(1.0)
 
 
+def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    """``(..., 4)`` ``[cx, cy, w, h]`` -> ``[x1, y1, x2, y2]`` in the same units (the device-side twin of
+    `formats.boxes.cxcywh_to_xyxy`, for DETR-style outputs; scale by the image size after)."""
+    cx, cy, w, h = boxes.unbind(-1)
+    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
+
+
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """IoU of xyxy boxes ``a (..., N, 4)`` with ``b (..., M, 4)`` -> ``(..., N, M)``."""
     lt = torch.maximum(a[..., :, None, :2], b[..., None, :, :2])

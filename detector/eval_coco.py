@@ -15,6 +15,8 @@ import sys
 
 import numpy as np
 
+from formats.boxes import xyxy_to_xywh
+
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100")
 
 
@@ -78,7 +80,5 @@ def topk_query_class(boxes: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.
 
 def to_results(image_id, boxes_xyxy: np.ndarray, scores: np.ndarray, category_ids: np.ndarray) -> list[dict]:
     """COCO results entries for one image from xyxy pixel boxes."""
-    b = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
-    return [{"image_id": image_id, "category_id": int(c), "score": float(s),
-             "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]}
-            for (x1, y1, x2, y2), s, c in zip(b, scores, category_ids)]
+    return [{"image_id": image_id, "category_id": int(c), "score": float(s), "bbox": b}
+            for b, s, c in zip(xyxy_to_xywh(boxes_xyxy).tolist(), scores, category_ids)]

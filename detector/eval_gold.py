@@ -21,6 +21,7 @@ import math
 import os
 from pathlib import Path
 
+from formats.boxes import xyxy_to_xywh
 from formats.dataset import Dataset
 from formats.export.coco import od_categories
 from formats.schema import GOLD_ORIGINS, IGNORE_ORIGINS
@@ -103,10 +104,10 @@ def _region_annotation(g: dict, image_id, cat_id: dict[int, int]) -> dict | None
     crowd = g.get("origin") in IGNORE_ORIGINS
     if (g.get("origin") not in GOLD_ORIGINS and not crowd) or g.get("label") is None:
         return None
-    x1, y1, x2, y2 = (float(v) for v in g["bbox"])
+    bbox = xyxy_to_xywh(g["bbox"])[0].tolist()
     area = g.get("area")
-    return {"image_id": image_id, "category_id": cat_id[int(g["label"])], "bbox": [x1, y1, x2 - x1, y2 - y1],
-            "area": float(area) if area is not None else (x2 - x1) * (y2 - y1), "iscrowd": int(crowd)}
+    return {"image_id": image_id, "category_id": cat_id[int(g["label"])], "bbox": bbox,
+            "area": float(area) if area is not None else bbox[2] * bbox[3], "iscrowd": int(crowd)}
 
 
 def load_detections(path: str | os.PathLike) -> list[dict]:

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from detector.eval_gold import EvaluationError
-from formats.boxes import iou_matrix
+from formats.boxes import iou_matrix, xywh_to_xyxy
 from formats.dataset import Dataset
 from formats.images import ImageError, decode_image, read_image_bytes
 
@@ -81,8 +81,8 @@ def load_grounding_gold(path: str | os.PathLike, max_items: int | None = None) -
             raise EvaluationError(f"{p}: a grounding gold file has images (with caption) and annotations")
         by_image: dict = {}
         for a in doc["annotations"]:
-            x, y, w, h = (float(v) for v in a["bbox"])
-            by_image.setdefault(a["image_id"], []).append((a.get("tokens_positive"), a.get("phrase"), [x, y, x + w, y + h]))
+            by_image.setdefault(a["image_id"], []).append(
+                (a.get("tokens_positive"), a.get("phrase"), xywh_to_xyxy(a["bbox"])[0].tolist()))
         for im in doc["images"]:
             spans, boxes = _group(im.get("caption", ""), by_image.get(im["id"], []))
             items.append(GroundingItem(str(im["id"]), im["file_name"], im.get("caption", ""), spans, boxes))

@@ -5,6 +5,8 @@ per-phrase ranking of all queries (Flickr30k).
 Runs on top of ``GroundingDetector.propose`` (same resize rule, canvas, tokenization and box mapping as
 ``detect``); the token probabilities are read from the model's output through a forward hook and averaged
 over each phrase's tokens with ``device_ops.positive_map``, exactly as ``propose`` scores the best phrase.
+A detector with ``pair_scores(image, names)`` (OWLv2: every query is one phrase, so its scores are already
+per phrase) gives the (box, phrase) scores itself.
 """
 
 from __future__ import annotations
@@ -51,10 +53,14 @@ def detect_query_class(detector, image, names: list[str], k: int) -> tuple[np.nd
     Returns (boxes (n, 4) xyxy pixels, scores (n,), name index (n,)), best first."""
     from detector.prompts import build_prompts
 
-    counts = [len(detector.tokenizer(n, add_special_tokens=False)["input_ids"]) for n in names]
+    if hasattr(detector, "pair_scores"):
+        prompts = [(list(range(len(names))), detector.pair_scores(image, names))]
+    else:
+        counts = [len(detector.tokenizer(n, add_special_tokens=False)["input_ids"]) for n in names]
+        prompts = [(idx, prompt_scores(detector, image, text, spans)) for idx, text, spans in
+                   build_prompts(names, counts, detector.max_tokens, tokenizer=detector.tokenizer)]
     boxes, scores, labels = [], [], []
-    for idx, text, spans in build_prompts(names, counts, detector.max_tokens, tokenizer=detector.tokenizer):
-        b, s = prompt_scores(detector, image, text, spans)
+    for idx, (b, s) in prompts:
         b, s, c = topk_query_class(b, s, k)  # the best k of this prompt suffice for the best k overall
         keep = s >= 0
         boxes.append(b[keep])
@@ -72,7 +78,10 @@ def phrase_detections(detector, image, caption: str, spans: list[tuple[int, int]
     score (MDETR ranks all queries per phrase); ``phrase`` indexes `spans`."""
     from detector.grounding import Detections
 
-    b, s = prompt_scores(detector, image, caption, spans)
+    if hasattr(detector, "pair_scores"):
+        b, s = detector.pair_scores(image, [caption[a:e] for a, e in spans])
+    else:
+        b, s = prompt_scores(detector, image, caption, spans)
     q, p = s.shape
     det = Detections(np.repeat(b, p, axis=0).astype(np.float32), s.reshape(-1).astype(np.float32),
                      np.tile(np.arange(p, dtype=np.int64), q))

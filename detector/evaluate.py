@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from detector.eval_coco import coco_metrics, to_results
 from detector.eval_gold import EvaluationError, check_shared_images, is_lvis, load_gold
 from detector.eval_lvis import LVIS_MAX_DETS, lvis_metrics
-from formats.boxes import iou_matrix
+from formats.boxes import iou_matrix, xyxy_to_xywh
 from formats.dataset import Dataset
 from formats.images import ImageError, decode_image, read_image_bytes
 from formats.schema import GOLD_ORIGINS, IGNORE_ORIGINS
@@ -157,9 +157,9 @@ def evaluate(gold: str | os.PathLike, *, model: str | None = None, detections: s
             raise EvaluationError(f"--detections takes a COCO results file: protocols {', '.join(DETECTION_PROTOCOLS)}")
         return evaluate_detections(gold, detections, protocol=protocol)
     if detector is None:
-        from detector.grounding import GroundingDetector
+        from detector.backends import load_detector
 
-        detector = GroundingDetector(model, device=device, box_threshold=0.0)
+        detector = load_detector(model, device=device, box_threshold=0.0)
     if protocol == "odinw":
         from detector.eval_odinw import odinw_ap
 
@@ -182,8 +182,7 @@ def _records(ds: Dataset, limit: int | None = None) -> list[dict]:
 
 
 def _xywh(b) -> list[float]:
-    x1, y1, x2, y2 = (float(v) for v in b)
-    return [x1, y1, x2 - x1, y2 - y1]
+    return xyxy_to_xywh(b)[0].tolist()
 
 
 def _covered(boxes: np.ndarray, crowds: np.ndarray) -> np.ndarray:

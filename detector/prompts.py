@@ -210,3 +210,45 @@ class PromptEncoder:
                 out[i].append((list(idx), list(ids), token_spans(spans, np.asarray(offsets, np.int64).reshape(-1, 2),
                                                                  self.max_tokens)))
         return out
+
+
+class QueryEncoder:
+    """Phrase lists -> OWLv2 text queries, in `PromptEncoder.encode`'s form, so the CPU stage, the prompt
+    columns and ``pad_prompts`` serve both backends.
+
+    OWLv2 (Minderer et al. 2023, "Scaling Open-Vocabulary Object Detection") embeds every query on its own:
+    each phrase is tokenized alone by the CLIP tokenizer (``<|startoftext|> ... <|endoftext|>``, truncated
+    to `query_length` tokens, OWLv2's 16). A "prompt" is up to `max_queries` phrases: its ids are the
+    concatenation of the phrases' tokenizations and its token ranges mark each phrase's ids, which the
+    detector splits into ``(queries, query_length)`` input ids on the device (``Owlv2Detector.queries``).
+    A phrase with no word character is left out, as `build_prompts` leaves it out.
+    """
+
+    def __init__(self, tokenizer, query_length: int = 16, max_queries: int = 256, cache_size: int = 200_000):
+        self.tok, self.query_length, self.max_queries, self.cache_size = tokenizer, query_length, max_queries, cache_size
+        self._ids: dict[str, list[int]] = {}
+
+    def ids(self, phrases: list[str]) -> list[list[int]]:
+        """Each phrase's query token ids (special tokens included, at most `query_length`), cached."""
+        new = [p for p in dict.fromkeys(phrases) if p not in self._ids]
+        if new:
+            if len(self._ids) + len(new) > self.cache_size:
+                self._ids.clear()
+            enc = self.tok(new, truncation=True, max_length=self.query_length)["input_ids"]
+            self._ids.update(zip(new, (list(x) for x in enc)))
+        return [self._ids[p] for p in phrases]
+
+    def encode(self, phrase_lists: list[list[str]]) -> list[list[tuple[list[int], list[int], np.ndarray]]]:
+        """Per image: its prompts as (phrase indices, concatenated query ids, token ranges ``(P, 2)``)."""
+        out: list[list] = []
+        for names in phrase_lists:
+            keep = [i for i, p in enumerate(names) if has_word(p)]
+            ids = self.ids([names[i] for i in keep])
+            per = []
+            for k in range(0, len(keep), self.max_queries):
+                idx, chunk = keep[k:k + self.max_queries], ids[k:k + self.max_queries]
+                ends = np.cumsum([len(x) for x in chunk], dtype=np.int64)
+                spans = np.stack([ends - [len(x) for x in chunk], ends], 1).astype(np.int32).reshape(-1, 2)
+                per.append((list(idx), [t for x in chunk for t in x], spans))
+            out.append(per)
+        return out

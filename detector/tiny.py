@@ -1,7 +1,7 @@
 """Tiny random-weight models for tests and offline smoke runs, saved like real checkpoints.
 
 ``write_tiny_models(DIR)`` writes ``DIR/detector`` (MM-Grounding-DINO architecture) and ``DIR/clip`` (CLIP)
-with their processors through ``save_pretrained``; everything else loads them with ``from_pretrained(DIR)``,
+(and, with ``owlv2=True``, ``DIR/owlv2``: an OWLv2 detector, `write_tiny_owlv2`) with their processors through ``save_pretrained``; everything else loads them with ``from_pretrained(DIR)``,
 the same code path as a hub id. The outputs are random: they exercise shapes, batching and plumbing.
 """
 
@@ -44,8 +44,9 @@ def bert_tokenizer():
     return BertTokenizerFast(vocab=vocab, do_lower_case=True)
 
 
-def clip_tokenizer(tmp: Path):
-    """A character-level CLIPTokenizer (CLIP's BPE class with a tiny vocab and no merges)."""
+def clip_tokenizer(tmp: Path, model_max_length: int = 77):
+    """A character-level CLIPTokenizer (CLIP's BPE class with a tiny vocab and no merges); `model_max_length`
+    is what ``padding="max_length"`` pads to (77 for CLIP, 16 for OWLv2's queries)."""
     from transformers import CLIPTokenizer
 
     chars = list(string.ascii_lowercase + string.digits + string.punctuation)
@@ -58,7 +59,7 @@ def clip_tokenizer(tmp: Path):
         vocab[t] = len(vocab)
     (tmp / "vocab.json").write_text(json.dumps(vocab))
     (tmp / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer(str(tmp / "vocab.json"), str(tmp / "merges.txt"))
+    return CLIPTokenizer(str(tmp / "vocab.json"), str(tmp / "merges.txt"), model_max_length=model_max_length)
 
 
 def tiny_detector(seed: int = 0, image_size: int = 128, real_sizes: bool = False):
@@ -113,7 +114,42 @@ def tiny_clip(tmp: Path, seed: int = 0, real_sizes: bool = False):
     return model, CLIPProcessor(image_processor=ip, tokenizer=tok)
 
 
-def write_tiny_models(out: str | Path, seed: int = 0, real_sizes: bool = False) -> dict[str, Path]:
+def tiny_owlv2(tmp: Path, seed: int = 0, image_size: int = 64, real_sizes: bool = False):
+    """A tiny OWLv2 model and its processor: CLIP-like towers of width 32, 16-px patches on `image_size`
+    inputs (``real_sizes``: 960, OWLv2's), 16-token queries, the character-level CLIP tokenizer."""
+    import torch
+    from transformers import Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessorPil, Owlv2Processor
+
+    torch.manual_seed(seed)
+    side = 960 if real_sizes else image_size
+    tok = clip_tokenizer(tmp, model_max_length=16)
+    cfg = Owlv2Config(
+        text_config={"vocab_size": len(tok.get_vocab()), "hidden_size": 32, "intermediate_size": 64,
+                     "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 16,
+                     "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "image_size": side, "patch_size": 16},
+        projection_dim=32,  # the class head compares projected queries with image features of the text width
+    )
+    model = Owlv2ForObjectDetection(cfg).eval()
+    with torch.no_grad():  # random heads saturate their sigmoids (zero-width boxes, objectness 0 or 1): keep
+        model.box_head.dense2.weight.mul_(0.005)  # boxes near the model's box bias (a box per patch) and
+        model.objectness_head.dense2.weight.mul_(0.005)  # objectness near 0.5, varied a little
+    ip = Owlv2ImageProcessorPil(size={"height": side, "width": side})
+    return model, Owlv2Processor(image_processor=ip, tokenizer=tok)
+
+
+def write_tiny_owlv2(out: str | Path, seed: int = 0, real_sizes: bool = False) -> Path:
+    """Saves a tiny OWLv2 detector (`tiny_owlv2`) with its processor in folder OUT; returns it."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, proc = tiny_owlv2(out, seed, real_sizes=real_sizes)
+    model.save_pretrained(out)
+    proc.save_pretrained(out)
+    return out
+
+
+def write_tiny_models(out: str | Path, seed: int = 0, real_sizes: bool = False, owlv2: bool = False) -> dict[str, Path]:
     """Saves a tiny detector and CLIP under OUT/detector and OUT/clip; returns their paths.
 
     ``real_sizes``: the processors use the real models' processing sizes (detector 800/1333, CLIP 224), so the
@@ -129,4 +165,6 @@ def write_tiny_models(out: str | Path, seed: int = 0, real_sizes: bool = False) 
     clip, cproc = tiny_clip(paths["clip"], seed, real_sizes=real_sizes)
     clip.save_pretrained(paths["clip"])
     cproc.save_pretrained(paths["clip"])
+    if owlv2:
+        paths["owlv2"] = write_tiny_owlv2(out / "owlv2", seed, real_sizes=real_sizes)
     return paths

@@ -1,7 +1,8 @@
 """Fine-tuning MM-Grounding-DINO / Grounding DINO (transformers) on dataset directories.
 
-One training loop (`train_loop`) runs in-process for one worker and under Ray Train's `TorchTrainer`
-(DDP; gloo on CPU, NCCL on GPU) for several. Gold and pseudo images go in separate batches, mixed at
+One training loop (`train_loop`) runs in one process given its place in a data-parallel group
+(`Distributed`); the launcher that runs one process, or several under Ray Train's `TorchTrainer` (DDP; gloo on
+CPU, NCCL on GPU), is `workflows.training.train`. Gold and pseudo images go in separate batches, mixed at
 `pseudo_ratio`, so pseudo batches can be weighted by their boxes' scores or trained for classification
 only (no box regression, as YOLO-World trains its CC3M pseudo boxes). bf16 autocast on GPU, gradient
 accumulation, checkpoints with `save_pretrained` (safetensors) plus the optimizer state (loaded with
@@ -18,14 +19,17 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from detector.data import Example, distinct_names, load_examples, load_image, prompt_for, target
 from detector.models import autocast, load_pretrained, pick_device
 from detector.prompts import join_prompt, label_maps, prompt_form, separator_chars
+from formats.faults import crash_point
 
 log = logging.getLogger("ovlabel.train")
 
@@ -180,15 +184,32 @@ def _save(model, processor, optimizer, step: int, out_dir: Path, cfg: TrainConfi
 
 # -- the loop --------------------------------------------------------------------------------------------
 
-def _dist() -> tuple[int, int]:
-    """(rank, world size): from Ray Train inside a TorchTrainer, else (0, 1)."""
-    try:
-        import ray.train
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a data-parallel group, given by whoever launched it (`workflows.training`
+    fills it from Ray Train); `detector/` never imports a runtime. The default is one process alone.
 
-        ctx = ray.train.get_context()
-        return ctx.get_world_rank(), ctx.get_world_size()
-    except Exception:  # noqa: BLE001 - not under Ray Train
-        return 0, 1
+    `device` overrides the configured device (a worker's own GPU); `wrap_model` wraps the model for DDP
+    (gradients averaged across the group); `report` receives the final stats on every rank."""
+
+    rank: int = 0
+    world: int = 1
+    device: str | None = None
+    wrap_model: Callable[[Any], Any] | None = None
+    report: Callable[[dict], None] | None = None
+
+
+def training_config(init: str, datasets: list[str], out_dir: str | os.PathLike, cfg: TrainConfig, *,
+                    exclude_keys: set[str] = frozenset(), device: str | None = None) -> dict:
+    """The plain dict `train_loop` takes (picklable, for launchers that ship it to workers)."""
+    return {"train": asdict(cfg), "init": str(init), "datasets": [str(d) for d in datasets], "out": str(out_dir),
+            "exclude_keys": sorted(exclude_keys), "device": device}
+
+
+def trained_to(out_dir: str | os.PathLike) -> int | None:
+    """The step of the newest complete checkpoint under `out_dir`; None when there is none."""
+    done = last_checkpoint(out_dir)
+    return int(json.loads((done / STATE).read_text())["step"]) if done is not None else None
 
 
 def _loss(out, config, pseudo_box_loss: bool, is_pseudo: bool):
@@ -200,47 +221,47 @@ def _loss(out, config, pseudo_box_loss: bool, is_pseudo: bool):
     return sum(2.0 * v for k, v in out.loss_dict.items() if loss_term(k) == "loss_ce")
 
 
-def train_loop(config: dict) -> dict:
-    """Trains from config["init"] (a model folder or hub id) on config's datasets; writes checkpoints."""
-    import torch
+def _load_model(source: str, device: str):
+    """(processor, model in train mode on `device`) from a model folder or hub id, with the fixed loss."""
     from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
     from detector.loss import grounding_loss
 
-    cfg = TrainConfig(**config["train"])
-    out_dir = Path(config["out"])
-    rank, world = _dist()
-    torch.manual_seed(cfg.seed + rank)
-    device = config.get("device") or pick_device()
-    if world > 1 and device.startswith("cuda"):
-        import ray.train.torch
-
-        device = str(ray.train.torch.get_device())
-    resume = last_checkpoint(out_dir)
-    source = str(resume) if resume else config["init"]
     processor = load_pretrained(AutoProcessor, source)
     model = load_pretrained(AutoModelForZeroShotObjectDetection, source).to(device)
     model.loss_function = grounding_loss  # transformers' loss with batch label-map offsets fixed
     model.train()
+    return processor, model
+
+
+def _optimizer(model, cfg: TrainConfig):
+    """AdamW with two groups: everything but the backbone at `cfg.lr` (group 0), the backbone at `lr_backbone`."""
+    import torch
+
     backbone = [p for n, p in model.named_parameters() if "backbone" in n and p.requires_grad]
     rest = [p for n, p in model.named_parameters() if "backbone" not in n and p.requires_grad]
-    optimizer = torch.optim.AdamW([{"params": rest, "lr": cfg.lr}, {"params": backbone, "lr": cfg.lr_backbone}],
-                                  weight_decay=cfg.weight_decay)
-    start, history = 0, []
-    if resume:
-        optimizer.load_state_dict(torch.load(resume / OPTIMIZER, map_location=device, weights_only=True))
-        state = json.loads((resume / STATE).read_text())
-        start, history = int(state["step"]), list(state["history"])
-        if rank == 0:
-            log.info("resuming from %s (step %d)", resume, start)
-    if world > 1:
-        import ray.train.torch
+    return torch.optim.AdamW([{"params": rest, "lr": cfg.lr}, {"params": backbone, "lr": cfg.lr_backbone}],
+                             weight_decay=cfg.weight_decay)
 
-        model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
-    core = model.module if hasattr(model, "module") else model
+
+def _restore(optimizer, checkpoint: Path | None, device: str) -> tuple[int, list[dict]]:
+    """(step, loss history) of `checkpoint`, its optimizer state loaded (``weights_only=True``); (0, []) without."""
+    import torch
+
+    if checkpoint is None:
+        return 0, []
+    optimizer.load_state_dict(torch.load(checkpoint / OPTIMIZER, map_location=device, weights_only=True))
+    state = json.loads((checkpoint / STATE).read_text())
+    return int(state["step"]), list(state["history"])
+
+
+def _batches(config: dict, cfg: TrainConfig, tokenizer, max_tokens: int, dist: Distributed) -> _Batches:
+    """This worker's batch plan over config's datasets (gold and pseudo examples apart, one merged name list).
+
+    Raises ValueError when no dataset has an image with boxes."""
     gold, pseudo, names = [], [], []
     exclude = set(config.get("exclude_keys", []))
-    seps = separator_chars(processor.tokenizer)  # names are checked and merged as inference prompts them
+    seps = separator_chars(tokenizer)  # names are checked and merged as inference prompts them
     for d in config["datasets"]:
         exs, cats = load_examples(d, exclude_keys=exclude, min_score=cfg.pseudo_min_score, separators=seps)
         names = distinct_names(names + cats, seps)
@@ -248,97 +269,107 @@ def train_loop(config: dict) -> dict:
             (pseudo if ex.pseudo else gold).append(ex)
     if not gold and not pseudo:
         raise ValueError(f"no training images with boxes in {config['datasets']}")
-    tok = processor.tokenizer
-    max_tokens = int(getattr(core.config, "max_text_len", 256))
-    batches = _Batches(gold, pseudo, names, cfg, rank, world, _TokenCounter(tok), max_tokens)
-    loader = torch.utils.data.DataLoader(
+    return _Batches(gold, pseudo, names, cfg, dist.rank, dist.world, _TokenCounter(tokenizer), max_tokens)
+
+
+def _loader(batches: _Batches, start: int, cfg: TrainConfig):
+    """A DataLoader over the micro-batches of steps `start`..`cfg.steps`, decoded in `loader_workers` processes."""
+    import torch
+
+    return torch.utils.data.DataLoader(
         _StepDataset(batches, start, cfg.steps), batch_size=None, shuffle=False,
         num_workers=cfg.loader_workers, prefetch_factor=4 if cfg.loader_workers else None,
         persistent_workers=False, collate_fn=_as_is)
 
-    def lr_at(step: int) -> float:
-        return min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
 
-    step, micro, waited, computed, images = start, 0, 0.0, 0.0, 0
+def _micro_step(model, core, processor, batch: dict, cfg: TrainConfig, device: str, max_tokens: int) -> float:
+    """Forward and backward of one micro-batch; returns its loss (weighted, divided by `grad_accum`)."""
+    enc = processor.tokenizer(batch["texts"], padding="longest", truncation=True, max_length=max_tokens,
+                              return_tensors="pt", return_offsets_mapping=True)
+    offsets = enc.pop("offset_mapping")
+    pix = processor.image_processor(images=batch["images"], return_tensors="pt")
+    inputs = {k: v.to(device) for k, v in {**enc, **pix}.items()}
+    labels = with_label_maps(batch["labels"], batch["spans"], offsets.numpy(), enc["attention_mask"].numpy(),
+                             max_tokens)
+    labels = [{k: v.to(device) for k, v in t.items()} for t in labels]
+    with autocast(device, cfg.precision):
+        out = model(**inputs, labels=labels)
+    loss = _loss(out, core.config, cfg.pseudo_box_loss, batch["pseudo"]) * batch["weight"] / cfg.grad_accum
+    loss.backward()
+    return float(loss.detach())
+
+
+def _optimizer_step(model, optimizer, cfg: TrainConfig, step: int) -> None:
+    """Sets both groups' learning rates for `step` (linear warm-up), clips the gradients' norm and steps."""
+    import torch
+
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    for g in optimizer.param_groups:
+        g["lr"] = (cfg.lr if g is optimizer.param_groups[0] else cfg.lr_backbone) * warm
+    if cfg.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def train_loop(config: dict, dist: Distributed = Distributed()) -> dict:
+    """Trains from config["init"] (a model folder or hub id; see `training_config`) on config's datasets, as
+    process `dist.rank` of `dist.world`, resuming from the newest checkpoint under config["out"]; rank 0
+    writes checkpoints every `checkpoint_every` steps and ``train_stats.json``. Returns the timing stats.
+
+    Raises ValueError when the datasets have no image with boxes, FloatingPointError on a non-finite loss."""
+    import torch
+
+    cfg = TrainConfig(**config["train"])
+    out_dir = Path(config["out"])
+    torch.manual_seed(cfg.seed + dist.rank)
+    device = dist.device or config.get("device") or pick_device()
+    resume = last_checkpoint(out_dir)
+    processor, model = _load_model(str(resume) if resume else config["init"], device)
+    optimizer = _optimizer(model, cfg)
+    start, history = _restore(optimizer, resume, device)
+    if resume and dist.rank == 0:
+        log.info("resuming from %s (step %d)", resume, start)
+    if dist.wrap_model is not None:
+        model = dist.wrap_model(model)
+    core = model.module if hasattr(model, "module") else model
+    max_tokens = int(getattr(core.config, "max_text_len", 256))
+    loader = _loader(_batches(config, cfg, processor.tokenizer, max_tokens, dist), start, cfg)
+
+    step, micro, waited, computed, images, loss_acc = start, 0, 0.0, 0.0, 0, 0.0
     t_wait = time.perf_counter()
-    loss_acc = 0.0
     for batch in loader:
         t0 = time.perf_counter()
         waited += t0 - t_wait
-        enc = tok(batch["texts"], padding="longest", truncation=True, max_length=max_tokens, return_tensors="pt",
-                  return_offsets_mapping=True)
-        offsets = enc.pop("offset_mapping")
-        pix = processor.image_processor(images=batch["images"], return_tensors="pt")
-        inputs = {k: v.to(device) for k, v in {**enc, **pix}.items()}
-        labels = with_label_maps(batch["labels"], batch["spans"], offsets.numpy(), enc["attention_mask"].numpy(),
-                                 max_tokens)
-        labels = [{k: v.to(device) for k, v in t.items()} for t in labels]
-        with autocast(device, cfg.precision):
-            out = model(**inputs, labels=labels)
-        loss = _loss(out, core.config, cfg.pseudo_box_loss, batch["pseudo"]) * batch["weight"] / cfg.grad_accum
-        loss.backward()
-        loss_acc += float(loss.detach())
+        loss_acc += _micro_step(model, core, processor, batch, cfg, device, max_tokens)
         images += len(batch["images"])
         micro += 1
         if micro == cfg.grad_accum:
-            for g in optimizer.param_groups:
-                g["lr"] = (cfg.lr if g is optimizer.param_groups[0] else cfg.lr_backbone) * lr_at(step)
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            micro = 0
+            _optimizer_step(model, optimizer, cfg, step)
+            step, micro = step + 1, 0
             if not math.isfinite(loss_acc):
                 raise FloatingPointError(f"loss is {loss_acc} at step {step}")
             history.append({"step": step, "loss": round(loss_acc, 5)})
-            if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+            if dist.rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
                 print(f"step {step}/{cfg.steps} loss {loss_acc:.4f}", file=sys.stderr, flush=True)
             loss_acc = 0.0
-            if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+            if dist.rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
                 _save(core, processor, optimizer, step, out_dir, cfg, history)
+                crash_point("checkpoint")  # tests: die here, after the checkpoint (formats.faults)
         computed += time.perf_counter() - t0
         t_wait = time.perf_counter()
-    stats = {"steps": step, "start": start, "images": images * world, "seconds": round(waited + computed, 3),
-             "data_wait_s": round(waited, 3), "compute_s": round(computed, 3),
-             "images_per_s": round(images * world / max(waited + computed, 1e-9), 3),
-             "data_wait_share": round(waited / max(waited + computed, 1e-9), 4),
-             "final_loss": history[-1]["loss"] if history else None}
-    if rank == 0:
+    stats = _stats(step, start, images * dist.world, waited, computed, history)
+    if dist.rank == 0:
         (out_dir / "train_stats.json").write_text(json.dumps(stats, indent=1))
-    if world > 1:
-        import ray.train
-
-        ray.train.report(stats)
+    if dist.report is not None:
+        dist.report(stats)
     return stats
 
 
-def train(init: str, datasets: list[str], out_dir: str | os.PathLike, cfg: TrainConfig, *,
-          exclude_keys: set[str] = frozenset(), device: str | None = None) -> dict:
-    """Fine-tunes `init` on `datasets`; returns timing stats. Checkpoints land in `out_dir/checkpoint-N`."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    config = {"train": asdict(cfg), "init": str(init), "datasets": [str(d) for d in datasets], "out": str(out),
-              "exclude_keys": sorted(exclude_keys), "device": device}
-    done = last_checkpoint(out)
-    if done is not None and json.loads((done / STATE).read_text())["step"] >= cfg.steps:
-        log.info("%s: already trained to step %d", out, cfg.steps)
-        return {"steps": cfg.steps, "resumed": True}
-    if cfg.num_workers <= 1:
-        return train_loop(config)
-    import ray
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from workflows.ray_runtime import ray_session
-
-    with ray_session():  # a Ray this call starts is shut down after; a caller's or a cluster's stays
-        use_gpu = cfg.use_gpu if cfg.use_gpu is not None else bool(ray.cluster_resources().get("GPU", 0))
-        trainer = TorchTrainer(
-            train_loop, train_loop_config=config,
-            scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu,
-                                         resources_per_worker={"CPU": cfg.cpus_per_worker}),
-            run_config=RunConfig(storage_path=str(out.resolve() / "ray_train"), name="train"),
-        )
-        trainer.fit()
-    return json.loads((out / "train_stats.json").read_text())  # written by rank 0
+def _stats(step: int, start: int, images: int, waited: float, computed: float, history: list[dict]) -> dict:
+    """The run's timing stats: images/s over all workers and the share of time spent waiting for data."""
+    total = max(waited + computed, 1e-9)
+    return {"steps": step, "start": start, "images": images, "seconds": round(waited + computed, 3),
+            "data_wait_s": round(waited, 3), "compute_s": round(computed, 3),
+            "images_per_s": round(images / total, 3), "data_wait_share": round(waited / total, 4),
+            "final_loss": history[-1]["loss"] if history else None}

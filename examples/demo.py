@@ -2,7 +2,9 @@
 
 1. converts the hand-labelled gold sample (COCO) and the img2dataset sample (CC3M-style captions);
 2. pseudo-labels the captions with the default models (MM-Grounding-DINO-T + CLIP B/32, downloaded on first
-   use) through pipelines/cc3m_pseudo.py on a local Ray; exports ODVG and COCO; prints stats.
+   use) through pipelines/cc3m_pseudo.py on a local Ray; exports ODVG and COCO; prints stats;
+3. class-list mode: converts the sample's image folder (no captions) and pseudo-labels it with the class list
+   examples/sample/classes.txt (`ovlabel pseudo --classes`); exports ODVG OD (with its label map) and COCO.
 
 Offline (the Hugging Face Hub unreachable) and with no --detector/--clip given, it says so and runs the same
 pipeline with tiny random-weight models (`ovlabel models tiny`) and zero thresholds: every step runs, but
@@ -70,8 +72,18 @@ def main() -> None:
                    "--images-dir", out / "cc3m_images"])  # CC3M-Lite style COCO, the same image files
     run(OVLABEL + ["stats", out / "cc3m_pseudo"])
     run(OVLABEL + ["render", out / "cc3m", "--pseudo", out / "cc3m_pseudo", "--out", out / "pictures", "-n", "8"])
+    # class-list mode: a folder of images without captions, labelled with the classes of a text file
+    run(OVLABEL + ["convert", "images", "examples/sample/images", "--out", out / "photos", "--overwrite"])
+    run(OVLABEL + ["pseudo", "--input", out / "photos", "--classes", "examples/sample/classes.txt",
+                   "--out", out / "photos_pseudo", "--detector", detector or DEFAULT_DETECTOR,
+                   "--clip", clip or DEFAULT_CLIP, "--images-per-part", "4", "--overwrite", *extra])
+    run(OVLABEL + ["export", "odvg", out / "photos_pseudo", "--out", out / "photos_pseudo.jsonl"])  # + label map
+    run(OVLABEL + ["export", "coco", out / "photos_pseudo", "--out", out / "photos_pseudo_coco.json"])
+    run(OVLABEL + ["stats", out / "photos_pseudo"])
     print(f"\ndone: pseudo labels in {out / 'cc3m_pseudo'} (ODVG {out / 'cc3m_pseudo.jsonl'}, "
           f"COCO {out / 'cc3m_pseudo_coco.json'}, pictures in {out / 'pictures'}); gold sample in {out / 'gold'}\n"
+          f"class-list labels of the image folder in {out / 'photos_pseudo'} (ODVG OD {out / 'photos_pseudo.jsonl'} "
+          f"with {out / 'photos_pseudo.label_map.json'}, COCO {out / 'photos_pseudo_coco.json'})\n"
           f"look at them in FiftyOne: ovlabel review open {out / 'cc3m'} --pseudo {out / 'cc3m_pseudo'}")
 
 

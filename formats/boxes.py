@@ -1,7 +1,22 @@
-"""Box conventions, converted only at the edges. Inside ovlabel a box is absolute-pixel ``xyxy``.
+"""Box conventions, converted only at the edges, one function each. Inside ovlabel a box is absolute-pixel
+``xyxy`` (``[x1, y1, x2, y2]``, x right and y down from the image's top-left corner, x2 >= x1).
 
-COCO is absolute ``xywh``, FiftyOne relative ``xywh``, GRIT and Open Images normalised ``xyxy``: the names
-say which. `clip_to_image` is the one rule every converter applies to a source's boxes.
+=====================================  ================================================  =====================
+convention                             used by                                           to / from xyxy px
+=====================================  ================================================  =====================
+absolute ``xywh`` (pixels)             COCO, LVIS, Objects365, ODinW, MDETR/GoldG       `xywh_to_xyxy`,
+                                                                                         `xyxy_to_xywh`
+normalised ``cxcywh`` (0..1)           Grounding DINO / DETR targets and outputs        `cxcywh_to_xyxy`,
+                                                                                         `xyxy_to_cxcywh`
+relative ``xywh`` (0..1)               FiftyOne ``Detection.bounding_box``               `relative_xywh_to_xyxy`,
+                                                                                         `xyxy_to_relative_xywh`
+normalised ``xyxy`` (0..1)             GRIT, Open Images                                 `normalized_to_pixels`
+=====================================  ================================================  =====================
+
+Every function takes an array-like of shape ``(N, 4)`` (or one box of shape ``(4,)``) and returns a float64
+``(N, 4)`` array; the image size is in pixels, a scalar or one per box (shape ``(N,)``). The device side
+(torch tensors on the model's device) has its own versions in `detector.device_ops`. `clip_to_image` is the
+one rule every converter applies to a source's boxes; `iou_matrix` the one IoU.
 """
 
 from __future__ import annotations
@@ -47,16 +62,88 @@ def clip_to_image(xyxy: np.ndarray, width, height, *, in_place: bool = False) ->
     return ClippedBoxes(out, reached & ~empty, empty)
 
 
-def xywh_to_xyxy(b: np.ndarray) -> np.ndarray:
-    """COCO ``[x, y, w, h]`` rows -> ``[x1, y1, x2, y2]`` rows (absolute pixels)."""
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+def _rows(b) -> np.ndarray:
+    return np.asarray(b, dtype=np.float64).reshape(-1, 4)
+
+
+def _size(width, height, n: int) -> tuple[np.ndarray, np.ndarray]:
+    return (np.broadcast_to(np.asarray(width, dtype=np.float64), (n,)),
+            np.broadcast_to(np.asarray(height, dtype=np.float64), (n,)))
+
+
+def xywh_to_xyxy(b) -> np.ndarray:
+    """COCO ``[x, y, w, h]`` rows -> ``[x1, y1, x2, y2]`` rows (absolute pixels), shape (N, 4)."""
+    b = _rows(b)
     return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=1)
 
 
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box in `a` with every box in `b` (xyxy)."""
-    a = a.reshape(-1, 4)[:, None, :]
-    b = b.reshape(-1, 4)[None, :, :]
+def xyxy_to_xywh(b) -> np.ndarray:
+    """``[x1, y1, x2, y2]`` rows -> COCO ``[x, y, w, h]`` rows (absolute pixels), shape (N, 4)."""
+    b = _rows(b)
+    return np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
+
+
+def xyxy_to_cxcywh(b, width, height) -> np.ndarray:
+    """Pixel ``xyxy`` rows -> ``[cx, cy, w, h]`` normalised by the image size (DETR / Grounding DINO
+    targets), shape (N, 4); not clipped."""
+    b = _rows(b)
+    w, h = _size(width, height, len(b))
+    return np.stack([(b[:, 0] + b[:, 2]) / 2 / w, (b[:, 1] + b[:, 3]) / 2 / h,
+                     (b[:, 2] - b[:, 0]) / w, (b[:, 3] - b[:, 1]) / h], axis=1)
+
+
+def cxcywh_to_xyxy(b, width, height) -> np.ndarray:
+    """Normalised ``[cx, cy, w, h]`` rows (DETR / Grounding DINO outputs) -> pixel ``xyxy``, shape (N, 4)."""
+    b = _rows(b)
+    w, h = _size(width, height, len(b))
+    return np.stack([(b[:, 0] - b[:, 2] / 2) * w, (b[:, 1] - b[:, 3] / 2) * h,
+                     (b[:, 0] + b[:, 2] / 2) * w, (b[:, 1] + b[:, 3] / 2) * h], axis=1)
+
+
+def xyxy_to_relative_xywh(b, width, height) -> np.ndarray:
+    """Pixel ``xyxy`` rows -> FiftyOne's ``bounding_box`` ``[x, y, w, h]`` relative to the image size,
+    shape (N, 4)."""
+    b = _rows(b)
+    w, h = _size(width, height, len(b))
+    return np.stack([b[:, 0] / w, b[:, 1] / h, (b[:, 2] - b[:, 0]) / w, (b[:, 3] - b[:, 1]) / h], axis=1)
+
+
+def relative_xywh_to_xyxy(b, width, height) -> np.ndarray:
+    """FiftyOne's relative ``[x, y, w, h]`` rows -> pixel ``xyxy``, shape (N, 4)."""
+    b = _rows(b)
+    w, h = _size(width, height, len(b))
+    return np.stack([b[:, 0] * w, b[:, 1] * h, (b[:, 0] + b[:, 2]) * w, (b[:, 1] + b[:, 3]) * h], axis=1)
+
+
+def normalized_to_pixels(b, width, height) -> np.ndarray:
+    """Normalised ``xyxy`` rows (GRIT, Open Images: 0..1 of the image) -> pixel ``xyxy``, shape (N, 4)."""
+    b = _rows(b)
+    w, h = _size(width, height, len(b))
+    return b * np.stack([w, h, w, h], axis=1)
+
+
+# The same conversions as duckdb macros, for SQL over records (a box is a 4-item list, 1-based in SQL; sizes in
+# pixels). `register_sql_macros` defines them on a connection (`formats.query.connect` does it for every one).
+SQL_MACROS = {
+    "xyxy_to_xywh": "b -> [b[1], b[2], b[3] - b[1], b[4] - b[2]]",
+    "xyxy_area": "b -> (b[3] - b[1]) * (b[4] - b[2])",
+    "normalized_to_pixels": "b, w, h -> [b[1] * w, b[2] * h, b[3] * w, b[4] * h]",
+}
+
+
+def register_sql_macros(con) -> None:
+    """Defines `SQL_MACROS` on the duckdb connection `con` as temporary macros: ``xyxy_to_xywh(bbox)``,
+    ``xyxy_area(bbox)``, ``normalized_to_pixels(bbox, width, height)``."""
+    for name, spec in SQL_MACROS.items():
+        args, body = spec.split(" -> ", 1)
+        con.execute(f"CREATE OR REPLACE TEMP MACRO {name}({args}) AS {body}")
+
+
+def iou_matrix(a, b) -> np.ndarray:
+    """IoU of every box in `a` (N, 4) with every box in `b` (M, 4), both xyxy in the same units: (N, M);
+    0 where boxes do not overlap or have no area."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)[:, None, :]
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)[None, :, :]
     iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
     ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
     inter = iw * ih

@@ -42,21 +42,42 @@ class ConfigError(ValueError):
 
     def __init__(self, key: str, reason: str, file: str | os.PathLike | None = None):
         self.key, self.reason, self.file = key, reason, None if file is None else str(file)
+        if self.file and "://" in self.file:  # a config on an object store: never show credentials in its URL
+            from formats.storage import redact
+
+            self.file = redact(self.file)
         super().__init__(": ".join(p for p in (self.file, key, reason) if p))
 
 
 def read_config_file(path: str | os.PathLike) -> dict:
-    """The dict of a TOML (``.toml``) or JSON file.
+    """The dict of a TOML (``.toml``) or JSON file: a local path, or an object-store URL (``s3://...``, read
+    through `formats.storage` with the environment's credentials, so a cluster job needs no local file).
 
     Raises OSError when it cannot be read, ConfigError when it does not parse or is not a table/object."""
-    p = Path(path)
+    p, text = _read_text(path)
     try:
-        data = tomllib.loads(p.read_text()) if p.suffix == ".toml" else json.loads(p.read_text())
+        data = tomllib.loads(text) if p.endswith(".toml") else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError("", f"not a valid config: {e}", p) from None
     if not isinstance(data, dict):
         raise ConfigError("", f"not a valid config: expected an object, got {_kind(data)}", p)
     return data
+
+
+def _read_text(path: str | os.PathLike) -> tuple[str, str]:
+    """(the file's name as errors show it, its text)."""
+    if isinstance(path, str) and "://" in path:
+        from formats import storage  # fsspec only for URLs: local configs stay standard library only
+
+        if storage.is_url(path) and not storage.Folder(path).is_local:
+            folder, name = storage.split_location(path)
+            try:
+                raw = folder.read_bytes(name)
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{folder.url_of(name)}: no such file") from None
+            return folder.url_of(name), raw.decode()
+        path = storage.Folder(path).path
+    return str(path), Path(path).read_text()
 
 
 def load_config(cls: type[T], path: str | os.PathLike) -> T:

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from formats import schema as S
+from formats.boxes import iou_matrix
 from formats.dataset import (
     Dataset,
     DatasetError,
@@ -189,12 +190,7 @@ def _same(region: dict, rejected: dict, iou: float) -> bool:
     words = {rejected.get("phrase"), rejected.get("category")} - {None}
     if words and not ({region.get("phrase"), region.get("category")} & words):
         return False
-    a, b = region["bbox"], rejected["bbox"]
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return union > 0 and inter / union >= iou
+    return bool(iou_matrix(region["bbox"], rejected["bbox"])[0, 0] >= iou)
 
 
 def _reviewed(reg: dict, c: dict, key: str, label_of: dict) -> dict:

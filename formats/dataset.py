@@ -1,7 +1,7 @@
 """The dataset directory: ``manifest.json`` + ``records/part-*.parquet`` + ``rejects/part-*.parquet``.
 
-Every file is written under a temporary name and renamed when complete, so a crash never leaves a
-half file. A rerun with the same inputs and config skips the finished parts.
+Every file is written whole or not at all (a temp name and a rename on a local disk, one upload on an object
+store), so a crash never leaves a half file. A rerun with the same inputs and config skips the finished parts.
 Reading needs no ovlabel: ``duckdb.sql("select * from 'DIR/records/*.parquet'")`` or pyarrow.
 
 Recording a finished part costs the same at the 20,000th part as at the first. While a writer runs, each
@@ -27,11 +27,14 @@ Rules, and why:
 - A record is written once under a name unique to its part (a redone part rewrites the same content), so
   threads and processes never contend for one file and nothing needs a lock or a read-modify-write.
 
-Object stores (no atomic rename; issue 17 item 2): the records need no rename to make a part visible, since
-an object appears whole when its single PUT ends and names are unique per part. The one place that would
-change is `_commit` (here a temp file, fsync and rename; there one PUT), with `_list_commits` (a prefix
-listing) and `_clear_commits` (deleting the prefix); part files could then be PUT under their final names,
-because nothing reads a part without its record. ``manifest.json`` is replaced as one object, as now.
+Where a dataset lives (`formats.storage.Folder`): a local directory, ``file://``, ``s3://bucket/prefix`` or
+``gs://bucket/prefix``. Every file goes through the folder, which writes whole-or-nothing: on a local disk a temp
+file, fsync and rename; on an object store (no atomic rename; issue 17 item 2) one PUT, or one upload of a
+finished local temp file, under the file's final name. Nothing else changes: a part is visible only through its
+completion record (one small object, written after the part, named for its part), records are found by a
+prefix listing and deleted by deleting the prefix, and a crashed writer's part files that no record lists are
+deleted by the next writer as on a local disk, so a rerun resumes the same way. ``manifest.json`` is replaced as
+one object. Credentials are never written: manifests name a store by its URL without them (`formats.storage`).
 """
 
 from __future__ import annotations
@@ -40,7 +43,6 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import shutil
 import sys
 import threading
 from collections.abc import Iterable, Iterator
@@ -53,7 +55,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from formats import schema as S
+from formats import storage
 from formats.digest import sha256_file
+from formats.faults import crash_point
+from formats.storage import Folder, redact
+from formats.storage import (
+    atomic_path as atomic_path,  # re-exported: a temp path that becomes `path` (local or URL)
+)
 
 MANIFEST = "manifest.json"
 RECORDS = "records"
@@ -75,43 +83,14 @@ class DatasetError(ValueError):
     """A dataset directory is missing, incomplete, or does not match what was asked."""
 
 
-def _tmp_name(path: Path) -> Path:
-    """A temp name beside `path`, unique per process and thread (hidden, so globs skip it)."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-
-
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Writes `data` to `path` through a temp file in the same folder and a rename."""
-    path = Path(path)
-    tmp = _tmp_name(path)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Writes `data` to `path` (a local path or an object-store URL) whole or not at all (`formats.storage`)."""
+    storage.write_bytes(path, data)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Writes `obj` as indented JSON, atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode())
-
-
-class atomic_path:
-    """Context manager yielding a temp path beside `path`; renamed onto `path` only if the block succeeds."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.tmp = _tmp_name(self.path)
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
 
 
 def input_entry(path: str | os.PathLike, sha256: str | None = None) -> dict:
@@ -186,7 +165,7 @@ class Manifest:
 def provenance(inputs: Iterable[dict], **more: Any) -> dict:
     """The how-it-was-made block: command line, inputs with checksums, tool version, time."""
     return {
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": redact(" ".join([Path(sys.argv[0]).name, *sys.argv[1:]])),  # never a URL's credentials
         "inputs": list(inputs),
         "tool": "ovlabel",
         "tool_version": TOOL_VERSION,
@@ -201,24 +180,33 @@ def derived_manifest(src: Dataset, config: dict, *, extra_columns: list[str] | N
     m = src.manifest
     return Manifest(kind=m.kind, source=m.source, image_root=m.image_root, categories=m.categories,
                     extra_columns=m.extra_columns if extra_columns is None else extra_columns, config=config,
-                    provenance=provenance([{"path": str(src.root.resolve()), "dataset": True}], **provenance_more))
+                    provenance=provenance([{"path": storage.display(src.folder), "dataset": True}], **provenance_more))
+
+
+def _root(folder: Folder) -> Path | Folder:
+    """What `Dataset.root` / `DatasetWriter.root` hold: a `Path` for a local dataset (as ever), else the folder."""
+    return Path(folder.path) if folder.is_local else folder
 
 
 class Dataset:
-    """A dataset directory on disk: read its manifest and records."""
+    """A dataset directory, local or on an object store (`formats.storage.Folder`): read its manifest and records.
 
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
-        path = self.root / MANIFEST
-        if not path.is_file():
+    `root` is a `Path` for a local dataset and the `Folder` (shown as its URL) for one on an object store;
+    `folder` is the `Folder` in both cases."""
+
+    def __init__(self, root: str | os.PathLike | Folder):
+        self.folder = Folder(root)
+        self.root = _root(self.folder)
+        if not self.folder.isfile(MANIFEST):
             raise DatasetError(f"{self.root}: no {MANIFEST}; not an ovlabel dataset directory")
         try:
-            self.manifest = Manifest.from_json(json.loads(path.read_text()))
-        except (json.JSONDecodeError, TypeError) as e:
-            raise DatasetError(f"{path}: unreadable manifest: {e}") from e
-        self._stale_commits: list[Path] = []  # records that list nothing (another key, unreadable): for the writer
+            self.manifest = Manifest.from_json(json.loads(self.folder.read_bytes(MANIFEST)))
+        except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as e:
+            raise DatasetError(f"{self.folder.url_of(MANIFEST)}: unreadable manifest: {e}") from e
+        self._stale_commits: list[str] = []  # records that list nothing (another key, unreadable): for the writer
         if not self.manifest.complete:  # a run in progress or interrupted: its parts are recorded under _done/
-            _fold(self.manifest, *_list_commits(self.root, self.manifest.config.get("_resume_key"), self._stale_commits))
+            _fold(self.manifest, *_list_commits(self.folder, self.manifest.config.get("_resume_key"),
+                                                self._stale_commits))
 
     def require_complete(self) -> Dataset:
         """Raises unless every part was written (the writer finished)."""
@@ -227,24 +215,33 @@ class Dataset:
         return self
 
     @property
-    def part_paths(self) -> list[Path]:
-        return [self.root / RECORDS / p["name"] for p in self.manifest.parts]
+    def part_paths(self) -> list:
+        """The record parts' locations: `Path`s for a local dataset, URLs (``s3://...``) on an object store
+        (read those through `read_part` or a duckdb connection given `folder.register`)."""
+        return [self._location(f"{RECORDS}/{p['name']}") for p in self.manifest.parts]
 
     @property
-    def reject_paths(self) -> list[Path]:
-        return [self.root / REJECTS / name for name in self.manifest.reject_parts]
+    def reject_paths(self) -> list:
+        """The rejects files' locations (as `part_paths`)."""
+        return [self._location(f"{REJECTS}/{name}") for name in self.manifest.reject_parts]
+
+    def _location(self, rel: str):
+        return self.root / rel if self.folder.is_local else self.folder.url_of(rel)
+
+    def read_part(self, name: str, columns: list[str] | None = None) -> pa.Table:
+        """One records part as stored (use `iter_tables` for the current layout)."""
+        return self.folder.read_parquet(f"{RECORDS}/{name}", columns=columns)
 
     def read(self, columns: list[str] | None = None) -> pa.Table:
         """All records as one table, in part order."""
-        paths = self.part_paths
-        if not paths:
+        if not self.manifest.parts:
             return S.record_schema().empty_table()
-        return pa.concat_tables([S.upgrade(pq.read_table(p, columns=columns)) for p in paths])
+        return pa.concat_tables(list(self.iter_tables(columns)))
 
     def iter_tables(self, columns: list[str] | None = None) -> Iterator[pa.Table]:
         """Records part by part (bounded memory), in the current layout (`formats.schema.upgrade`)."""
-        for p in self.part_paths:
-            yield S.upgrade(pq.read_table(p, columns=columns))
+        for p in self.manifest.parts:
+            yield S.upgrade(self.read_part(p["name"], columns=columns))
 
     def iter_keyed(self, columns: list[str]) -> Iterator[tuple[dict, list[str]]]:
         """Each record (`columns` plus image_id and regions) with the keys of its regions, part by part."""
@@ -262,14 +259,14 @@ class Dataset:
         return any(o in ("pseudo", "review") for p in self.manifest.parts for o in p.get("origins", {}))
 
     def read_rejects(self) -> pa.Table:
-        paths = self.reject_paths
-        if not paths:
+        names = self.manifest.reject_parts
+        if not names:
             return REJECT_SCHEMA.empty_table()
-        return pa.concat_tables([pq.read_table(p) for p in paths])
+        return pa.concat_tables([self.folder.read_parquet(f"{REJECTS}/{n}") for n in names])
 
     def parquet_glob(self) -> str:
-        """A glob over the record parts for duckdb."""
-        return str(self.root / RECORDS / "*.parquet")
+        """A glob over the record parts for duckdb (a URL on an object store: register `folder` first)."""
+        return str(self._location(RECORDS)) + "/*.parquet"
 
 
 def prior_run(root: str | os.PathLike, resume_key: dict, overwrite: bool) -> Manifest | None:
@@ -279,10 +276,10 @@ def prior_run(root: str | os.PathLike, resume_key: dict, overwrite: bool) -> Man
     None when the folder is free (absent, empty, an unfinished run of the same key, or `overwrite`), and
     raises DatasetError when it holds something else.
     """
-    root = Path(root)
-    if overwrite or not root.exists() or not any(root.iterdir()):
+    root = Folder(root)
+    if overwrite or root.is_empty():
         return None
-    if not (root / MANIFEST).is_file():
+    if not root.isfile(MANIFEST):
         raise DatasetError(f"{root} exists and is not an ovlabel dataset; choose an empty --out")
     m = Dataset(root).manifest
     if m.config.get("_resume_key") != _fingerprint(resume_key):
@@ -301,9 +298,10 @@ class DatasetWriter:
     parts of an earlier run folded in) and by `finish`. Safe to call from several threads.
     """
 
-    def __init__(self, root: str | os.PathLike, manifest: Manifest, *, overwrite: bool = False,
+    def __init__(self, root: str | os.PathLike | Folder, manifest: Manifest, *, overwrite: bool = False,
                  resume_key: dict | None = None):
-        self.root = Path(root)
+        self.folder = Folder(root)
+        self.root = _root(self.folder)  # a Path for a local dataset, else the Folder (see `Dataset`)
         self._manifest = manifest
         self.resume_key = resume_key if resume_key is not None else {
             "config": manifest.config,
@@ -337,12 +335,12 @@ class DatasetWriter:
             self._changed = False
 
     def _open(self, overwrite: bool) -> None:
-        path = self.root / MANIFEST
-        if path.exists():
+        folder = self.folder
+        if folder.exists(MANIFEST):
             if overwrite:
-                shutil.rmtree(self.root)
+                folder.rm_tree()
             else:
-                ds = Dataset(self.root)
+                ds = Dataset(folder)
                 old = ds.manifest  # with the parts an unfinished run recorded under _done/
                 if old.config.get("_resume_key") != self._key:
                     raise DatasetError(
@@ -353,32 +351,32 @@ class DatasetWriter:
                 self._rejects_base = list(old.reject_parts)
                 self._manifest.counts = dict(old.counts)
                 if old.complete:  # records beside a complete manifest repeat it (finish died before deleting them)
-                    _clear_commits(self.root)
-                for f in ds._stale_commits:
-                    f.unlink(missing_ok=True)
-        elif self.root.exists() and any(self.root.iterdir()):
+                    _clear_commits(folder)
+                for rel in ds._stale_commits:
+                    folder.rm(rel)
+        elif not folder.is_empty():
             if not overwrite:
                 raise DatasetError(f"{self.root} exists and is not an ovlabel dataset; choose an empty --out")
-            shutil.rmtree(self.root)
-        (self.root / RECORDS).mkdir(parents=True, exist_ok=True)
-        (self.root / REJECTS).mkdir(parents=True, exist_ok=True)
+            folder.rm_tree()
+        folder.makedirs(RECORDS)
+        folder.makedirs(REJECTS)
         self._sweep()
         with self._lock:
             self._save()  # an earlier run's records stay until `finish` (deleting them costs as much as writing them)
-        (self.root / DONE / RECORDS).mkdir(parents=True, exist_ok=True)
-        (self.root / DONE / REJECTS).mkdir(exist_ok=True)
+        folder.makedirs(f"{DONE}/{RECORDS}")
+        folder.makedirs(f"{DONE}/{REJECTS}")
 
     def _sweep(self) -> None:
-        """Deletes what a crashed writer left: hidden temp files anywhere in the dataset (records, candidates...)
-        and part or rejects files that no record lists (written, then the process died before recording them;
-        the rerun writes them again)."""
-        for stale in self.root.rglob(".*.tmp-*"):
-            stale.unlink(missing_ok=True)
+        """Deletes what a crashed writer left: hidden temp files anywhere in the dataset (records, candidates...;
+        local disks only: object stores get no temp names) and part or rejects files that no record lists
+        (written, then the process died before recording them; the rerun writes them again)."""
+        if self.folder.is_local:
+            for stale in self.root.rglob(storage.TMP_GLOB):
+                stale.unlink(missing_ok=True)
         for sub, listed in ((RECORDS, self._done.keys()), (REJECTS, set(self._rejects_base))):
-            with os.scandir(self.root / sub) as it:
-                for e in it:
-                    if e.is_file() and e.name not in listed:
-                        os.unlink(e.path)
+            for name in self.folder.list(sub):
+                if name not in listed:
+                    self.folder.rm(f"{sub}/{name}")
 
     def is_done(self, name: str) -> bool:
         return name in self._done
@@ -392,10 +390,11 @@ class DatasetWriter:
         completion record, written after the part file, so a part is never listed before it is whole."""
         entry = {**entry, **meta}
         self._check_open()
-        _commit(self.root / DONE / RECORDS / f"{entry['name']}.json", {"key": self._key, "part": entry})
+        _commit(self.folder, f"{DONE}/{RECORDS}/{entry['name']}.json", {"key": self._key, "part": entry})
         with self._lock:
             self._done[entry["name"]] = entry
             self._changed = True
+        crash_point("part")  # tests: die here, after the record (formats.faults)
         return entry
 
     def write_rejects(self, name: str, rows: pa.Table | list[dict]) -> None:
@@ -409,7 +408,7 @@ class DatasetWriter:
         with self._lock:
             if name in self._rejects_new or name in self._rejects_base:
                 return
-        _commit(self.root / DONE / REJECTS / f"{name}.json", {"key": self._key, "rejects": name})
+        _commit(self.folder, f"{DONE}/{REJECTS}/{name}.json", {"key": self._key, "rejects": name})
         with self._lock:
             self._rejects_new.add(name)
             self._changed = True
@@ -426,7 +425,7 @@ class DatasetWriter:
         with self._lock:
             self._finished = True
             self._save()
-        _clear_commits(self.root)
+        _clear_commits(self.folder)
         return m
 
     def _check_open(self) -> None:
@@ -436,7 +435,7 @@ class DatasetWriter:
     def _save(self) -> None:
         """Writes ``manifest.json`` whole (the caller holds the lock): when the writer opens and in `finish` only."""
         self._sync()
-        atomic_write_json(self.root / MANIFEST, self._manifest.to_json())
+        self.folder.write_json(MANIFEST, self._manifest.to_json())
 
     def __enter__(self) -> DatasetWriter:
         return self
@@ -445,30 +444,27 @@ class DatasetWriter:
         return None
 
 
-def _commit(path: Path, record: dict) -> None:
-    """Makes one completion record visible, whole or not at all: the single place that changes on an object
-    store (there one PUT of the object; here a temp file, fsync and rename)."""
-    atomic_write_bytes(path, json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode())
+def _commit(folder: Folder, rel: str, record: dict) -> None:
+    """Makes one completion record visible, whole or not at all (`Folder.write_bytes`: a temp file, fsync and
+    rename on a local disk; one PUT of the object on an object store)."""
+    folder.write_bytes(rel, json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode())
 
 
-def _list_commits(root: Path, key: str | None, stale: list[Path] | None = None) -> tuple[dict[str, dict], list[str]]:
+def _list_commits(folder: Folder, key: str | None, stale: list[str] | None = None) -> tuple[dict[str, dict], list[str]]:
     """The parts (name -> manifest entry) and rejects files (sorted) recorded under ``_done/`` for `key`.
 
     Temp files, unreadable records and records of another key (an earlier run's leftovers) are skipped: what
-    they name is not finished for this run. The last two are added to `stale`.
+    they name is not finished for this run. The last two are added to `stale` (paths relative to `folder`).
     """
     parts: dict[str, dict] = {}
     rejects: list[str] = []
     for sub in (RECORDS, REJECTS):
-        folder = root / DONE / sub
-        if not folder.is_dir():
-            continue
-        with os.scandir(folder) as it:
-            names = sorted(e.name for e in it if e.name.endswith(".json") and not e.name.startswith("."))
+        where = f"{DONE}/{sub}"
+        names = [n for n in folder.list(where) if n.endswith(".json") and not n.startswith(".")]
         for file in names:
             name = file.removesuffix(".json")
             try:
-                rec = json.loads((folder / file).read_bytes())
+                rec = json.loads(folder.read_bytes(f"{where}/{file}"))
             except (OSError, ValueError):
                 rec = None
             if not isinstance(rec, dict) or rec.get("key") != key:
@@ -480,7 +476,7 @@ def _list_commits(root: Path, key: str | None, stale: list[Path] | None = None) 
                 rejects.append(name)
                 continue
             if stale is not None:
-                stale.append(folder / file)
+                stale.append(f"{where}/{file}")
     return parts, rejects
 
 
@@ -494,9 +490,9 @@ def _fold(m: Manifest, parts: dict[str, dict], rejects: list[str]) -> None:
     m.reject_parts = [*m.reject_parts, *(r for r in rejects if r not in listed)]
 
 
-def _clear_commits(root: Path) -> None:
+def _clear_commits(folder: Folder) -> None:
     """Deletes every completion record (after they were folded into ``manifest.json``)."""
-    shutil.rmtree(root / DONE, ignore_errors=True)
+    folder.rm_tree(DONE)
 
 
 _DICT_COLUMNS = ["source", "regions.list.element.category", "regions.list.element.origin",
@@ -518,7 +514,7 @@ def write_part_file(root: str | os.PathLike, name: str, table: pa.Table, *, vali
     """
     if validate:
         S.validate(table)
-    with atomic_path(Path(root) / RECORDS / name) as tmp:
+    with Folder(root).atomic_path(f"{RECORDS}/{name}") as tmp:
         write_parquet(table, tmp)
     return {"name": name, "rows": table.num_rows, **_region_counts(table)}
 
@@ -531,7 +527,7 @@ def write_rejects_file(root: str | os.PathLike, name: str, rows: pa.Table | list
     )
     if table.num_rows == 0:
         return False
-    with atomic_path(Path(root) / REJECTS / name) as tmp:
+    with Folder(root).atomic_path(f"{REJECTS}/{name}") as tmp:
         pq.write_table(table.cast(REJECT_SCHEMA), tmp, compression="zstd")
     return True
 

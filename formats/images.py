@@ -9,6 +9,8 @@ to 8 by value range, transparency composited on white, other modes converted (do
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import os
 import tarfile
@@ -64,14 +66,17 @@ class _ParquetImages:
         self.groups: OrderedDict[tuple[str, int], list] = OrderedDict()
         self.lock = threading.Lock()
 
-    def read(self, shard: Path, key: str) -> bytes:
+    def read(self, shard: Path | str, key: str, opener=None) -> bytes:
+        """`key`'s image bytes from the parquet shard `shard` (a local path, or a URL with `opener` returning a
+        file object of it: only the key column and the one row group are read)."""
         import pyarrow.parquet as pq
 
         name = str(shard)
+        source = opener if opener is not None else (lambda: shard)
         with self.lock:
             index = self.index.get(name)
         if index is None:
-            f = pq.ParquetFile(shard)
+            f = pq.ParquetFile(source())
             index, at = {}, 0
             for g in range(f.num_row_groups):
                 keys = f.read_row_group(g, columns=["key"]).column("key").to_pylist()
@@ -87,7 +92,7 @@ class _ParquetImages:
         with self.lock:
             column = self.groups.get((name, g))
         if column is None:
-            column = pq.ParquetFile(shard).read_row_group(g, columns=["jpg"]).column("jpg").to_pylist()
+            column = pq.ParquetFile(source()).read_row_group(g, columns=["jpg"]).column("jpg").to_pylist()
             with self.lock:
                 self.groups[(name, g)] = column
                 while len(self.groups) > 2:
@@ -107,14 +112,19 @@ class _TarIndex:
         self.cache: OrderedDict[str, dict[str, tuple[int, int]]] = OrderedDict()
         self.lock = threading.Lock()
 
-    def get(self, shard: Path) -> dict[str, tuple[int, int] | None]:
+    def get(self, shard: Path | str, opener=None) -> dict[str, tuple[int, int] | None]:
+        """The member index of `shard` (a local path, or a URL with `opener` returning a file object of it)."""
         key = str(shard)
         with self.lock:
             if key in self.cache:
                 self.cache.move_to_end(key)
                 return self.cache[key]
         index: dict[str, tuple[int, int] | None] = {}
-        with tarfile.open(shard) as tf:
+        with contextlib.ExitStack() as stack:
+            if opener is None:
+                tf = stack.enter_context(tarfile.open(shard))
+            else:
+                tf = stack.enter_context(tarfile.open(fileobj=stack.enter_context(opener()), mode="r:"))
             for m in tf.getmembers():
                 if m.isfile():  # a name that is there twice names no one member (None)
                     index[m.name] = None if m.name in index else (m.offset_data, m.size)
@@ -129,9 +139,34 @@ _TARS = _TarIndex()
 _PARQUET = _ParquetImages()
 
 
+@functools.lru_cache(maxsize=16)
+def store_root(url: str):
+    """The `formats.storage.Folder` of an image root on an object store, None for a local root (one per process:
+    a worker reopens it from its URL, credentials from the environment)."""
+    from formats.storage import Folder, is_url
+
+    if not is_url(url):
+        return None
+    folder = Folder(url)
+    return None if folder.is_local else folder
+
+
 def read_image_bytes(image_root: str | os.PathLike | None, file_name: str) -> bytes:
-    """The encoded bytes a record's file_name points to (never outside the image root)."""
+    """The encoded bytes a record's file_name points to (never outside the image root).
+
+    The image root may be on an object store (``s3://bucket/images``): a plain file name is then read as one
+    object under it, the folder's name check refusing names that leave it (`formats.storage.Folder`); images
+    inside shards are read without fetching whole shards: a ``tar://`` member by one range request once the
+    shard's member index is built (its headers read once per process through a read-ahead of `SHARD_READ_AHEAD`
+    bytes, then cached with the local shards' indexes), a ``parquet://`` row from its row group. Raises
+    `ImageError` (a missing or ambiguous image, an unreadable shard), `formats.paths.UnsafePathError`."""
     root = image_root or "."
+    store = store_root(root) if isinstance(root, str) else None
+    if store is not None:
+        try:
+            return _read_from_store(store, file_name)
+        except (OSError, tarfile.TarError, pa.ArrowException) as e:
+            raise ImageError(f"cannot read {file_name}: {type(e).__name__}: {e}") from None
     tar = split_tar_url(file_name)
     try:
         if tar is None:
@@ -154,6 +189,29 @@ def read_image_bytes(image_root: str | os.PathLike | None, file_name: str) -> by
         raise ImageError(f"cannot read {file_name}: {e}") from None
 
 
+SHARD_READ_AHEAD = 1 << 20  # bytes one read of a shard on an object store fetches while indexing its members
+
+
+def _read_from_store(store, file_name: str) -> bytes:
+    """`read_image_bytes` under an image root on an object store (`formats.storage.Folder`)."""
+    tar, in_parquet = split_tar_url(file_name), split_parquet_url(file_name)
+    if tar is None and in_parquet is None:
+        return store.read_bytes(P.check_relative(file_name))
+    key, shard = in_parquet if in_parquet is not None else tar
+    shard = P.check_relative(shard)
+    url = store.url_of(shard)
+    opener = functools.partial(store.open, shard, block_size=SHARD_READ_AHEAD)
+    if in_parquet is not None:
+        return _PARQUET.read(url, key, opener)
+    index = _TARS.get(url, opener)
+    if key not in index:
+        raise ImageError(f"{key} is not in {url}")
+    if index[key] is None:
+        raise ImageError(f"{key} is in {url} more than once: which one is the image is ambiguous")
+    offset, size = index[key]
+    return store.read_range(shard, offset, size)
+
+
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) as displayed, from an image file's header without decoding the pixels.
 
@@ -166,6 +224,31 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
             return oriented_size(im)
     except Exception as e:  # noqa: BLE001 - any decoder failure is a reason to report
         raise ImageError(f"{path}: cannot read the image header: {type(e).__name__}: {e}") from None
+
+
+def image_size_under(image_root, file_name: str) -> tuple[int, int]:
+    """`image_size` of the plain image file `file_name` under `image_root`, a local folder or a folder on an
+    object store (``s3://bucket/images`` or its `formats.storage.Folder`: the header is read with small range requests, not the whole object).
+    Raises `ImageError` (missing or unreadable file), `formats.paths.UnsafePathError` (a name leaving the
+    root)."""
+    from formats.storage import Folder
+
+    if isinstance(image_root, Folder):
+        store = None if image_root.is_local else image_root
+        image_root = image_root.path
+    else:
+        store = store_root(image_root) if isinstance(image_root, str) else None
+    if store is None:
+        return image_size(Path(image_root) / P.check_relative(file_name))
+    where = store.url_of(file_name)
+    try:
+        with store.open(file_name, block_size=1 << 16) as f:
+            try:
+                return header_size(f, where)
+            except ImageError as e:  # PIL names the file object; name the image as a local path would be
+                raise ImageError(str(e).replace(repr(f), repr(where))) from None
+    except OSError as e:
+        raise ImageError(f"{where}: cannot read the image header: {type(e).__name__}: {e}") from None
 
 
 def header_size(f, name: str) -> tuple[int, int]:

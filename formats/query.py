@@ -1,21 +1,26 @@
-"""duckdb over dataset directories: one place that opens records as a SQL view, plus `ovlabel stats`."""
+"""duckdb over dataset directories: one place that opens records as a SQL view, plus `ovlabel stats`.
+
+Datasets on an object store (``s3://``, ``gs://``) are read through their fsspec filesystem, registered on the
+connection (`formats.storage.Folder.register`, duckdb's ``register_filesystem``), so no duckdb extension or
+second set of credentials is needed."""
 
 from __future__ import annotations
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from formats import schema as S
-from formats.dataset import Dataset
+from formats.boxes import register_sql_macros
+from formats.dataset import RECORDS, Dataset
 
 _DUCK = {pa.float64(): "DOUBLE", pa.float32(): "FLOAT", pa.int32(): "INTEGER", pa.int16(): "SMALLINT",
          pa.string(): "VARCHAR"}
 
 
 def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    """A fresh in-memory duckdb connection."""
+    """A fresh in-memory duckdb connection, with the box macros of `formats.boxes.SQL_MACROS`."""
     con = duckdb.connect()
+    register_sql_macros(con)  # xyxy_to_xywh, xyxy_area, normalized_to_pixels (formats.boxes)
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     return con
@@ -39,7 +44,8 @@ def register_records(con: duckdb.DuckDBPyConnection, ds: Dataset, name: str = "r
         con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM (SELECT NULL::VARCHAR AS image_id, "
                     "0::BIGINT AS _ord) WHERE false")
         return
-    upgrade = upgrade_regions_sql(pq.read_schema(paths[0]))
+    ds.folder.register(con)
+    upgrade = upgrade_regions_sql(ds.folder.parquet_schema(f"{RECORDS}/{ds.manifest.parts[0]['name']}"))
     if not with_order:
         con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT *{upgrade} FROM read_parquet({sql_list(paths)})")
         return
@@ -71,6 +77,7 @@ def register_rejects(con: duckdb.DuckDBPyConnection, ds: Dataset, name: str = "r
     """Creates view `name` over the dataset's rejects (file, record, reason, detail)."""
     paths = ds.reject_paths
     if paths:
+        ds.folder.register(con)
         con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet({sql_list(paths)})")
     else:
         con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT NULL::VARCHAR AS file, NULL::VARCHAR AS record, "

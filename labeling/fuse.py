@@ -29,6 +29,9 @@ class FilterConfig:
     max_boxes_per_image: int = 100
     max_box_area_fraction: float = 0.95  # drop boxes covering nearly the whole image
     drop_image_without_boxes: bool = True  # an image with no surviving box is not a training pair
+    # on the detector's objectness (OWLv2's objectness head, in [0, 1]); candidates without one (Grounding DINO,
+    # NaN) pass
+    objectness_threshold: float = 0.0
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides) -> FilterConfig:
@@ -69,13 +72,16 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, groups: np.ndarray | 
 
 
 def select(boxes: np.ndarray, det: np.ndarray, clip: np.ndarray, phrase: np.ndarray, width: float, height: float,
-           image_score: float, cfg: FilterConfig) -> tuple[np.ndarray, bool]:
-    """Indices of the candidates kept for one image, and whether the image itself is kept."""
+           image_score: float, cfg: FilterConfig, objectness: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+    """Indices of the candidates kept for one image, and whether the image itself is kept. `objectness` (per
+    candidate, NaN: unknown) is held to ``cfg.objectness_threshold`` where known."""
     fused = fused_scores(det, clip)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) if len(boxes) else np.zeros(0)
     ok = (det >= cfg.det_threshold) & (clip >= cfg.clip_threshold) & (fused >= cfg.fused_threshold)
     ok &= area <= cfg.max_box_area_fraction * width * height
     ok &= area > 0
+    if objectness is not None and cfg.objectness_threshold > 0:
+        ok &= ~(objectness < cfg.objectness_threshold)  # NaN (no objectness) passes
     idx = np.flatnonzero(ok)
     if len(idx):
         kept = nms(boxes[idx], fused[idx], cfg.nms_iou, None if cfg.nms_across_phrases else phrase[idx])

@@ -25,7 +25,7 @@ from formats.arrow_np import from_numpy
 from labeling.image_stages import canvas_groups
 from labeling.stage import Resources, Stage
 
-CANDIDATE_ARRAYS = ("cand_boxes", "cand_det", "cand_clip", "cand_phrase", "image_score")
+CANDIDATE_ARRAYS = ("cand_boxes", "cand_det", "cand_clip", "cand_phrase", "image_score", "cand_objectness")
 
 
 @dataclass
@@ -49,13 +49,16 @@ class ModelSettings:
     canvas_multiple: int = 64
     round: int | None = None
     torch_threads: int | None = None  # the actor's CPU share; None leaves torch's default
-    classes: list[str] | None = None  # class-list mode: CLIP texts of the classes (rows have no phrases column)
+    classes: list[str] | None = None  # a vocabulary: CLIP texts of its classes (labeling.prompt_stages.class_index)
+    with_phrases: bool = True  # rows carry phrases (False: the vocabulary alone; rows have no phrases column)
 
 
 class ModelStage(Stage):
     """Adds ``cand_boxes`` (per row: (K, 4) xyxy original pixels), ``cand_det``, ``cand_clip``, ``cand_phrase``
-    (index into the row's phrases; in class-list mode into ``settings.classes``, the label) and
-    ``image_score`` (CLIP image vs caption; NaN where the image failed)."""
+    (what the box was found for: the row's phrase index ``>= 0``, or a vocabulary class
+    ``labeling.prompt_stages.class_index(label) < 0``), ``image_score`` (CLIP image vs caption; NaN where the
+    image failed) and ``cand_objectness`` (the detector's objectness of each candidate, OWLv2; NaN for a
+    backend without one)."""
 
     name = "detect-and-score"
     resources = Resources(cpus=1.0, gpus=1.0, memory=4 << 30)  # host memory: models, buffers, batches
@@ -67,7 +70,7 @@ class ModelStage(Stage):
 
     def __init__(self, settings: dict | ModelSettings):
         self.s = settings if isinstance(settings, ModelSettings) else ModelSettings(**settings)
-        if self.s.classes:
+        if self.s.classes and not self.s.with_phrases:
             self.reads = tuple(c for c in ModelStage.reads if c != "phrases")
         # on a GPU, a few model batches per call (Ray Data needs a number there); the image stage cuts its
         # blocks to the same size, so most calls are one block
@@ -78,13 +81,13 @@ class ModelStage(Stage):
     def setup(self) -> None:
         import torch
 
+        from detector.backends import load_detector
         from detector.clip_scorer import RegionScorer
-        from detector.grounding import GroundingDetector
 
         if self.s.torch_threads:
             torch.set_num_threads(self.s.torch_threads)
         self.torch = torch
-        self.detector = GroundingDetector(self.s.detector, device=self.s.device, precision=self.s.precision,
+        self.detector = load_detector(self.s.detector, device=self.s.device, precision=self.s.precision,
                                           batch_size=self.s.batch_size, box_threshold=self.s.box_threshold,
                                           canvas_multiple=self.s.canvas_multiple)
         self.scorer = RegionScorer(self.s.clip, device=self.s.device, precision=self.s.precision,
@@ -104,7 +107,7 @@ class ModelStage(Stage):
     # -- one batch of one canvas ---------------------------------------------------------------------------
 
     def run_group(self, batch: pa.Table, rows: np.ndarray) -> list[tuple]:
-        """(boxes, det, clip, phrase, image_score) per row of `rows` (all of one canvas)."""
+        """(boxes, det, clip, phrase, objectness, image_score) per row of `rows` (all of one canvas)."""
         torch, dev = self.torch, self.device
         c0 = time.thread_time()
         packed, sizes, image_sizes = self._pack(batch, rows)
@@ -112,11 +115,8 @@ class ModelStage(Stage):
         if prompts is None:  # no phrases in any row: no detector call, only the image scores
             return self._images_only(batch, rows, packed, sizes, c0)
         ids, mask, spans, prompt_row, prompt_phr = prompts
-        if self.s.classes:  # class-list mode: the phrase indices are class labels
-            names = self.s.classes
-            phrases = None
-        else:
-            phrases = batch.column("phrases").take(from_numpy(rows)).to_pylist()
+        classes = self.s.classes or []
+        phrases = batch.column("phrases").take(from_numpy(rows)).to_pylist() if "phrases" in self.reads else None
         caption_ids = batch.column("caption_clip_ids").take(from_numpy(rows)).to_pylist()
         t1, c1 = time.perf_counter(), time.thread_time()
         canvas = self._canvas(packed)
@@ -134,6 +134,7 @@ class ModelStage(Stage):
         boxes = prop.boxes.gather(1, order[..., None].expand(-1, -1, 4))
         det = prop.scores.gather(1, order)
         local = prop.phrase.gather(1, order)
+        obj = prop.objectness.gather(1, order) if prop.objectness is not None else torch.full_like(det, float("nan"))
         # CLIP on the device: crops of the survivors (canvas pixels) and the whole images
         rows_dev = prompt_row.to(dev)
         scale = (sizes.flip(1) / image_sizes)[rows_dev].repeat(1, 2)  # original px -> canvas px
@@ -149,24 +150,27 @@ class ModelStage(Stage):
         counts_np, local_np = counts.cpu().numpy(), local.cpu().numpy()
         texts = []
         for p in range(len(counts_np)):
-            if phrases is not None:
-                names = [x["phrase"] for x in phrases[int(prompt_row[p])]]
-            texts += [names[int(prompt_phr[p][j])] for j in local_np[p, :counts_np[p]]]
+            own = phrases[int(prompt_row[p])] if phrases is not None else None
+            for j in local_np[p, :counts_np[p]]:
+                e = int(prompt_phr[p][j])  # a row's phrase (>= 0) or a class (class_index, < 0)
+                texts.append(own[e]["phrase"] if e >= 0 else classes[-e - 1])
         clip = self.scorer.similarity(crop_feat, self.scorer.text_features(texts)) if texts else crop_feat.new_zeros(0)
         img_score = self.scorer.similarity(img_feat, self.scorer.token_features(caption_ids))
-        out = [t.cpu().numpy() for t in (boxes[slot], det[slot], clip, img_score)]
+        out = [t.cpu().numpy() for t in (boxes[slot], det[slot], clip, img_score, obj[slot])]
         t2, c2 = time.perf_counter(), time.thread_time()
         # back to rows: prompts in order, their survivors in query order
-        boxes_np, det_np, clip_np, img_np = out
-        res, at = [[[], [], [], []] for _ in rows], 0
+        boxes_np, det_np, clip_np, img_np, obj_np = out
+        res, at = [[[], [], [], [], []] for _ in rows], 0
         for p, c in enumerate(counts_np.tolist()):
             r = int(prompt_row[p])
             res[r][0].append(boxes_np[at:at + c])
             res[r][1].append(det_np[at:at + c])
             res[r][2].append(clip_np[at:at + c])
             res[r][3].append(np.asarray(prompt_phr[p], np.int32)[local_np[p, :c]])
+            res[r][4].append(obj_np[at:at + c])
             at += c
-        final = [tuple(np.concatenate(x) if x else np.zeros(0) for x in parts) + (float(img_np[k]),)
+        final = [tuple(np.concatenate(x) if x else np.zeros(0) for x in parts[:4]) + (float(img_np[k]),) +
+                 (np.concatenate(parts[4]) if parts[4] else np.zeros(0),)
                  for k, parts in enumerate(res)]
         self.timings["host_s"] += (c1 - c0) + (time.thread_time() - c2)
         self.timings["device_s"] += t2 - t1
@@ -190,7 +194,7 @@ class ModelStage(Stage):
         self.timings["device_s"] += t2 - t1
         self.timings["images"] += len(rows)
         return [(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32),
-                 np.zeros(0, np.int32), float(v)) for v in img]
+                 np.zeros(0, np.int32), float(v), np.zeros(0, np.float32)) for v in img]
 
     def _pack(self, batch: pa.Table, rows: np.ndarray):
         """Host side of the canvases: the rows' shipped pixels packed into one flat buffer (pinned on GPU hosts,
@@ -240,7 +244,7 @@ class ModelStage(Stage):
         """The candidate arrays as list columns (rows without results: empty lists, NaN image score)."""
         c0 = time.thread_time()
         empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32),
-                 np.zeros(0, np.int32), np.nan)
+                 np.zeros(0, np.int32), np.nan, np.zeros(0, np.float32))
         res = [r if r is not None else empty for r in results]
         counts = np.array([len(r[1]) for r in res], np.int32)
         offsets = from_numpy(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
@@ -257,6 +261,7 @@ class ModelStage(Stage):
                .append_column("cand_det", lst([r[1] for r in res], np.float32))
                .append_column("cand_clip", lst([r[2] for r in res], np.float32))
                .append_column("cand_phrase", lst([r[3] for r in res], np.int32))
-               .append_column("image_score", from_numpy(np.array([r[4] for r in res], np.float32))))
+               .append_column("image_score", from_numpy(np.array([r[4] for r in res], np.float32)))
+               .append_column("cand_objectness", lst([r[5] for r in res], np.float32)))
         self.timings["host_s"] += time.thread_time() - c0
         return out

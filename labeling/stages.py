@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from detector.preprocess import SIZE_COLUMNS
 from formats import schema as S
+from formats import storage
 from formats.arrow_np import from_numpy
 from formats.converters.img2dataset import shard_records
-from formats.phrase_rules import merge_phrases
+from formats.phrase_rules import merge_phrases, phrase_key
 from labeling.fuse import FilterConfig, fused_scores, select
 from labeling.phrases import PhraseConfig, PhraseExtractor
 from labeling.stage import Resources, Stage
@@ -29,6 +29,7 @@ log = logging.getLogger("ovlabel.stages")
 
 PHRASES_TYPE = S.PHRASES_TYPE
 CANDIDATES_TYPE = pa.list_(S.REGION_TYPE)
+OBJECTNESS_TYPE = pa.list_(pa.float32())  # per candidate, beside `candidates` (AssembleCandidates)
 ROW_COLUMNS = ["unit", "row", "image_id", "source", "file_name", "width", "height", "caption"]
 
 
@@ -46,7 +47,7 @@ def load_units(units: pa.Table) -> pa.Table:
             t = shard_records(Path(u["path"]), u["source"])[0]
         else:
             extra = {"column": ["phrases"], "regions": ["regions"]}.get(given, [])
-            t = pq.read_table(u["path"], columns=ROW_COLUMNS[2:] + extra)
+            t = storage.read_parquet(u["path"], columns=ROW_COLUMNS[2:] + extra)  # a local path or a URL
         t = t.slice(u["start"], u["stop"] - u["start"])
         n = t.num_rows
         cols = {"unit": pa.repeat(pa.scalar(u["unit"]), n), "row": pa.array(np.arange(n, dtype=np.int32)),
@@ -162,10 +163,11 @@ class CaptionPhrases:
 
 @functools.lru_cache(maxsize=2)
 def _part_captions(path: str) -> pa.ChunkedArray:
-    schema = pq.read_schema(path)
+    """The captions of a records part (a local path or an object-store URL, reopened here from the URL)."""
+    schema = storage.parquet_schema(path)
     if "caption" not in schema.names:  # detection records: no captions, no phrases
-        return pa.chunked_array([pa.nulls(pq.ParquetFile(path).metadata.num_rows, pa.string())])
-    return pq.read_table(path, columns=["caption"]).column("caption")
+        return pa.chunked_array([pa.nulls(storage.parquet_rows(path), pa.string())])
+    return storage.read_parquet(path, columns=["caption"]).column("caption")
 
 
 # -- candidates ------------------------------------------------------------------------------------------
@@ -177,35 +179,53 @@ class AssembleCandidates(Stage):
     ``IMAGE_ID#r<round>c<k>``, k the candidate's position in the image's candidate list. A readable row's
     ``width``/``height`` become the decoded image's (the size its boxes are in).
 
-    In class-list mode (`classes`: the prompt names, in label order) a region carries ``label`` (the class's
-    index) and ``category`` (its name) instead of a phrase and spans. A row without caption text has no image
-    score (``image_score`` NaN: the CLIP image-vs-caption score is meaningless; the image filter skips it).
+    With a vocabulary (`vocabulary`: ``[[name, synonym, ...], ...]`` in label order) a box found for a class
+    carries ``label`` (the class's index) and ``category`` (its name); in the union with caption phrases
+    (`with_phrases`) it also carries the spans of the caption's phrase that is that class, when there is one
+    (`labeling.vocabulary.class_owners`: the phrase was prompted as the class). A box found for a caption
+    phrase carries the phrase and its spans. A row without caption text has no image score (``image_score``
+    NaN: the CLIP image-vs-caption score is meaningless; the image filter skips it).
+
+    ``objectness`` (list<float32> per row, aligned with ``candidates``) is the detector's objectness of each
+    candidate (OWLv2's objectness head, in [0, 1]; NaN for a detector without one, or when the input has no
+    ``cand_objectness``). It is a column of the
+    candidates files beside ``candidates``, not a region field, so the records' region struct (and the
+    dataset format version) stay as they are; ``FilterConfig.objectness_threshold`` reads it.
     """
 
     name = "assemble-candidates"
     resources = Resources(cpus=0.25)
-    reads = ("image_id", "phrases", "cand_boxes", "cand_det", "cand_clip", "cand_phrase")
-    adds = ("candidates",)
-    drops = ("cand_boxes", "cand_det", "cand_clip", "cand_phrase", *SIZE_COLUMNS)
+    reads = ("image_id", "phrases", "cand_boxes", "cand_det", "cand_clip", "cand_phrase")  # + cand_objectness
+    adds = ("candidates", "objectness")
+    drops = ("cand_boxes", "cand_det", "cand_clip", "cand_phrase", "cand_objectness", *SIZE_COLUMNS)
 
-    def __init__(self, round_: int | None = None, classes: list[str] | None = None):
+    def __init__(self, round_: int | None = None, vocabulary: list[list[str]] | None = None,
+                 with_phrases: bool = True):
         self.round = round_
-        self.classes = list(classes) if classes else None
-        if self.classes:
+        self.vocabulary = [list(t) for t in vocabulary] if vocabulary else None
+        self.with_phrases = with_phrases or not self.vocabulary
+        if not self.with_phrases:
             self.reads = tuple(c for c in AssembleCandidates.reads if c != "phrases")
 
     def process(self, batch: pa.Table) -> pa.Table:
+        from labeling.vocabulary import class_keys, class_owners
+
         cols = batch.select(list(self.reads)).to_pylist()
+        keys = class_keys(self.vocabulary) if self.vocabulary and self.with_phrases else {}
         out = []
         for r in cols:
             phrases = r.get("phrases") or []
+            owners = class_owners(phrases, keys) if keys else {}
             det = np.asarray(r["cand_det"] or [], np.float32)
             clip = np.asarray(r["cand_clip"] or [], np.float32)
             fused = fused_scores(det, clip)
             regions = []
             for k, (box, j) in enumerate(zip(r["cand_boxes"] or [], r["cand_phrase"] or [])):
-                if self.classes:
-                    what = {"label": int(j), "category": self.classes[j], "phrase": None, "tokens_positive": None}
+                if j < 0:  # a vocabulary class (labeling.prompt_stages.class_index)
+                    label = -j - 1
+                    p = phrases[owners[label]] if label in owners else {"phrase": None, "tokens_positive": None}
+                    what = {"label": label, "category": self.vocabulary[label][0], "phrase": p["phrase"],
+                            "tokens_positive": p["tokens_positive"]}
                 else:
                     what = {"label": None, "category": None, "phrase": phrases[j]["phrase"],
                             "tokens_positive": phrases[j]["tokens_positive"]}
@@ -216,7 +236,11 @@ class AssembleCandidates(Stage):
             out.append(regions)
         batch = _decoded_sizes(_no_caption_no_image_score(batch))
         drop = [c for c in self.drops if c in batch.column_names]
-        return batch.drop_columns(drop).append_column("candidates", pa.array(out, CANDIDATES_TYPE))
+        given = batch.column("cand_objectness").to_pylist() if "cand_objectness" in batch.column_names else None
+        objectness = [[float(v) for v in given[i] or []] if given is not None else [float("nan")] * len(regions)
+                      for i, regions in enumerate(out)]
+        return (batch.drop_columns(drop).append_column("candidates", pa.array(out, CANDIDATES_TYPE))
+                .append_column("objectness", pa.array(objectness, OBJECTNESS_TYPE)))
 
 
 def _no_caption_no_image_score(batch: pa.Table) -> pa.Table:
@@ -247,10 +271,14 @@ def _decoded_sizes(batch: pa.Table) -> pa.Table:
 # -- select ----------------------------------------------------------------------------------------------
 
 def select_regions(candidates: list[dict] | None, width: int, height: int, image_score: float,
-                   cfg: FilterConfig) -> tuple[list[dict], bool]:
+                   cfg: FilterConfig, objectness: list[float] | None = None) -> tuple[list[dict], bool]:
     """The pseudo regions kept from one image's candidates, and whether the image is kept.
 
-    NMS groups are the phrases, or the labels of class-list regions (no phrase). An image without a score
+    `objectness`: the candidates' objectness (the candidates files' ``objectness`` column; None or NaN where
+    the detector has none, which ``cfg.objectness_threshold`` then does not filter).
+
+    NMS groups are the classes of regions found for a vocabulary class (``label``; a caption phrase that is the
+    class is in its group), else the phrases (`formats.phrase_rules.phrase_key`). An image without a score
     (None or NaN: no caption) is kept or dropped by its boxes alone (the image threshold does not apply)."""
     candidates = candidates or []
     if not candidates:
@@ -258,10 +286,11 @@ def select_regions(candidates: list[dict] | None, width: int, height: int, image
     boxes = np.array([c["bbox"] for c in candidates], dtype=np.float64)
     det = np.array([c["det_score"] for c in candidates], dtype=np.float32)
     clip = np.array([c["clip_score"] for c in candidates], dtype=np.float32)
-    keys = [c["phrase"] if c["phrase"] is not None else f"\0label {c['label']}" for c in candidates]
+    keys = [f"\0label {c['label']}" if c["label"] is not None else phrase_key(c["phrase"]) for c in candidates]
     phrase = np.unique(keys, return_inverse=True)[1]
     no_score = image_score is None or np.isnan(image_score)
-    idx, ok = select(boxes, det, clip, phrase, width, height, 0.0 if no_score else float(image_score), cfg)
+    obj = np.asarray(objectness, np.float32) if objectness is not None and len(objectness) == len(candidates) else None
+    idx, ok = select(boxes, det, clip, phrase, width, height, 0.0 if no_score else float(image_score), cfg, obj)
     if no_score and len(idx):
         ok = True
     return [candidates[i] for i in sorted(idx.tolist())], ok

@@ -38,7 +38,7 @@ def read_vocabulary(path: str | os.PathLike) -> list[list[str]]:
     if p.is_dir():
         return _from_manifest(p)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is no part of a name
     except FileNotFoundError:
         raise VocabularyError(f"{p}: no such class-list file") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -155,3 +155,37 @@ def vocabulary_categories(vocabulary: list[list[str]]) -> list[dict]:
     ``"synonyms": [name, synonym, ...]`` (LVIS's field, which ``export yolo-world`` reads) when a class has any."""
     return [{"label": i, "name": texts[0], **({"synonyms": list(texts)} if len(texts) > 1 else {})}
             for i, texts in enumerate(vocabulary)]
+
+
+def class_keys(vocabulary: list[list[str]]) -> dict[str, int]:
+    """Each text of each class (name and synonyms) by `formats.phrase_rules.phrase_key` -> the class's label.
+
+    A class's name wins over another class's synonym (``person|man`` and ``man``: "man" is the class "man");
+    a synonym that two classes share names the first of them (file order)."""
+    keys = {phrase_key(texts[0]): label for label, texts in enumerate(vocabulary)}  # names are distinct
+    for label, texts in enumerate(vocabulary):
+        for t in texts[1:]:
+            keys.setdefault(phrase_key(t), label)
+    return keys
+
+
+def phrases_as_classes(phrases: list[dict] | None, keys: dict[str, int]) -> dict[int, int]:
+    """Vocabulary union: the caption phrases that *are* a class (their `phrase_key` is one of the class's
+    texts, `class_keys`), as ``{phrase index: label}``. Such a phrase is not prompted on its own: the class's
+    prompt finds its boxes, and those regions carry both the class (label, category) and the phrase's spans.
+    Two phrases can name one class (``"dog"``, ``"Dog"`` are merged upstream; ``"person"``, ``"human"`` with
+    ``person|human``): the first in caption order owns the class's regions, the other is left unprompted."""
+    out: dict[int, int] = {}
+    for i, p in enumerate(phrases or []):
+        label = keys.get(phrase_key(p["phrase"]))
+        if label is not None:
+            out[i] = label
+    return out
+
+
+def class_owners(phrases: list[dict] | None, keys: dict[str, int]) -> dict[int, int]:
+    """``{label: phrase index}``: the first phrase (caption order) that is each class (`phrases_as_classes`)."""
+    owners: dict[int, int] = {}
+    for i, label in phrases_as_classes(phrases, keys).items():
+        owners.setdefault(label, i)
+    return owners

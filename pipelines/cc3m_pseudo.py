@@ -1,9 +1,13 @@
-"""Ray job entry: pseudo-label a CC3M-style caption dataset (or img2dataset output).
+"""Ray job entry: pseudo-label a CC3M-style caption dataset (or img2dataset output), or any dataset directory
+with a class list (--classes: an image folder from `ovlabel convert images`, an ODVG OD dataset with its own
+label map, ...); records that carry their own phrases are prompted with them. The options are `ovlabel pseudo`'s.
 
 Embedded (starts a local Ray):
     python pipelines/cc3m_pseudo.py --input examples/cc3m_sample --out /data/cc3m_pseudo
 On a cluster (joins it through RAY_ADDRESS; take data paths as absolute):
     ray job submit --working-dir . -- python pipelines/cc3m_pseudo.py --input /data/cc3m --out /data/cc3m_pseudo
+    ray job submit --working-dir . -- python pipelines/cc3m_pseudo.py --input /data/photos \\
+        --classes /data/classes.txt --out /data/photos_pseudo
 """
 
 import argparse

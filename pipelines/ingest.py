@@ -25,11 +25,12 @@ from workflows.stdio import print_json  # noqa: E402
 def convert_sharded(a: argparse.Namespace) -> None:
     """`convert grit|cc3m` with one Ray task per shard."""
     from formats.converters.img2dataset import convert_img2dataset
+    from formats.storage import display
     from workflows.ingest import ray_map
 
     cfg = cli_ingest.img2dataset_config(a, getattr(a, "spans", None))
     m = convert_img2dataset(a.raw_dir, a.out, cfg, overwrite=a.overwrite, map_fn=ray_map)
-    print_json({"dataset": str(Path(a.out).resolve()), **m.counts})
+    print_json({"dataset": display(a.out), **m.counts})
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -86,7 +86,8 @@ def test_vocabulary_prompts_are_built_once_and_chunked(tiny_models):
     """A vocabulary longer than the text limit is cut into several prompts, each within the limit, covering every
     class exactly once in order; every row gets the same prompts, whatever its caption; no phrase stage runs."""
     classes = [f"class{i} thing" for i in range(40)]
-    stage = TokenizePrompts(str(tiny_models["detector"]), str(tiny_models["clip"]), max_tokens=32, classes=classes)
+    stage = TokenizePrompts(str(tiny_models["detector"]), str(tiny_models["clip"]), max_tokens=32,
+                            vocabulary=[[c] for c in classes], with_phrases=False)
     assert stage.reads == ("caption",)
     stage.setup()
     calls = []
@@ -98,11 +99,11 @@ def test_vocabulary_prompts_are_built_once_and_chunked(tiny_models):
     ids, phr, spans = (out.column(c).to_pylist() for c in ("prompt_ids", "prompt_phrases", "prompt_token_spans"))
     assert len(phr[0]) > 1 and ids[0] == ids[1] == ids[2] == out2.column("prompt_ids").to_pylist()[0]
     assert phr[0] == phr[1] == phr[2]
-    assert [i for p in phr[0] for i in p] == list(range(40))
+    assert [i for p in phr[0] for i in p] == [-1 - i for i in range(40)]  # class_index(label)
     assert all(len(x) <= 32 for x in ids[0])
     for x, p, s in zip(ids[0], phr[0], spans[0]):  # each class's token range spells its name
         words = [stage.encoder.tok.decode(x[a:b]).replace(" ", "") for a, b in s]
-        assert words == [classes[i].replace(" ", "") for i in p]
+        assert words == [classes[-1 - i].replace(" ", "") for i in p]
     cfg = PseudoConfig(detector=str(tiny_models["detector"]), clip=str(tiny_models["clip"]), classes=classes)
     stages = build_stages(cfg, RunOptions(), 0, "column")
     names = [s.name for s in stages]
@@ -119,6 +120,22 @@ def test_class_regions_group_by_label_and_skip_the_missing_image_score():
     kept, ok = select_regions(cands, 100, 100, float("nan"), filt)
     assert [(c["label"], c["det_score"]) for c in kept] == [(0, 0.9), (1, 0.8)] and ok
     assert select_regions(cands, 100, 100, 0.0, filt)[1] is False  # a real score of 0 still fails the image filter
+
+
+def test_inputs_without_captions_ask_for_a_class_list(tmp_path):
+    """An image folder (or an OD dataset) has nothing to take phrases from: pseudo refuses it before any work,
+    naming --classes, instead of running the models over images that can only come out empty."""
+    from formats.converters.image_folder import ImageFolderConvertConfig, convert_image_folder
+    from formats.dataset import DatasetError
+    from workflows.pseudo_label import has_captions, run_pseudo
+
+    convert_image_folder(IMAGES, tmp_path / "imgs", ImageFolderConvertConfig())
+    assert not has_captions(tmp_path / "imgs") and has_captions(EXAMPLES / "cc3m_sample")
+    with pytest.raises(DatasetError, match="no record has a caption or phrases .* --classes FILE"):
+        run_pseudo(tmp_path / "imgs", tmp_path / "p", PseudoConfig())
+    assert not (tmp_path / "p").exists()
+    proc = run_cli("pseudo", "--input", tmp_path / "imgs", "--out", tmp_path / "p", check=False)
+    assert proc.returncode == 1 and "label it with a class list, --classes FILE" in proc.stderr
 
 
 @pytest.mark.slow
@@ -178,3 +195,23 @@ def _candidates(root):
     import pyarrow.parquet as pq
 
     return [r for f in sorted((root / "candidates").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+
+
+def test_a_byte_order_mark_is_no_part_of_the_first_name(tmp_path):
+    # Windows editors save "UTF-8 with BOM": the text form gave a class '\ufeffperson', the JSON form an error
+    (tmp_path / "c.txt").write_bytes("person|man\ncat\n".encode("utf-8-sig"))
+    assert read_vocabulary(tmp_path / "c.txt") == [["person", "man"], ["cat"]]
+    (tmp_path / "c.json").write_bytes(json.dumps(["person", "cat"]).encode("utf-8-sig"))
+    assert read_vocabulary(tmp_path / "c.json") == [["person"], ["cat"]]
+
+
+def test_vocabulary_only_without_classes_is_refused(tmp_path):
+    # it was ignored: the run prompted the caption phrases alone and wrote a phrase dataset
+    from workflows.pseudo_label import run_pseudo
+
+    with pytest.raises(ValueError, match="--vocabulary-only.*--classes FILE"):
+        run_pseudo(EXAMPLES / "cc3m_sample", tmp_path / "p", PseudoConfig(vocabulary_only=True))
+    assert not (tmp_path / "p").exists()
+    proc = run_cli("pseudo", "--input", EXAMPLES / "cc3m_sample", "--out", tmp_path / "p", "--vocabulary-only",
+                   check=False)
+    assert proc.returncode == 1 and "give the classes (--classes FILE)" in proc.stderr

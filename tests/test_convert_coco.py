@@ -325,3 +325,10 @@ def test_a_resumed_writer_sweeps_temp_files_left_by_a_crash(tmp_path):
     w2 = DatasetWriter(out, Manifest(kind="vg", source="t"), resume_key=key)
     assert w2.is_done("part-0.parquet") and not any(f.exists() for f in stale)
     assert (out / "candidates" / "part-0.parquet").exists()
+
+
+def test_a_superscript_size_is_an_invalid_size_not_a_crash(write_json, tmp_path):
+    doc = coco_doc(n_images=2)
+    doc["images"][0]["width"] = "\u00b2"  # isdigit() but not int()
+    m = convert(write_json(doc), tmp_path / "ds", source="custom")
+    assert m.counts["images"] == 1 and "invalid width/height" in [r["reason"] for r in rejects(tmp_path / "ds")]

@@ -12,13 +12,11 @@ from formats.converters.image_folder import ImageFolderConvertConfig, convert_im
 from formats.dataset import MANIFEST, Dataset, DatasetError
 
 
-@pytest.fixture
-def folder(tmp_path):
-    """A folder with every case: extensions in any case, a subfolder, an EXIF-turned photo, a broken file,
-    another kind of file, a hidden file, symlinks inside and outside the folder, a symlinked folder."""
+def image_files(root):
+    """Image files in `root`: extensions in any case, a subfolder, an EXIF-turned photo, a broken file, another
+    kind of file, a hidden file; returns `root`."""
     from PIL import Image
 
-    root = tmp_path / "imgs"
     (root / "sub").mkdir(parents=True)
     (root / "A.JPG").write_bytes((EXAMPLES / "sample" / "images" / "chelsea.jpg").read_bytes())  # 451x300
     Image.new("RGB", (30, 20), (1, 2, 3)).save(root / "sub" / "b.png")
@@ -29,6 +27,15 @@ def folder(tmp_path):
     (root / "broken.webp").write_bytes(b"RIFF0000WEBPnot an image")
     (root / "notes.txt").write_text("not an image")
     (root / ".hidden.jpg").write_bytes(b"x")
+    return root
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """A folder with every case: `image_files`, symlinks inside and outside the folder, a symlinked folder."""
+    from PIL import Image
+
+    root = image_files(tmp_path / "imgs")
     outside = tmp_path / "secret.png"
     Image.new("RGB", (3, 3)).save(outside)
     (root / "escape.png").symlink_to(outside)

@@ -154,3 +154,24 @@ def test_vg_round_trip_through_export_is_byte_identical(tmp_path):
     assert got[0]["grounding"]["regions"][0] == {"bbox": [1.5, 2.25, 30.0, 40.0], "phrase": "café au lait",
                                                  "tokens_positive": [[15, 27]], "score": 0.8125}
     assert [r["bbox"] for r in got[1]["grounding"]["regions"]] == [[0.0, 0.0, 5.0, 5.0], [6.0, 6.0, 9.0, 9.0]]
+
+
+def test_a_superscript_label_is_rejected_alone(tmp_path):
+    # "¹".isdigit() is True but int("¹") raises: the conversion stopped on an uncaught ValueError
+    m, rows, rejects = convert(tmp_path, [od(instances=[{"bbox": [1, 1, 9, 9], "label": "\u00b9", "category": "dog"}]),
+                                          od(instances=[{"bbox": [1, 1, 9, 9], "label": 0, "category": "dog"}])])
+    assert m.counts["rejected"] == {"invalid label": 1} and len(rows[1]["regions"]) == 1
+    assert "line 1: detection.instances[0]" in rejects
+    lm = tmp_path / "lm.json"
+    lm.write_text(json.dumps({"\u00b9": "dog"}))
+    with pytest.raises(ConversionError, match="keys are labels"):
+        convert(tmp_path, [od()], name="lm", label_map=str(lm))
+    lm.write_bytes(json.dumps({"0": "dog"}).encode("utf-8-sig"))  # a byte-order mark is read past
+    assert convert(tmp_path, [od()], name="bom", label_map=str(lm))[0].categories == [{"label": 0, "name": "dog"}]
+
+
+def test_a_byte_order_mark_and_crlf_lose_no_line(tmp_path):
+    src = tmp_path / "bom.jsonl"
+    src.write_bytes(b"\xef\xbb\xbf" + b"".join(json.dumps(vg([])).encode() + b"\r\n" for _ in range(2)))
+    m = convert_odvg(src, tmp_path / "ds", OdvgConvertConfig(image_root=str(tmp_path)))
+    assert m.counts["images"] == 2 and m.counts["rejected"] == {}

@@ -84,6 +84,22 @@ def test_clip_scores(tiny_models, sample_images):
     assert np.allclose(s.embed_texts(["plate"]), t[1:], atol=1e-6)
 
 
+def test_a_text_embedding_does_not_depend_on_its_companions_or_the_cache(tiny_models):
+    """A resumed run sees other texts before and beside a phrase than an uninterrupted one: its embedding must
+    be bitwise the same (a fixed call shape; padding to the batch's longest text changed the float sums)."""
+    from detector.clip_scorer import TEXT_BATCH
+
+    texts = ["dog", "a red motorcycle in a garage", "cup", "launch pad"] + [f"thing {i}" for i in range(TEXT_BATCH)]
+    together = RegionScorer(str(tiny_models["clip"])).text_features(texts).numpy()
+    alone = RegionScorer(str(tiny_models["clip"]))
+    singles = np.stack([alone.text_features([t]).numpy()[0] for t in reversed(texts)])[::-1]
+    assert np.array_equal(together, singles)
+    other = RegionScorer(str(tiny_models["clip"]))
+    other.text_features(["launch pad", "x" * 60])  # another cache history
+    assert np.array_equal(other.text_features(texts).numpy(), together)
+    assert together.shape == (len(texts), 16) and not np.allclose(together[0], together[1])
+
+
 def test_missing_model_is_a_clear_error(tmp_path):
     with pytest.raises(OSError, match="ovlabel models tiny"):
         GroundingDetector(str(tmp_path / "nothing"))

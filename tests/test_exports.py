@@ -372,3 +372,48 @@ def test_odvg_without_keep_empty_writes_only_the_images_of_exported_records(tmp_
 def test_yolo_world_class_texts_never_empty(category, texts):
     """YOLO-World and `embed-texts --synonyms first` read each class's first text: a class needs one."""
     assert class_texts(category) == texts
+
+
+def union_dataset(root):
+    """A hand-made vocabulary-union dataset (VG with a label map): a class region with its caption phrase, a
+    class region without, a phrase region."""
+    import pyarrow as pa
+
+    from formats import schema as S
+    from formats.dataset import DatasetWriter, Manifest, provenance
+
+    cap = "a man near a launch pad"
+    regions = [{"bbox": [1.0, 1.0, 9.0, 9.0], "label": 0, "category": "person", "phrase": "man",
+                "tokens_positive": [[2, 5]], "score": 0.5, "origin": "pseudo"},
+               {"bbox": [2.0, 2.0, 8.0, 8.0], "label": 1, "category": "camera", "score": 0.4, "origin": "pseudo"},
+               {"bbox": [3.0, 3.0, 7.0, 7.0], "phrase": "launch pad", "tokens_positive": [[13, 23]], "score": 0.3,
+                "origin": "pseudo"}]
+    m = Manifest(kind="vg", source="t", image_root=str(root), config={},
+                 categories=[{"label": 0, "name": "person", "synonyms": ["person", "man"]}, {"label": 1, "name": "camera"}],
+                 provenance=provenance([]))
+    w = DatasetWriter(root / "u", m, overwrite=True)
+    w.write_part("part-00000.parquet", pa.Table.from_pylist(
+        [{"image_id": "t/1", "source": "t", "file_name": "a.jpg", "width": 10, "height": 10, "caption": cap,
+          "regions": regions}], schema=S.record_schema([])))
+    w.finish({})
+    return root / "u"
+
+
+def test_coco_views_from_the_cli(tmp_path):
+    from conftest import run_cli
+
+    ds = union_dataset(tmp_path)
+    for view, cats, n in (("od", ["person", "camera"], 2), ("vg", ["person", "camera", "launch pad"], 2),
+                          (None, ["person", "camera", "launch pad"], 3)):
+        out = tmp_path / f"{view}.json"
+        run_cli("export", "coco", ds, "--out", out, *(["--view", view] if view else []))
+        doc = json.loads(out.read_text())
+        assert [c["name"] for c in doc["categories"]] == cats and len(doc["annotations"]) == n
+    # a vg view of an OD dataset has no region in it: refused, not an empty file
+    od = tmp_path / "od.jsonl"
+    od.write_text(json.dumps({"filename": "a.jpg", "height": 10, "width": 10, "detection": {"instances": [
+        {"bbox": [1, 1, 9, 9], "label": 0, "category": "cat"}]}}) + "\n")
+    run_cli("convert", "odvg", od, "--image-root", tmp_path, "--out", tmp_path / "od")
+    proc = run_cli("export", "coco", tmp_path / "od", "--out", tmp_path / "x.json", "--view", "vg", check=False)
+    assert proc.returncode == 1 and "no 'vg' view of this OD dataset" in proc.stderr
+    assert not (tmp_path / "x.json").exists()

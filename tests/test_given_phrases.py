@@ -100,3 +100,12 @@ def test_pseudo_prompts_with_exactly_the_given_phrases(tiny_models, tmp_path):
     with pytest.raises(DatasetError, match="other inputs or settings"):
         run_pseudo(tmp_path / "vg", tmp_path / "p", PseudoConfig(**{**cfg.__dict__, "extract_phrases": True}),
                    RunOptions(num_cpus=2))
+
+
+def test_caption_lines_without_regions_carry_no_phrases(tmp_path):
+    # ODVG caption lines with no region yet: the phrases column is there but empty everywhere, so spaCy cuts
+    # the phrases (the union with --classes used to prompt the classes alone, and no class box had spans)
+    lines = [{"filename": "chelsea.jpg", "height": 300, "width": 451, "grounding": {"caption": CAP, "regions": []}}]
+    (tmp_path / "c.jsonl").write_text(json.dumps(lines[0]) + "\n")
+    convert_odvg(tmp_path / "c.jsonl", tmp_path / "caps", OdvgConvertConfig(image_root=str(IMAGES)))
+    assert given_phrase_source(Dataset(tmp_path / "caps")) is None

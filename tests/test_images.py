@@ -151,3 +151,18 @@ def test_header_size_equals_decoded_size_for_every_format_and_orientation(tmp_pa
     expected = (20, 40) if orientation >= 5 else (40, 20)
     assert image_size(path) == decode_image(data).size == expected
     assert header_size(io.BytesIO(data), "x") == expected
+
+
+def test_image_sizes_under_a_local_root_never_read_outside_it(tmp_path):
+    from PIL import Image
+
+    from formats.images import image_size_under
+    from formats.paths import UnsafePathError
+
+    (tmp_path / "root").mkdir()
+    Image.new("RGB", (7, 5)).save(tmp_path / "out.jpg")
+    Image.new("RGB", (3, 2)).save(tmp_path / "root" / "in.jpg")
+    assert image_size_under(tmp_path / "root", "in.jpg") == (3, 2)
+    for name in ("../out.jpg", str(tmp_path / "out.jpg"), "a/../../out.jpg"):
+        with pytest.raises(UnsafePathError):
+            image_size_under(tmp_path / "root", name)

@@ -7,13 +7,14 @@ import json
 
 import pytest
 
-from formats.coco_read import _DuckParser
+from formats.coco_read import COCO_SPECS
+from formats.json_arrays import DuckParser
 from formats.json_stream import JSONObjectStream, JSONStructureError, Window
 
 
 def collect(data: bytes, window: int = 64, big=("annotations",)):
     """All elements of the big arrays (in order) and the small values, through a real duckdb parser."""
-    parser = _DuckParser()
+    parser = DuckParser(COCO_SPECS)
     items, small, windows = [], {}, []
     try:
         stream = JSONObjectStream(io.BytesIO(data), "t.json", big_arrays=set(big), fast_parse=parser,
@@ -94,7 +95,7 @@ def test_checksum_is_of_the_file_while_windows_are_edited_in_place(tmp_path):
     """duckdb's parser edits each window in place; the recorded checksum must still be the file's bytes."""
     import hashlib
 
-    from formats.coco_read import read_tables
+    from formats.json_arrays import read_tables
 
     anns = [{"id": i, "image_id": 1, "bbox": [i, 2, 3, 4]} for i in range(2000)]
     data = json.dumps(doc(anns)).encode()
@@ -129,7 +130,7 @@ def test_separator_search_in_steps_finds_every_candidate(step):
 
     import numpy as np
 
-    from formats.coco_read import _separator_commas
+    from formats.json_arrays import _separator_commas
 
     anns = [{"id": i, "note": "}, {" if i % 3 else "},{", "b": [{"x": 1}, {"y": 2}]} for i in range(40)]
     data = json.dumps(anns)[1:-1].encode() + b"},{}"  # also a candidate ending at the very last bytes
@@ -160,7 +161,7 @@ def test_window_crossing_into_the_next_array_is_cut_at_its_end_first_time():
     images = [{"file_name": f"{i}.jpg", "id": i, "height": 5, "width": 5} for i in range(30)]
     anns = [{"area": 1.0, "id": 100 + i, "image_id": i % 30, "bbox": [1, 2, 3, 4]} for i in range(200)]
     data = json.dumps({"images": images, "annotations": anns, "categories": []}).encode()
-    parser, refused, ids = _DuckParser(), [], []
+    parser, refused, ids = DuckParser(COCO_SPECS), [], []
 
     def counting(key, window):
         try:
@@ -183,7 +184,7 @@ def test_elements_holding_lists_of_objects_cost_a_bounded_number_of_parses():
     anns = [{"id": i, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3, 4], "attributes": [{"k": i}]}
             for i in range(400)]
     data = json.dumps({"annotations": anns, "categories": [{"id": 1, "name": "a"}]}).encode()
-    parser, calls = _DuckParser(), []
+    parser, calls = DuckParser(COCO_SPECS), []
 
     def counting(key, window):
         calls.append(len(window))

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import EXAMPLES, ROOT
+from conftest import EXAMPLES, ROOT, assert_same_run, kill_mid_run
 
 from formats.dataset import Dataset
 from labeling.fuse import FilterConfig
@@ -117,17 +114,9 @@ def test_kill_minus_9_then_rerun_gives_the_same_records(reference, tiny_models, 
     cmd = [sys.executable, str(ROOT / "pipelines" / "cc3m_pseudo.py"), "--input", str(EXAMPLES / "cc3m_sample"),
            "--out", str(out), "--detector", str(tiny_models["detector"]), "--clip", str(tiny_models["clip"]),
            "--config", str(cfg), "--images-per-part", "2", "--num-cpus", "2"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and len(list((out / "records").glob("part-*.parquet"))) < 1:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    written = len(list((out / "records").glob("part-*.parquet")))
-    assert 1 <= written < 4 and not Dataset(out).manifest.complete
+    kill_mid_run(cmd, out, parts=4)
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
-    assert records(out) == records(ref_out)
-    assert not list(out.rglob(".*.tmp-*"))
+    assert_same_run(out, ref_out)
 
 
 def test_unreadable_images_are_rejected_with_their_reason(tiny_models, tmp_path, write_json):

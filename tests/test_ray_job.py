@@ -3,41 +3,31 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, ROOT
+from conftest import EXAMPLES, RAY, ROOT, ray_cli_env, start_ray_head
 
 from formats.dataset import Dataset
 
 pytestmark = pytest.mark.slow
-RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
-def ray_head(tmp_path):
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env.pop("RAY_ADDRESS", None)
-    gcs, dash = free_port(), free_port()
-    subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=2",
-                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--object-store-memory=300000000",
-                    "--include-dashboard=true", "--disable-usage-stats"], env=env, check=True, capture_output=True,
-                   timeout=180)
-    try:
-        yield env, f"http://127.0.0.1:{dash}"
-    finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+def ray_head():
+    """A 2-CPU head node with the job API on 127.0.0.1; stopped afterwards by its own process tree, so other Ray
+    instances on the machine are left alone. Yields (environment, dashboard URL)."""
+    env = ray_cli_env()
+    # a short temp dir: Ray's socket paths must stay under the OS limit (pytest's tmp_path can be too long)
+    with tempfile.TemporaryDirectory(prefix="ovl-rj-", dir="/tmp") as d:
+        node, _, url = start_ray_head(env, Path(d) / "head", num_cpus=2)
+        try:
+            yield env, url
+        finally:
+            node.stop()
 
 
 def test_job_submit_runs_the_pipeline_on_the_cluster(ray_head, tiny_models, tmp_path):

@@ -4,15 +4,11 @@ review corrections honoured."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 import tomllib
 
 import pytest
-from conftest import EXAMPLES, ROOT, run_cli
+from conftest import EXAMPLES, ROOT, run_cli, run_until_killed
 
 from formats.corrections import write_corrections
 from formats.dataset import Dataset
@@ -38,14 +34,10 @@ def test_two_rounds_kill_resume_report(tiny_models, tmp_path):
     write_config(cfg, tiny_models)
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "workflows.cli", "selftrain", "run", str(cfg), "--out", str(run)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    # kill -9 once round 2 is training (its first checkpoint is on disk)
-    while time.time() < deadline and not list((run / "round-2" / "model").glob("checkpoint-*/trainer_state.json")):
-        assert proc.poll() is None, "the run ended before round 2 trained"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    # kill -9 once round 2 is training: right after its first checkpoint, the 4th of the run (round 1 saves
+    # steps 10, 20 and 30; formats.faults)
+    run_until_killed(cmd, "checkpoint", 4)
+    assert [p.name for p in (run / "round-2" / "model").glob("checkpoint-*")] == ["checkpoint-10"]
     state = json.loads((run / "run.json").read_text())
     assert set(state["rounds"]["1"]["steps"]) == {"pseudo", "review", "train", "eval"}
     assert "train" not in state["rounds"]["2"]["steps"] and state["status"] == "running"

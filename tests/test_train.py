@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from detector.train import STATE, TrainConfig, last_checkpoint, train
+from detector.train import STATE, TrainConfig, last_checkpoint
+from workflows.training import train
 
 pytestmark = pytest.mark.slow
 

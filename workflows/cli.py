@@ -12,7 +12,6 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from workflows.stdio import print_json, reading_progress
 
@@ -28,6 +27,7 @@ class CLIError(Exception):
 
 def cmd_convert_coco(a: argparse.Namespace) -> None:
     from formats.converters.coco import CocoConvertConfig, convert_coco
+    from formats.storage import display
 
     cfg = CocoConvertConfig(source=a.source, image_root=a.image_root, check_images=a.check_images,
                             fix_o365_names=a.fix_o365_names, part_images=a.part_images,
@@ -35,9 +35,9 @@ def cmd_convert_coco(a: argparse.Namespace) -> None:
     with reading_progress(a.annotations) as update:
         m = convert_coco(a.annotations, a.out, cfg, overwrite=a.overwrite, progress=update)
     c = m.counts
-    log.info("%s: %s images, %s boxes; dropped %s; rejected %s", a.out, f"{c['images']:,}", f"{c['boxes']:,}",
-             c.get("dropped") or "none", c.get("rejected") or "none")
-    print_json({"dataset": str(Path(a.out).resolve()), **c})
+    log.info("%s: %s images, %s boxes; dropped %s; rejected %s", display(a.out), f"{c['images']:,}",
+             f"{c['boxes']:,}", c.get("dropped") or "none", c.get("rejected") or "none")
+    print_json({"dataset": display(a.out), **c})
 
 
 # -- export ----------------------------------------------------------------------------------------------
@@ -52,7 +52,7 @@ def cmd_export_odvg(a: argparse.Namespace) -> None:
 def cmd_export_coco(a: argparse.Namespace) -> None:
     from formats.export.coco import export_coco
 
-    print_json(export_coco(a.dataset, a.out, images_dir=a.images_dir, tar_paths=a.tar_paths))
+    print_json(export_coco(a.dataset, a.out, images_dir=a.images_dir, tar_paths=a.tar_paths, view=a.view))
 
 
 def cmd_export_hf(a: argparse.Namespace) -> None:
@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = esub.add_parser("coco", help="COCO JSON (pycocotools; CC3M-Lite style for VG data)")
     e.add_argument("dataset")
     e.add_argument("--out", required=True, help="the .json file to write")
+    e.add_argument("--view", choices=("od", "vg"), help="a VG dataset with a label map (the vocabulary union): "
+                   "od = its class regions with the label map's categories (a detection file), vg = its regions "
+                   "with caption spans (a grounding file); default: every region, classes first")
     add_images_dir(e)
     e.set_defaults(func=cmd_export_coco)
     e = esub.add_parser("hf", help="Hugging Face datasets parquet with declared features")
@@ -207,6 +210,8 @@ def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
     a = parser.parse_args(argv)
     level = logging.DEBUG if a.verbose else logging.WARNING if a.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for name in ("botocore", "aiobotocore"):  # their DEBUG log prints signed request headers (the access key id)
+        logging.getLogger(name).setLevel(max(level, logging.INFO))
     if own_process and getattr(a, "bulk", False):
         _tune_bulk_process(a)
     from formats.config import ConfigError

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
-from pathlib import Path
 
+from formats.storage import display
 from workflows.stdio import print_json, reading_progress
 
 
 def _summary(out: str, manifest) -> dict:
-    return {"dataset": str(Path(out).resolve()), **manifest.counts}
+    return {"dataset": display(out), **manifest.counts}
 
 
 def cmd_convert_goldg(a: argparse.Namespace) -> None:

@@ -14,7 +14,8 @@ def add_pseudo_args(p: argparse.ArgumentParser) -> None:
     """The pseudo-labeling options, shared by `ovlabel pseudo` and pipelines/cc3m_pseudo.py."""
     from detector.models import DEFAULT_CLIP, DEFAULT_DETECTOR
 
-    p.add_argument("--input", required=True, help="caption dataset directory, or img2dataset output folder")
+    p.add_argument("--input", required=True,
+                   help="dataset directory (captions or phrases; with --classes any: images, ODVG, COCO) or img2dataset output")
     p.add_argument("--out", required=True, help="pseudo dataset directory to write (resumes if it exists)")
     p.add_argument("--detector", default=None, help=f"hub id or local folder (default {DEFAULT_DETECTOR})")
     p.add_argument("--clip", default=None, help=f"hub id or local folder (default {DEFAULT_CLIP})")
@@ -23,15 +24,20 @@ def add_pseudo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--det-threshold", type=float, help="filter: minimum detector phrase score")
     p.add_argument("--fused-threshold", type=float, help="filter: minimum sqrt(det x clip) (default 0.3)")
     p.add_argument("--image-threshold", type=float, help="filter: image kept if sqrt(s_img x mean s_r) > this (default 0.3)")
+    p.add_argument("--objectness-threshold", type=float,
+                   help="filter: minimum detector objectness (OWLv2 only; other detectors' boxes pass) (default 0)")
     p.add_argument("--round", type=int, help="self-training round recorded on every region")
     p.add_argument("--extract-phrases", action="store_true",
                    help="extract phrases with spaCy even when the input records carry their own (a `phrases` "
                         "column, or grounding regions with tokens_positive), which are used as they are otherwise")
     p.add_argument("--classes", metavar="FILE",
-                   help="class-list mode: prompt every image with these classes (text: one class a line, "
-                        "`name|synonym`; a JSON list of names; YOLO-World class texts; a label map "
-                        "{\"0\": \"person\", ...} or a dataset directory); the output is an OD dataset with this "
-                        "label map. A caption input's phrases are not used then")
+                   help="prompt with these classes (text: one class a line, `name|synonym`; a JSON list of names; "
+                        "YOLO-World class texts; a label map {\"0\": \"person\", ...} or a dataset directory). "
+                        "Input without captions (an image folder): the classes alone, and the output is an OD "
+                        "dataset with this label map. Caption input: each image's phrases plus the classes (the "
+                        "union); the output is a VG dataset whose class boxes also carry label and category")
+    p.add_argument("--vocabulary-only", action="store_true",
+                   help="with --classes: prompt with the classes alone, even when the input has captions")
     p.add_argument("--images-per-part", type=int, help="images per output part, the unit of resume (default 1000)")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when visible)")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
@@ -55,7 +61,8 @@ def pseudo_config(a: argparse.Namespace):
 
     cfg = load_config(PseudoConfig, a.config) if a.config else PseudoConfig()
     cfg.filter = FilterConfig.load(a.config, det_threshold=a.det_threshold, fused_threshold=a.fused_threshold,
-                                   image_threshold=a.image_threshold).to_dict()
+                                   image_threshold=a.image_threshold,
+                                   objectness_threshold=getattr(a, "objectness_threshold", None)).to_dict()
     for flag, key in (("detector", "detector"), ("clip", "clip"), ("box_threshold", "box_threshold"),
                       ("round", "round"), ("images_per_part", "images_per_part"), ("top_k", "top_k"),
                       ("candidate_nms_iou", "candidate_nms_iou")):
@@ -63,6 +70,8 @@ def pseudo_config(a: argparse.Namespace):
             setattr(cfg, key, getattr(a, flag))
     if a.extract_phrases:
         cfg.extract_phrases = True
+    if getattr(a, "vocabulary_only", False):
+        cfg.vocabulary_only = True
     if getattr(a, "classes", None):
         from labeling.vocabulary import read_vocabulary
 
@@ -112,14 +121,15 @@ def cmd_refilter(a: argparse.Namespace) -> None:
     from workflows.pseudo_label import refilter
 
     filt = FilterConfig.load(a.config, det_threshold=a.det_threshold, fused_threshold=a.fused_threshold,
-                             image_threshold=a.image_threshold)
+                             image_threshold=a.image_threshold, objectness_threshold=a.objectness_threshold)
     print_json(refilter(a.pseudo, a.out, filt, overwrite=a.overwrite))
 
 
 def cmd_models_tiny(a: argparse.Namespace) -> None:
     from detector.tiny import write_tiny_models
 
-    print_json({k: str(v) for k, v in write_tiny_models(a.out, seed=a.seed, real_sizes=a.real_sizes).items()})
+    print_json({k: str(v) for k, v in write_tiny_models(a.out, seed=a.seed, real_sizes=a.real_sizes,
+                                                        owlv2=a.owlv2).items()})
 
 
 def cmd_phrases(a: argparse.Namespace) -> None:
@@ -152,6 +162,7 @@ def register(sub) -> None:
     p.add_argument("--det-threshold", type=float)
     p.add_argument("--fused-threshold", type=float)
     p.add_argument("--image-threshold", type=float)
+    p.add_argument("--objectness-threshold", type=float, help="minimum OWLv2 objectness (other detectors' boxes pass)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_refilter)
 
@@ -181,5 +192,6 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--real-sizes", action="store_true",
                    help="processors at the real models' sizes (detector 800/1333, CLIP 224): benchmark the data path")
+    p.add_argument("--owlv2", action="store_true", help="also write a tiny OWLv2 detector under OUT/owlv2")
     p.set_defaults(func=cmd_models_tiny)
 

@@ -37,8 +37,9 @@ def cmd_report(a: argparse.Namespace) -> None:
 def cmd_train(a: argparse.Namespace) -> None:
     from dataclasses import replace
 
-    from detector.train import TrainConfig, train
+    from detector.train import TrainConfig
     from formats.config import load_config
+    from workflows.training import train
 
     cfg = load_config(TrainConfig, a.config) if a.config else TrainConfig()
     cfg = replace(cfg, **{k: getattr(a, k) for k in ("steps", "batch_size", "lr", "num_workers")

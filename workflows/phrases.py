@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from formats import storage
 from formats.dataset import Dataset, DatasetWriter, derived_manifest, part_ranges, prior_run
+from formats.storage import Folder
 from labeling.phrases import PhraseConfig
 from labeling.stages import CaptionPhrases
 
@@ -37,21 +38,23 @@ def run_phrases(dataset: str | Path, out: str | Path, cfg: PhraseConfig, *, over
     """
     from workflows.ray_runtime import ray_session
 
-    src = Dataset(dataset).require_complete()
+    src = Dataset(Folder(dataset).resolve()).require_complete()  # absolute: workers may run elsewhere
     key = {"config": cfg.to_dict(), "input": [(p["name"], p["rows"]) for p in src.manifest.parts],
-           "input_path": str(src.root.resolve())}
+           "input_path": src.folder.url}
     done = prior_run(out, key, overwrite)
+    shown = Folder(out).url  # an object store's URL without credentials
     if done is not None:
-        return {"dataset": str(out), **done.counts}
+        return {"dataset": shown, **done.counts}
     manifest = derived_manifest(src, {"phrases": cfg.to_dict()}, extra_columns=[*src.manifest.extra_columns, "phrases"])
     writer = DatasetWriter(out, manifest, overwrite=overwrite, resume_key=key)
-    todo = [{"name": p["name"], "path": str(src.root / "records" / p["name"]), "rows": int(p["rows"])}
+    # workers reopen each part from its location: a local path, or a URL read through the store's filesystem
+    todo = [{"name": p["name"], "path": src.folder.url_of(f"records/{p['name']}"), "rows": int(p["rows"])}
             for p in src.manifest.parts if not writer.is_done(p["name"])]
     units = phrase_units(todo, rows_per_unit)
     if units:
         with ray_session():
             _phrase_parts(units, todo, cfg, writer, workers, on_rows)
-    return {"dataset": str(out), **writer.finish(writer.manifest.totals()).counts}
+    return {"dataset": shown, **writer.finish(writer.manifest.totals()).counts}
 
 
 def _phrase_parts(units: list[dict], todo: list[dict], cfg: PhraseConfig, writer: DatasetWriter,
@@ -80,7 +83,7 @@ def _with_phrases(path: str, pieces: list[pa.Table]) -> pa.Table:
     """The part's records with its phrases (collected from units in any order) as a new column."""
     got = pa.concat_tables(pieces)
     order = pc.sort_indices(got.column("row"))
-    records = pq.read_table(path)
+    records = storage.read_parquet(path)
     rows = got.column("row").take(order)
     if len(rows) != records.num_rows or not pc.all(pc.equal(rows, pa.array(range(len(rows))))).as_py():
         raise RuntimeError(f"{path}: phrases came back for rows other than the part's {records.num_rows}")

@@ -11,7 +11,6 @@ a kill at any moment loses at most the units in flight and never duplicates one.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import pyarrow.parquet as pq
 
 from detector.models import DEFAULT_CLIP, DEFAULT_DETECTOR
 from formats import schema as S
+from formats import storage
 from formats.converters.img2dataset import is_img2dataset_dir, shard_records, shards
 from formats.dataset import (
     REJECTS,
@@ -28,11 +28,11 @@ from formats.dataset import (
     DatasetError,
     DatasetWriter,
     Manifest,
-    atomic_path,
     prior_run,
     provenance,
     write_parquet,
 )
+from formats.storage import Folder
 from labeling.fuse import FilterConfig
 from labeling.phrases import PhraseConfig
 from labeling.stages import select_regions
@@ -66,6 +66,9 @@ class PseudoConfig:
     # (`labeling.vocabulary.read_vocabulary`), so the manifest and the resume key hold the classes themselves;
     # a list or label map is any JSON form `vocabulary_from_json` reads (kept as [[name, synonym, ...], ...])
     classes: list | dict | str | None = None
+    # with `classes` and an input that has captions: False (default) prompts each image with its caption's
+    # phrases plus the vocabulary (the union, as OWL-ST queried web images); True the vocabulary alone
+    vocabulary_only: bool = False
     # PhraseConfig / FilterConfig fields, kept as dicts (the manifest records them as given); checked on load
     phrases: dict = field(default_factory=lambda: PhraseConfig().to_dict(), metadata={"config": PhraseConfig})
     filter: dict = field(default_factory=lambda: FilterConfig().to_dict(), metadata={"config": FilterConfig})
@@ -126,10 +129,14 @@ def plan_input(input_path: str | Path, images_per_part: int, source: str = "cc3m
     """Deterministic work units (consecutive slices of each input part or img2dataset shard).
 
     A records dataset whose records carry phrases with spans (`given_phrase_source`) is prompted with them,
-    unless `extract_phrases`; img2dataset input always gets spaCy's."""
-    p = Path(input_path).resolve()
+    unless `extract_phrases`; img2dataset input always gets spaCy's.
+
+    A records dataset may be on an object store (``s3://...``): units name its parts by URL and workers reopen
+    them (and the image root, when it is a URL too) from the environment's credentials."""
+    remote = not Folder(input_path).is_local
+    p = Folder(input_path).resolve() if remote else Path(Folder(input_path).path).resolve()
     units, rejects, fingerprint = [], {}, []
-    if is_img2dataset_dir(p):
+    if not remote and is_img2dataset_dir(p):
         for shard in shards(p):
             table, failed = shard_records(shard, source)
             fingerprint.append((shard.name, table.num_rows, len(failed)))
@@ -139,36 +146,60 @@ def plan_input(input_path: str | Path, images_per_part: int, source: str = "cc3m
                 rejects[units[first]["unit"]] = failed
         return InputPlan(units, source, str(p), fingerprint, [{"path": str(p), "img2dataset": True}], rejects)
     ds = Dataset(p).require_complete()
+    image_root = ds.manifest.image_root or ds.folder.url
     for part in ds.manifest.parts:
         fingerprint.append((part["name"], part["rows"]))
-        _slices(units, part["name"].removesuffix(".parquet"), ds.root / "records" / part["name"], int(part["rows"]),
-                images_per_part, "records", ds.manifest.image_root or str(ds.root), ds.manifest.source)
+        _slices(units, part["name"].removesuffix(".parquet"), ds.folder.url_of(f"records/{part['name']}"),
+                int(part["rows"]), images_per_part, "records", image_root, ds.manifest.source)
     given = None if extract_phrases else given_phrase_source(ds)
     for u in units:
         u["phrases"] = given
-    return InputPlan(units, ds.manifest.source, ds.manifest.image_root or str(ds.root), fingerprint,
-                     [{"path": str(p), "dataset": True}], rejects, given)
+    return InputPlan(units, ds.manifest.source, image_root, fingerprint,
+                     [{"path": ds.folder.url, "dataset": True}], rejects, given)
 
 
 def given_phrase_source(ds: Dataset) -> str | None:
     """Where the dataset's records carry their phrases: ``"column"`` when every part has a ``phrases`` column
-    (`ovlabel phrases`, `convert odvg` of VG lines), ``"regions"`` when some region has ``tokens_positive``
-    (grounding data: GoldG, GRIT, ODVG VG, pseudo labels), else None (spaCy extracts them)."""
+    (`ovlabel phrases`, `convert odvg` of VG lines) and some record has a phrase in it, ``"regions"`` when
+    some region has ``tokens_positive`` (grounding data: GoldG, GRIT, ODVG VG, pseudo labels), else None
+    (spaCy extracts them: e.g. ODVG caption lines whose ``regions`` are all empty carry no phrase)."""
     import duckdb
 
     if not ds.part_paths:
         return None
-    if all("phrases" in pq.read_schema(path).names for path in ds.part_paths):
-        return "column"
-    if "regions" not in pq.read_schema(ds.part_paths[0]).names:
-        return None
     files = ", ".join("'" + str(path).replace("'", "''") + "'" for path in ds.part_paths)
-    hit = duckdb.connect().execute(f"""SELECT 1 FROM read_parquet([{files}], union_by_name=true)
+    con = duckdb.connect()
+    ds.folder.register(con)  # an object store's URLs read through its fsspec filesystem
+    if all("phrases" in storage.parquet_schema(path).names for path in ds.part_paths) and con.execute(
+            f"SELECT 1 FROM read_parquet([{files}]) WHERE len(coalesce(phrases, [])) > 0 LIMIT 1").fetchall():
+        return "column"
+    if "regions" not in storage.parquet_schema(ds.part_paths[0]).names:
+        return None
+    hit = con.execute(f"""SELECT 1 FROM read_parquet([{files}], union_by_name=true)
         WHERE len(list_filter(coalesce(regions, []), lambda r: r.tokens_positive IS NOT NULL)) > 0 LIMIT 1""").fetchall()
     return "regions" if hit else None
 
 
-def _slices(units: list, stem: str, path: Path, rows: int, step: int, kind: str, root: str, source: str) -> None:
+def has_captions(input_path: str | Path) -> bool:
+    """True when some record of the input dataset (local or on an object store) has caption text;
+    img2dataset output (image-caption pairs by construction) is taken to have captions."""
+    import duckdb
+
+    folder = Folder(input_path)
+    if folder.is_local and is_img2dataset_dir(Path(folder.path).resolve()):
+        return True
+    ds = Dataset(folder)
+    paths = [str(x) for x in ds.part_paths if "caption" in storage.parquet_schema(x).names]
+    if not paths:
+        return False
+    files = ", ".join("'" + x.replace("'", "''") + "'" for x in paths)
+    con = duckdb.connect()
+    ds.folder.register(con)
+    return bool(con.execute(f"""SELECT 1 FROM read_parquet([{files}], union_by_name=true)
+        WHERE trim(coalesce(caption, '')) <> '' LIMIT 1""").fetchall())
+
+
+def _slices(units: list, stem: str, path: Path | str, rows: int, step: int, kind: str, root: str, source: str) -> None:
     for k, start in enumerate(range(0, rows, step)):
         units.append({"unit": f"{stem}-{k:05d}", "path": str(path), "start": start, "stop": min(rows, start + step),
                       "kind": kind, "image_root": root, "source": source})
@@ -180,28 +211,38 @@ def run_pseudo(input_path: str | Path, out_dir: str | Path, cfg: PseudoConfig, o
     from workflows.ray_runtime import ray_session
 
     opts = opts or RunOptions()
-    out = Path(out_dir)
+    if cfg.vocabulary_only and not cfg.classes:  # else silently the caption phrases alone
+        raise ValueError("vocabulary_only (--vocabulary-only) prompts with a class list alone: give the classes "
+                         "(--classes FILE)")
+    out = Folder(out_dir)  # a local path or an object store (shown by its URL, never credentials)
     plan = plan_input(input_path, cfg.images_per_part, opts.source, extract_phrases=cfg.extract_phrases)
-    if cfg.classes:  # class-list mode: the vocabulary alone prompts every image (captions' phrases unused)
+    mode = prompt_mode(cfg, input_path, plan)
+    if mode == "vocabulary":  # the vocabulary alone prompts every image (no caption phrases)
         plan.given_phrases = None
         for u in plan.units:
             u["phrases"] = None
+    if not cfg.classes and not plan.given_phrases and not has_captions(input_path):
+        raise DatasetError(f"{input_path}: no record has a caption or phrases to prompt the detector with (an image "
+                           "folder, an OD dataset): label it with a class list, --classes FILE (a dataset directory "
+                           "gives its label map)")
     resume_key = {"config": asdict(cfg), "input": plan.fingerprint, "input_path": plan.inputs[0]["path"],
                   "source": plan.source,  # img2dataset input: --source names the image ids
-                  "given_phrases": plan.given_phrases}
+                  "given_phrases": plan.given_phrases, "prompts": mode}
     if cfg.classes:
-        log.info("prompts: a class list of %d classes (the same prompts for every image)", len(cfg.classes))
-    else:
+        log.info("prompts: a class list of %d classes%s", len(cfg.classes),
+                 " (the same prompts for every image)" if mode == "vocabulary" else " plus each caption's phrases")
+    if mode != "vocabulary":
         log.info("phrases: %s", f"the input's own ({plan.given_phrases})" if plan.given_phrases else "extracted by spaCy")
     done = prior_run(out, resume_key, overwrite)
     if done is not None:
-        log.info("%s: already complete for this input and config", out)
-        return {"dataset": str(out), **done.counts, "skipped": True}
-    manifest = Manifest(kind="od" if cfg.classes else "vg", source=plan.source, image_root=plan.image_root,
+        log.info("%s: already complete for this input and config", out.url)
+        return {"dataset": out.url, **done.counts, "skipped": True}
+    manifest = Manifest(kind="od" if mode == "vocabulary" else "vg", source=plan.source, image_root=plan.image_root,
                         categories=vocabulary_categories(cfg.classes) if cfg.classes else [], config=asdict(cfg),
                         provenance=provenance(plan.inputs, models={"detector": cfg.detector, "clip": cfg.clip}))
     writer = DatasetWriter(out, manifest, overwrite=overwrite, resume_key=resume_key)
-    (out / CANDIDATES).mkdir(exist_ok=True)
+    writer.folder.makedirs(CANDIDATES)
+    _sweep_candidates(writer)
     units = plan.units
     pending = [u for u in units if not writer.is_done(f"part-{u['unit']}.parquet")]
     if opts.max_units is not None:
@@ -211,20 +252,42 @@ def run_pseudo(input_path: str | Path, out_dir: str | Path, cfg: PseudoConfig, o
     if pending:
         # a Ray the caller started, or a cluster we joined, is left as it was
         with ray_session(opts.num_cpus, address=opts.ray_address):
-            _run_units(pending, cfg, opts, writer, plan.rejects, plan.given_phrases)
+            _run_units(pending, cfg, opts, writer, plan.rejects, plan.given_phrases, mode)
     summary = _summary(writer, units, time.time() - t0)
     if len(writer.manifest.parts) == len(units):
         writer.finish(summary)
-    return {"dataset": str(out), **summary}
+    return {"dataset": out.url, **summary}
 
 
-def build_stages(cfg: PseudoConfig, opts: RunOptions, gpus: float, given_phrases: str | None = None) -> list:
+def _sweep_candidates(writer: DatasetWriter) -> None:
+    """Deletes candidates files whose part has no completion record (a killed run wrote them, then died before
+    recording the part): the commit rule of records and rejects (`DatasetWriter._sweep`) for ``candidates/``."""
+    for name in writer.folder.list(CANDIDATES):
+        if not writer.is_done(name) and not name.startswith("."):
+            writer.folder.rm(f"{CANDIDATES}/{name}")
+
+
+def prompt_mode(cfg: PseudoConfig, input_path: str | Path, plan: InputPlan) -> str:
+    """What prompts each image: ``"phrases"`` (its caption's; no class list), ``"vocabulary"`` (the class
+    list alone: `cfg.vocabulary_only`, or an input without caption text, such as an image folder or OD data) or
+    ``"union"`` (its phrases plus the class list)."""
+    if not cfg.classes:
+        return "phrases"
+    if cfg.vocabulary_only:
+        return "vocabulary"
+    return "union" if plan.given_phrases or has_captions(input_path) else "vocabulary"
+
+
+def build_stages(cfg: PseudoConfig, opts: RunOptions, gpus: float, given_phrases: str | None = None,
+                 prompts: str | None = None) -> list:
     """The pipeline's stages in order, configured (plain objects: nothing is loaded before ``setup()``).
 
-    With `given_phrases` (``"column"`` / ``"regions"``) the records' own phrases are loaded with them and no
-    phrase stage runs (spaCy is never loaded). In class-list mode (``cfg.classes``) none runs either: the
-    prompts are the vocabulary's, built once per tokenize worker, and regions carry the class's label."""
-    from transformers import AutoConfig, AutoImageProcessor
+    `prompts` (`prompt_mode`; default ``"vocabulary"`` with a class list, else ``"phrases"``). With
+    `given_phrases` (``"column"`` / ``"regions"``) the records' own phrases are loaded with them and no
+    phrase stage runs (spaCy is never loaded). With the vocabulary alone none runs either: the prompts are the
+    vocabulary's, built once per tokenize worker, and regions carry the class's label. In the union each row
+    gets its own phrases' prompts followed by the vocabulary's."""
+    from transformers import AutoImageProcessor
 
     from detector.preprocess import ResizeRule
     from labeling.image_stages import LoadImages, OrderByCanvas
@@ -232,20 +295,24 @@ def build_stages(cfg: PseudoConfig, opts: RunOptions, gpus: float, given_phrases
     from labeling.prompt_stages import TokenizePrompts
     from labeling.stages import AddPhrases, AssembleCandidates, LoadUnits
 
+    prompts = prompts or ("vocabulary" if cfg.classes else "phrases")
+    if prompts not in ("phrases", "vocabulary", "union") or (prompts != "phrases") != bool(cfg.classes):
+        raise ValueError(f"prompts {prompts!r} does not go with classes={cfg.class_names!r}")
+    with_phrases = prompts != "vocabulary"
     rule = ResizeRule.from_processor(AutoImageProcessor.from_pretrained(cfg.detector), cfg.canvas_multiple)
-    max_tokens = int(getattr(AutoConfig.from_pretrained(cfg.detector), "max_text_len", 256))
     settings = ModelSettings(detector=cfg.detector, clip=cfg.clip, device=opts.device, precision=opts.precision,
                              batch_size=batch_size(opts, gpus), box_threshold=cfg.box_threshold,
                              clip_margin=cfg.clip_margin, top_k=cfg.top_k, candidate_nms_iou=cfg.candidate_nms_iou,
                              min_box_size=cfg.min_box_size, canvas_multiple=cfg.canvas_multiple, round=cfg.round,
-                             torch_threads=None if gpus else 1, classes=cfg.class_names)
+                             torch_threads=None if gpus else 1, classes=cfg.class_names,
+                             with_phrases=with_phrases)
     model = ModelStage(settings)
-    given = bool(given_phrases) and not cfg.classes
-    phrases = [] if given or cfg.classes else [AddPhrases(cfg.phrases)]
+    given = bool(given_phrases) and with_phrases
+    phrases = [] if given or not with_phrases else [AddPhrases(cfg.phrases)]
     return [LoadUnits(given_phrases=given), *phrases, OrderByCanvas(rule),
             LoadImages(rule, model.rows_per_call),
-            TokenizePrompts(cfg.detector, cfg.clip, max_tokens, classes=cfg.class_names), model,
-            AssembleCandidates(cfg.round, classes=cfg.class_names)]
+            TokenizePrompts(cfg.detector, cfg.clip, vocabulary=cfg.classes, with_phrases=with_phrases),
+            model, AssembleCandidates(cfg.round, vocabulary=cfg.classes, with_phrases=with_phrases)]
 
 
 def _describe(p) -> str:
@@ -262,14 +329,15 @@ def batch_size(opts: RunOptions, gpus: float) -> int:
 
 
 def _run_units(units: list[dict], cfg: PseudoConfig, opts: RunOptions, writer: DatasetWriter,
-               known_rejects: dict[str, list[dict]], given_phrases: str | None = None) -> None:
+               known_rejects: dict[str, list[dict]], given_phrases: str | None = None,
+               prompts: str | None = None) -> None:
     import ray
 
     from workflows.ray_stages import apply_stage, plan_resources
 
     res = ray.cluster_resources()
     gpus = float(res.get("GPU", 0))
-    stages = build_stages(cfg, opts, gpus, given_phrases)
+    stages = build_stages(cfg, opts, gpus, given_phrases, prompts)
     model = next(s for s in stages if s.actor)
     plan = plan_resources(stages, float(res.get("CPU", 0)), gpus,
                           {model.name: opts.model_actors} if opts.model_actors else None,
@@ -305,7 +373,9 @@ def _write_unit(writer: DatasetWriter, unit: str, rows: pa.Table, filt: FilterCo
         for r in errors.select(["file_name", "image_id", "error"]).to_pylist()])
     # failed rows are in rejects/ only: refilter must never see them as images without boxes
     cands = rows.filter(pa.compute.is_null(rows.column("error"))).drop_columns(["unit", "row", "error"])
-    with atomic_path(writer.root / CANDIDATES / name) as tmp:
+    # before the part's completion record (written by write_part): a candidates file counts only with its part,
+    # and one a killed run left without a record is deleted by the rerun (`_sweep_candidates`) and written again
+    with writer.folder.atomic_path(f"{CANDIDATES}/{name}") as tmp:
         write_parquet(cands, tmp)
     table, dropped = records_from_candidates(rows.filter(pa.compute.is_null(rows.column("error"))), filt)
     writer.write_part(name, table, images_in=rows.num_rows + len(known_rejects), rejected=errors.num_rows + len(known_rejects),
@@ -318,7 +388,8 @@ def records_from_candidates(cands: pa.Table, filt: FilterConfig) -> tuple[pa.Tab
     the filters dropped, counted by reason (``no_candidates``, ``no_box_kept``, ``below_image_threshold``)."""
     records, dropped = [], {}
     for r in cands.to_pylist():
-        regions, keep = select_regions(r["candidates"], r["width"], r["height"], r["image_score"], filt)
+        regions, keep = select_regions(r["candidates"], r["width"], r["height"], r["image_score"], filt,
+                                       r.get("objectness"))
         if keep:
             records.append({k: r[k] for k in S.CORE_COLUMNS if k != "regions"} | {"regions": regions})
         else:
@@ -349,32 +420,31 @@ def _dropped(parts: list[dict]) -> dict[str, int]:
 
 def refilter(pseudo_dir: str | Path, out_dir: str | Path, filt: FilterConfig, *, overwrite: bool = False) -> dict:
     """Re-applies filters to a pseudo dataset's stored candidates (no models, no GPU) into a new dataset."""
-    src = Dataset(pseudo_dir).require_complete()
-    cand_dir = src.root / CANDIDATES
-    if not cand_dir.is_dir():
-        raise DatasetError(f"{src.root}: no {CANDIDATES}/ folder; not a pseudo-label output")
+    src = Dataset(Folder(pseudo_dir).resolve()).require_complete()
+    if not src.folder.exists(CANDIDATES) and src.manifest.parts:
+        raise DatasetError(f"{src.folder.url}: no {CANDIDATES}/ folder; not a pseudo-label output")
     cfg = dict(src.manifest.config)
     cfg.pop("_resume_key", None)
     cfg["filter"] = filt.to_dict()
     manifest = Manifest(kind=src.manifest.kind, source=src.manifest.source, image_root=src.manifest.image_root,
                         categories=src.manifest.categories, config=cfg,
-                        provenance=provenance([{"path": str(src.root.resolve()), "dataset": True}], refiltered_from=str(src.root)))
-    resume_key = {"config": cfg, "input": str(src.root.resolve())}
+                        provenance=provenance([{"path": src.folder.url, "dataset": True}],
+                                              refiltered_from=src.folder.url))
+    resume_key = {"config": cfg, "input": src.folder.url}
     writer = DatasetWriter(out_dir, manifest, overwrite=overwrite, resume_key=resume_key)
-    (writer.root / CANDIDATES).mkdir(exist_ok=True)
+    writer.folder.makedirs(CANDIDATES)
     for part in src.manifest.parts:
         name = part["name"]
-        with atomic_path(writer.root / CANDIDATES / name) as tmp:
-            shutil.copyfile(cand_dir / name, tmp)
-        cands = pq.read_table(cand_dir / name)
+        data = src.folder.read_bytes(f"{CANDIDATES}/{name}")
+        writer.folder.write_bytes(f"{CANDIDATES}/{name}", data)
+        cands = pq.read_table(pa.BufferReader(data))
         # the source's rejects (unreadable images, failed downloads) stay with the refiltered dataset
-        src_rejects = src.root / REJECTS / name
-        if src_rejects.exists():
-            writer.write_rejects(name, pq.read_table(src_rejects))
+        if src.folder.exists(f"{REJECTS}/{name}"):
+            writer.write_rejects(name, src.folder.read_parquet(f"{REJECTS}/{name}"))
         table, dropped = records_from_candidates(cands, filt)
         writer.write_part(name, table, images_in=part.get("images_in"), rejected=part.get("rejected"),
                           candidates=part.get("candidates"), images_dropped=dropped)
     parts = writer.manifest.parts
-    return {"dataset": str(writer.root), **writer.finish({
+    return {"dataset": writer.folder.url, **writer.finish({
         "images_in": sum(int(p.get("images_in") or 0) for p in parts), **writer.manifest.totals(),
         "rejected": sum(int(p.get("rejected") or 0) for p in parts), "images_dropped": _dropped(parts)}).counts}

@@ -20,6 +20,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from formats import paths as P
+from formats.boxes import relative_xywh_to_xyxy, xyxy_to_relative_xywh
 from formats.corrections import now, write_corrections
 from formats.dataset import Dataset, atomic_path
 from formats.images import ImageError, read_image_bytes, split_parquet_url, split_tar_url
@@ -82,8 +83,7 @@ def _detections(regions: list[dict], keys: list[str], w: int, h: int) -> dict:
 
     dets = []
     for reg, key in zip(regions or [], keys):
-        x1, y1, x2, y2 = reg["bbox"]
-        box = [x1 / w, y1 / h, (x2 - x1) / w, (y2 - y1) / h]
+        box = xyxy_to_relative_xywh(reg["bbox"], w, h)[0].tolist()
         label = reg.get("phrase") or reg.get("category") or "object"
         dets.append({"_id": ObjectId(), "_cls": "Detection", "tags": [], "attributes": {}, "label": label,
                      "bounding_box": box, "confidence": reg.get("score"), "phrase": reg.get("phrase"),
@@ -179,6 +179,12 @@ def build_review(dataset_dir: str | os.PathLike, pseudo_dirs: list[str | os.Path
                  cache_dir: str | os.PathLike | None = None, rebuild: bool = False, batch_size: int = 2000,
                  evaluate: bool = True):
     """Builds or updates the persistent FiftyOne review dataset; returns it."""
+    from formats.storage import Folder
+
+    remote = [Folder(d).url for d in (dataset_dir, *pseudo_dirs) if not Folder(d).is_local]
+    if remote:  # FiftyOne shows local image files; the review's paths and cache are local
+        raise ReviewError(f"review needs local datasets and image roots; {', '.join(remote)} is on object storage "
+                          "(copy it to a local folder first)")
     import fiftyone as fo
     from tqdm import tqdm
 
@@ -349,7 +355,6 @@ def _correction(d: dict, image_id: str, w: int, h: int, field: str, source: str,
         action = "accept"
     else:
         return None
-    x, y, bw, bh = box
     if region is None:  # a drawn box: its label is all there is
         phrase = category = d.get("label")
     elif d.get("phrase"):  # grounding boxes: the label shows the phrase
@@ -357,5 +362,5 @@ def _correction(d: dict, image_id: str, w: int, h: int, field: str, source: str,
     else:  # detection boxes: the label shows the category
         phrase, category = None, d.get("label")
     return {"image_id": image_id, "region_id": region, "action": action, "field": field, "dataset": source,
-            "bbox": [x * w, y * h, (x + bw) * w, (y + bh) * h], "phrase": phrase, "category": category,
+            "bbox": relative_xywh_to_xyxy(box, w, h)[0].tolist(), "phrase": phrase, "category": category,
             "score": d.get("confidence"), "tags": tags, "when": when}

@@ -21,13 +21,19 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from formats.config import ConfigError, from_dict, load_config
 from formats.dataset import atomic_write_json
+from formats.storage import require_local
 
 log = logging.getLogger("ovlabel.selftrain")
+
+RUN_DIR_LOCAL = ("a self-training run directory must be local: torch/transformers save and resume its checkpoints "
+                 "as local files and its rounds run from them; give a local --out (copy the finished run to the store "
+                 "afterwards)")
 
 RUN = "run.json"
 
@@ -134,6 +140,7 @@ class Run:
             self.state = {"config": asdict(cfg), "rounds": {}, "status": "running"}
             self.save()
         self.cfg = SelfTrainConfig(**self.state["config"])
+        self.gold: list[str] = []  # the gold entries as dataset directories (`run_selftrain` sets them)
 
     def save(self) -> None:
         atomic_write_json(self.root / RUN, self.state)
@@ -256,7 +263,8 @@ def _review(run: Run, k: int, pseudo_dir: str) -> tuple[str, list[str]]:
 
 
 def _train(run: Run, k: int, datasets: list[str]) -> dict:
-    from detector.train import TrainConfig, train
+    from detector.train import TrainConfig
+    from workflows.training import train
 
     init = run.model(k - 1) if run.cfg.init == "previous" else run.cfg.base_model
     cfg = from_dict(TrainConfig, {**run.cfg.train, "seed": run.cfg.train.get("seed", 0) + k}, path="train")
@@ -269,48 +277,76 @@ def _count(dataset_dir: str) -> dict:
     return Dataset(dataset_dir).manifest.totals()
 
 
+def _baseline_eval(run: Run, k: int, done: dict) -> dict:
+    """Round 0's one step: the base model evaluated on the run's sets."""
+    metrics = {"round": 0, "model": run.cfg.base_model, "eval": evaluate_model(run, run.cfg.base_model)}
+    metrics["metric"] = metric_record(run.cfg, metrics)
+    (run.root / "round-0").mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run.root / "round-0" / "metrics.json", metrics)
+    return metrics
+
+
+def _pseudo_step(run: Run, k: int, done: dict) -> dict:
+    """Pseudo-labels the pool with model k-1."""
+    p = _pseudo(run, k)
+    return {"dir": p, **_count(p)}
+
+
+def _review_step(run: Run, k: int, done: dict) -> dict:
+    """Applies the review's corrections to the round's pseudo labels and to the reviewed gold."""
+    kept, reviewed = _review(run, k, done["pseudo"]["dir"])
+    return {"pseudo": kept, "reviewed": reviewed, **_count(kept)}
+
+
+def _train_step(run: Run, k: int, done: dict) -> dict:
+    """Trains model k on the gold, the round's pseudo labels and the reviewed sets."""
+    datasets = run.gold + [done["review"]["pseudo"]] + done["review"]["reviewed"]
+    return {**_train(run, k, datasets), "datasets": datasets}
+
+
+def _eval_step(run: Run, k: int, done: dict) -> dict:
+    """Evaluates model k; writes round-k/metrics.json."""
+    model, rv = run.model(k), done["review"]
+    metrics = {"round": k, "model": model, "eval": evaluate_model(run, model, rv["pseudo"]),
+               "pseudo": {"images": rv["images"], "boxes": rv["boxes"]}, "train": done["train"]}
+    metrics["metric"] = metric_record(run.cfg, metrics)
+    atomic_write_json(run.root / f"round-{k}" / "metrics.json", metrics)
+    return metrics
+
+
+# A step: (run, round k, the results of round k's earlier steps by name) -> its result, recorded in run.json.
+Step = Callable[[Run, int, dict], dict]
+BASELINE: list[tuple[str, Step]] = [("eval", _baseline_eval)]
+ROUND: list[tuple[str, Step]] = [("pseudo", _pseudo_step), ("review", _review_step), ("train", _train_step),
+                                 ("eval", _eval_step)]
+
+
+def run_steps(run: Run, k: int, steps: list[tuple[str, Step]]) -> dict:
+    """Runs round k's `steps` in order, each once: a step recorded in run.json is not run again; one that
+    runs is timed and recorded (`Run.mark`) before the next starts, so a killed run resumes at the step it
+    was in. Returns the round's results by step name."""
+    for name, step in steps:
+        if not run.done(k, name):
+            t0 = time.perf_counter()
+            result = step(run, k, run.round(k)["steps"])
+            run.mark(k, name, result, time.perf_counter() - t0)
+    return run.round(k)["steps"]
+
+
 def run_selftrain(config: SelfTrainConfig, run_dir: str | os.PathLike) -> dict:
-    """Runs (or resumes) the rounds; returns run.json's state."""
+    """Runs (or resumes) the rounds; returns run.json's state. Raises `formats.storage.NotLocalError` for a run
+    directory on an object store."""
+    run_dir = require_local(run_dir, RUN_DIR_LOCAL)
     run = Run(run_dir, config)
     cfg = run.cfg
-    gold = [_dataset_dir(run, g, f"gold-{i}") for i, g in enumerate(cfg.gold)]
-    if not run.done(0, "eval"):
-        t0 = time.perf_counter()
-        metrics = {"round": 0, "model": cfg.base_model, "eval": evaluate_model(run, cfg.base_model)}
-        metrics["metric"] = metric_record(cfg, metrics)
-        (run.root / "round-0").mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run.root / "round-0" / "metrics.json", metrics)
-        run.mark(0, "eval", metrics, time.perf_counter() - t0)
-    best = metric_value(run.round(0)["steps"]["eval"], cfg.metric)
+    run.gold = [_dataset_dir(run, g, f"gold-{i}") for i, g in enumerate(cfg.gold)]
+    best = metric_value(run_steps(run, 0, BASELINE)["eval"], cfg.metric)
     for k in range(1, cfg.rounds + 1):
         rdir = run.root / f"round-{k}"
         rdir.mkdir(parents=True, exist_ok=True)
         if not (rdir / "config.json").exists():
             atomic_write_json(rdir / "config.json", {"round": k, "config": asdict(cfg)})
-        if not run.done(k, "pseudo"):
-            t0 = time.perf_counter()
-            p = _pseudo(run, k)
-            run.mark(k, "pseudo", {"dir": p, **_count(p)}, time.perf_counter() - t0)
-        pseudo_dir = run.round(k)["steps"]["pseudo"]["dir"]
-        if not run.done(k, "review"):
-            t0 = time.perf_counter()
-            kept, reviewed = _review(run, k, pseudo_dir)
-            run.mark(k, "review", {"pseudo": kept, "reviewed": reviewed, **_count(kept)}, time.perf_counter() - t0)
-        rv = run.round(k)["steps"]["review"]
-        if not run.done(k, "train"):
-            t0 = time.perf_counter()
-            datasets = gold + [rv["pseudo"]] + rv["reviewed"]
-            stats = _train(run, k, datasets)
-            run.mark(k, "train", {**stats, "datasets": datasets}, time.perf_counter() - t0)
-        if not run.done(k, "eval"):
-            t0 = time.perf_counter()
-            model = run.model(k)
-            metrics = {"round": k, "model": model, "eval": evaluate_model(run, model, rv["pseudo"]),
-                       "pseudo": {"images": rv["images"], "boxes": rv["boxes"]}, "train": run.round(k)["steps"]["train"]}
-            metrics["metric"] = metric_record(cfg, metrics)
-            atomic_write_json(rdir / "metrics.json", metrics)
-            run.mark(k, "eval", metrics, time.perf_counter() - t0)
-        value = metric_value(run.round(k)["steps"]["eval"], cfg.metric)
+        value = metric_value(run_steps(run, k, ROUND)["eval"], cfg.metric)
         log.info("round %d: %s = %s (previous best %s)", k, cfg.metric, value, best)
         if value is not None and best is not None and value - best <= cfg.min_gain and k < cfg.rounds:
             run.state["status"] = f"stopped after round {k}: {cfg.metric} gained {value - best:+.4f} <= {cfg.min_gain}"

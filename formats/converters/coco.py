@@ -49,6 +49,7 @@ from formats.converters.common import (
 from formats.dataset import DatasetWriter, Manifest, part_ranges, provenance
 from formats.ids import Ids, codes, json_texts, parse_json_ids, self_codes, type_collision
 from formats.json_stream import JSONStructureError
+from formats.storage import FileInfo, Folder, display, is_url, local_file
 
 log = logging.getLogger("ovlabel.convert")
 
@@ -213,21 +214,32 @@ def drop_categories(cats: list[dict], drop: dict[int, str], rej: Rejects) -> lis
 def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: CocoConvertConfig, *,
                  overwrite: bool = False, progress: Callable[[int], None] | None = None,
                  window_bytes: int = 128 << 20) -> Manifest:
-    """Converts one COCO-format JSON into an ODVG OD dataset directory; returns its manifest."""
-    ann_path = Path(ann_path)
+    """Converts one COCO-format JSON into an ODVG OD dataset directory; returns its manifest.
+
+    `ann_path`, `out_dir` and ``cfg.image_root`` may be local paths or object-store URLs (`formats.storage`);
+    a JSON file on an object store is copied to a local temp file to be parsed."""
     if cfg.source not in SOURCES:
         raise ConversionError(f"unknown --source {cfg.source!r}; expected one of {', '.join(SOURCES)}")
-    resume_key, st, existing = checked_input(ann_path, cfg, out_dir, overwrite, log)
+    if cfg.check_images and cfg.image_root and is_url(str(cfg.image_root)) and not Folder(cfg.image_root).is_local:
+        raise ConversionError(f"--check-images reads image headers from a local folder; {display(cfg.image_root)} "
+                              "is on an object store (not supported yet)")
+    resume_key, info, existing = checked_input(ann_path, cfg, out_dir, overwrite, log)
     if existing is not None:
         return existing
+    with local_file(ann_path) as local:
+        return _convert(local, info, out_dir, cfg, resume_key, progress, window_bytes)
 
+
+def _convert(ann_path: Path, info: FileInfo, out_dir, cfg: CocoConvertConfig, resume_key: dict,
+             progress: Callable[[int], None] | None, window_bytes: int) -> Manifest:
+    """`convert_coco` once the input is a local file (`info` names the original: path or URL)."""
     try:
         cols = read_coco(ann_path, progress=progress, window_bytes=window_bytes)
     except JSONStructureError as e:
         raise ConversionError(str(e)) from None
-    cats = build_categories(cols.categories, cfg.source, str(ann_path), cfg.fix_o365_names)
-    ids = id_columns(cols, ann_path)
-    rej = Rejects(str(ann_path))
+    cats = build_categories(cols.categories, cfg.source, info.location, cfg.fix_o365_names)
+    ids = id_columns(cols, info.location)
+    rej = Rejects(info.location)
     left_out: dict[int, str] = {}
     if cfg.source == "custom" and not cfg.keep_unused_categories:
         used = set(np.unique(cols.ann_cat[cols.ann_cat != MISSING]).tolist())
@@ -245,7 +257,7 @@ def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: C
     manifest = Manifest(
         kind="od", source=cfg.source, image_root=cfg.image_root,
         categories=cats, config=asdict(cfg),
-        provenance=provenance([{"path": str(ann_path.resolve()), "size": st.st_size, "sha256": cols.sha256}]),
+        provenance=provenance([{"path": info.location, "size": info.size, "sha256": cols.sha256}]),
     )
     extra = _extra_fields(cols, cfg)
     manifest.extra_columns = [f.name for f in extra]

@@ -6,7 +6,6 @@ import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +15,7 @@ from formats import paths as P
 from formats.coco_read import MISSING
 from formats.dataset import prior_run
 from formats.ids import format_id
+from formats.storage import FileInfo, display, file_identity
 
 
 class Rejects:
@@ -80,18 +80,19 @@ class MaskRejects:
         self.keep[idx] = False
 
 
-def checked_input(ann_path: Path, cfg, out_dir, overwrite: bool, log) -> tuple[dict, os.stat_result, object]:
-    """The resume key of a one-file conversion, the file's stat, and the finished dataset if there is one."""
-    if not ann_path.is_file():
-        raise FileNotFoundError(f"{ann_path}: no such file")
+def checked_input(ann_path: str | os.PathLike, cfg, out_dir, overwrite: bool, log) -> tuple[dict, FileInfo, object]:
+    """The resume key of a one-file conversion, the file's identity (`formats.storage.FileInfo`: path or URL,
+    size, version), and the finished dataset if there is one. The input, the image root and `out_dir` may be
+    local paths or object-store URLs (`formats.storage`); the image root is recorded absolute, without
+    credentials."""
+    info = file_identity(ann_path)
     if getattr(cfg, "image_root", None) is not None:
-        cfg.image_root = str(Path(cfg.image_root).resolve())
-    st = ann_path.stat()
-    resume_key = {"config": asdict(cfg), "input": [str(ann_path.resolve()), st.st_size, st.st_mtime_ns]}
+        cfg.image_root = display(cfg.image_root)
+    resume_key = {"config": asdict(cfg), "input": list(info)}
     existing = prior_run(out_dir, resume_key, overwrite)
     if existing is not None:
-        log.info("%s: already converted from the same input and settings; nothing to do", out_dir)
-    return resume_key, st, existing
+        log.info("%s: already converted from the same input and settings; nothing to do", display(out_dir))
+    return resume_key, info, existing
 
 
 def later_duplicates(ids: np.ndarray) -> np.ndarray:

@@ -17,7 +17,6 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -26,7 +25,6 @@ import pyarrow.compute as pc
 from formats import schema as S
 from formats.arrow_np import from_numpy
 from formats.boxes import NO_OVERLAP, clip_to_image, xywh_to_xyxy
-from formats.coco_read import read_tables
 from formats.converters.coco import ConversionError
 from formats.converters.common import (
     MaskRejects,
@@ -38,8 +36,10 @@ from formats.converters.common import (
 )
 from formats.dataset import DatasetWriter, Manifest, part_ranges, provenance
 from formats.ids import MISSING, Ids, codes, parse_json_ids, type_collision
+from formats.json_arrays import read_tables
 from formats.json_stream import JSONStructureError
 from formats.phrase_rules import edges_are_words, trim_span
+from formats.storage import local_file, shown
 
 log = logging.getLogger("ovlabel.goldg")
 
@@ -88,18 +88,23 @@ class GoldGConvertConfig:
 def convert_goldg(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: GoldGConvertConfig, *,
                   overwrite: bool = False, progress: Callable[[int], None] | None = None,
                   window_bytes: int = 32 << 20) -> Manifest:
-    """Converts one MDETR annotation JSON into an ODVG VG dataset directory; returns its manifest."""
-    ann_path = Path(ann_path)
+    """Converts one MDETR annotation JSON into an ODVG VG dataset directory; returns its manifest.
+
+    `ann_path`, `out_dir` and ``cfg.image_root`` may be local paths or object-store URLs (`formats.storage`);
+    a JSON file on an object store is copied to a local temp file to be parsed. Raises `ConversionError`
+    (bad settings, a file that is not MDETR JSON), `formats.storage.StorageError` (an unusable location)."""
     if cfg.data_source is not None and cfg.data_source not in DATA_SOURCES:
         raise ConversionError(f"unknown --data-source {cfg.data_source!r}; expected one of {', '.join(DATA_SOURCES)}")
-    resume_key, st, existing = checked_input(ann_path, cfg, out_dir, overwrite, log)
+    resume_key, info, existing = checked_input(ann_path, cfg, out_dir, overwrite, log)
     if existing is not None:
         return existing
-    try:
-        doc = read_tables(ann_path, {"images": IMAGE_COLUMNS, "annotations": ANN_COLUMNS},
-                          progress=progress, window_bytes=window_bytes)
-    except JSONStructureError as e:
-        raise ConversionError(str(e)) from None
+    with local_file(ann_path) as local:
+        try:
+            doc = read_tables(local, {"images": IMAGE_COLUMNS, "annotations": ANN_COLUMNS},
+                              progress=progress, window_bytes=window_bytes)
+        except JSONStructureError as e:
+            raise ConversionError(str(e).replace(str(local), str(shown(ann_path)))) from None
+    ann_path = shown(ann_path)  # as given when local, the URL without credentials on a store
     rej = Rejects(str(ann_path))
     problems = {(a, i): (r, d) for a, i, r, d in doc.problems}
     imgs, anns = doc.tables["images"], doc.tables["annotations"]
@@ -121,7 +126,7 @@ def convert_goldg(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: 
 
     manifest = Manifest(kind="vg", source=cfg.source, image_root=cfg.image_root, config=asdict(cfg),
                         extra_columns=[f.name for f in EXTRA_FIELDS],
-                        provenance=provenance([{"path": str(ann_path.resolve()), "size": st.st_size,
+                        provenance=provenance([{"path": info.location, "size": info.size,
                                                 "sha256": doc.sha256}]))
     writer = DatasetWriter(out_dir, manifest, overwrite=True, resume_key=resume_key)
     _write_parts(writer, imgs, img_ids, names, keep_img, regions, cfg)

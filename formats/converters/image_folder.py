@@ -31,7 +31,8 @@ from formats import paths as P
 from formats import schema as S
 from formats.converters.coco import ConversionError
 from formats.dataset import DatasetWriter, Manifest, part_ranges, prior_run, provenance
-from formats.images import MAX_PIXELS, ImageError, image_size
+from formats.images import MAX_PIXELS, ImageError, image_size_under
+from formats.storage import Folder, display
 
 log = logging.getLogger("ovlabel.image_folder")
 
@@ -101,23 +102,51 @@ def list_images(root: str | os.PathLike) -> Listing:
     return Listing([n for n, _, _ in found], [(s, m) for _, s, m in found], other, rejects)
 
 
+def list_store_images(root: Folder) -> Listing:
+    """`list_images` for a folder on an object store (no symlinks there; the version is the object's ETag);
+    raises ConversionError when nothing is under `root`."""
+    found = root.find_info()
+    if not found:
+        raise ConversionError(f"{root.url}: not a folder (nothing under this prefix)")
+    names, stats, other = [], [], 0
+    for rel, size, version in found:
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue
+        if not rel.lower().endswith(EXTENSIONS):
+            other += 1
+            continue
+        names.append(rel)
+        stats.append((size, version))
+    return Listing(names, stats, other, [])
+
+
 def convert_image_folder(root: str | os.PathLike, out_dir: str | os.PathLike, cfg: ImageFolderConvertConfig, *,
                          overwrite: bool = False) -> Manifest:
     """Converts a folder of images into an OD dataset of images without boxes; returns its manifest.
 
-    Raises ConversionError when `root` is not a folder, DatasetError when `out_dir` holds another dataset."""
+    `root` and `out_dir` may be local paths or object-store URLs (`formats.storage`): a folder on a store is
+    listed by prefix and its image headers read with range requests. Raises ConversionError when `root` is
+    not a folder, DatasetError when `out_dir` holds another dataset, `formats.storage.StorageError` for an
+    unusable location."""
     if not isinstance(cfg.part_images, int) or cfg.part_images < 1:
         raise ConversionError(f"--part-images must be a positive integer, got {cfg.part_images!r}")
-    root = Path(root).resolve()
-    listing = list_images(root)
-    resume_key = {"config": asdict(cfg), "root": str(root),
+    folder = Folder(root)
+    if folder.is_local:
+        root = Path(folder.path).resolve()
+        listing = list_images(root)
+        where, file_of = str(root), lambda name: str(root / name)
+    else:
+        root = folder
+        listing = list_store_images(folder)
+        where, file_of = folder.url, folder.url_of
+    resume_key = {"config": asdict(cfg), "root": where,
                   "listing": [[n, s, m] for n, (s, m) in zip(listing.names, listing.stats)]}
     existing = prior_run(out_dir, resume_key, overwrite)
     if existing is not None:
-        log.info("%s: already converted from the same folder and settings; nothing to do", out_dir)
+        log.info("%s: already converted from the same folder and settings; nothing to do", display(out_dir))
         return existing
-    manifest = Manifest(kind="od", source=cfg.source, image_root=str(root), config=asdict(cfg),
-                        provenance=provenance([{"path": str(root), "folder": True, "images": len(listing.names)}]))
+    manifest = Manifest(kind="od", source=cfg.source, image_root=where, config=asdict(cfg),
+                        provenance=provenance([{"path": where, "folder": True, "images": len(listing.names)}]))
     writer = DatasetWriter(out_dir, manifest, overwrite=overwrite, resume_key=resume_key)
     writer.write_rejects(WALK_REJECTS, listing.rejects)
     with ThreadPoolExecutor(8) as pool:
@@ -128,7 +157,7 @@ def convert_image_folder(root: str | os.PathLike, out_dir: str | os.PathLike, cf
             names = listing.names[a:b]
             sizes = list(pool.map(lambda n: _size(root, n), names))
             ok = [i for i, s in enumerate(sizes) if isinstance(s, tuple)]
-            writer.write_rejects(name, [{"file": str(root / names[i]), "record": names[i], "reason": sizes[i][0],
+            writer.write_rejects(name, [{"file": file_of(names[i]), "record": names[i], "reason": sizes[i][0],
                                          "detail": sizes[i][1]} for i, s in enumerate(sizes) if isinstance(s, list)])
             table = pa.table({
                 "image_id": pa.array([f"{cfg.source}/{names[i]}" for i in ok], pa.string()),
@@ -161,14 +190,16 @@ def convert_image_folder(root: str | os.PathLike, out_dir: str | os.PathLike, cf
     })
 
 
-def _size(root: Path, name: str) -> tuple[int, int] | list[str]:
-    """(width, height) as displayed of ``root/name``, or [reason, detail] when it is no usable image."""
+def _size(root: Path | Folder, name: str) -> tuple[int, int] | list[str]:
+    """(width, height) as displayed of ``root/name`` (a local folder or an object-store URL), or [reason,
+    detail] when it is no usable image."""
     try:
-        w, h = image_size(root / name)
+        w, h = image_size_under(root, name)
     except ImageError as e:
         return ["unreadable image", str(e)]
+    where = root / name if isinstance(root, Path) else root.url_of(name)
     if w <= 0 or h <= 0:
-        return ["unreadable image", f"{root / name}: header size {w}x{h}"]
+        return ["unreadable image", f"{where}: header size {w}x{h}"]
     if w * h > MAX_PIXELS:
-        return ["image too large", f"{root / name}: {w}x{h} exceeds the {MAX_PIXELS:,}-pixel decoding cap"]
+        return ["image too large", f"{where}: {w}x{h} exceeds the {MAX_PIXELS:,}-pixel decoding cap"]
     return w, h

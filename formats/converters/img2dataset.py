@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from formats import schema as S
-from formats.boxes import NO_OVERLAP, clip_to_image
+from formats.boxes import NO_OVERLAP, clip_to_image, normalized_to_pixels
 from formats.dataset import (
     DatasetWriter,
     Manifest,
@@ -48,6 +48,7 @@ from formats.dataset import (
 )
 from formats.images import parquet_url, tar_url
 from formats.phrase_rules import trim_span
+from formats.storage import Folder, display
 
 log = logging.getLogger("ovlabel.img2dataset")
 
@@ -71,12 +72,11 @@ def is_img2dataset_dir(path: str | os.PathLike) -> bool:
 
 
 def shards(raw_dir: str | os.PathLike) -> list[Path]:
-    """The shards, in name order: each ``NNNNN.parquet``, and each ``NNNNN.tar`` that has no parquet beside it."""
+    """The shards, in name order (`shard_names`): each ``NNNNN.parquet``, and each ``NNNNN.tar`` that has no
+    parquet beside it. Raises `Img2DatasetError` when there is none."""
     root = Path(raw_dir)
-    parquet = sorted(root.glob("[0-9]*.parquet"))
-    stems = {p.stem for p in parquet}
-    tars = [t for t in sorted(root.glob("[0-9]*.tar")) if t.stem not in stems]
-    found = sorted(parquet + tars, key=lambda p: (p.stem, p.suffix))
+    names = [p.name for p in root.iterdir() if p.is_file()] if root.is_dir() else []
+    found = [root / n for n in shard_names(names)]
     if not found:
         raise Img2DatasetError(f"{raw_dir}: no img2dataset shards (NNNNN.parquet) nor webdataset shards (NNNNN.tar)")
     return found
@@ -108,17 +108,42 @@ def shard_keys(shard: Path) -> list[str]:
 def duplicate_keys(parts: list[Path]) -> dict[str, dict[str, str]]:
     """Shard name -> {key: name of the earlier shard holding it} for keys that an earlier shard (name order)
     already has: such a later sample is rejected (``duplicate key``), as its record would share the earlier
-    one's image_id (``SOURCE/KEY``)."""
+    one's image_id (``SOURCE/KEY``). Raises `Img2DatasetError` for an unreadable shard."""
+    return duplicates_of([(shard.name, shard_keys(shard)) for shard in parts])
+
+
+def duplicates_of(keys: list[tuple[str, list[str]]]) -> dict[str, dict[str, str]]:
+    """`duplicate_keys` from each shard's name and keys (`shard_keys`), the shards in name order."""
     first: dict[str, str] = {}
     out: dict[str, dict[str, str]] = {}
-    for shard in parts:
-        for k in shard_keys(shard):
+    for name, shard_keys_ in keys:
+        for k in shard_keys_:
             if k in first:
-                if first[k] != shard.name:
-                    out.setdefault(shard.name, {})[k] = first[k]
+                if first[k] != name:
+                    out.setdefault(name, {})[k] = first[k]
             else:
-                first[k] = shard.name
+                first[k] = name
     return out
+
+
+def shard_names(names: list[str]) -> list[str]:
+    """The shards among a folder's file names, as `shards` picks them: each ``NNNNN.parquet``, and each
+    ``NNNNN.tar`` without a parquet beside it, sorted by (stem, suffix)."""
+    def numbered(n: str, suffix: str) -> bool:
+        return n.endswith(suffix) and n[:1].isdigit()
+
+    stems = {n.removesuffix(".parquet") for n in names if numbered(n, ".parquet")}
+    found = [n for n in names if numbered(n, ".parquet") or (numbered(n, ".tar") and n.removesuffix(".tar") not in stems)]
+    return sorted(found, key=lambda n: tuple(n.rsplit(".", 1)))
+
+
+def _scan_stored_shard(item: tuple[str, str]) -> tuple[dict, list[str]]:
+    """Hashes and scans one shard of an object-store folder (URL, shard name) from a local temp copy that
+    is deleted right after: its provenance entry (the shard's URL, size, sha256) and its keys (`shard_keys`).
+    Raises `Img2DatasetError` for an unreadable shard, FileNotFoundError for a missing one."""
+    folder, name = Folder(item[0]), item[1]
+    with folder.local_copy(name) as local:
+        return input_entry(local) | {"path": folder.url_of(name)}, shard_keys(local)
 
 
 @functools.lru_cache(maxsize=4)
@@ -133,8 +158,14 @@ def folder_duplicate_keys(shard: Path) -> dict[str, str]:
 
 
 def shard_records(shard: Path, source: str, spans: str | None = None, min_score: float = 0.0,
-                  stats: dict | None = None, duplicates: dict[str, str] | None = None) -> tuple[pa.Table, list[dict]]:
+                  stats: dict | None = None, duplicates: dict[str, str] | None = None,
+                  tar_beside: bool | None = None) -> tuple[pa.Table, list[dict]]:
     """Records for the successful rows of one shard (with GRIT regions from the `spans` column), and rejects.
+
+    `tar_beside`: whether the shard's folder holds ``NNNNN.tar`` beside ``NNNNN.parquet`` (img2dataset's
+    output_format webdataset); None looks beside `shard` on disk (a temp copy of a stored shard has no
+    neighbours, so its caller says). Raises `Img2DatasetError` for an unreadable shard or one without
+    img2dataset's columns.
 
     `stats`, when given, receives ``images_rejected`` (rows rejected whole) and, with `spans`, ``boxes_clipped``
     and ``boxes_under_min_score`` (GRIT boxes clipped to the image, and left out under `min_score`). `duplicates`: this shard's keys that an earlier shard of the folder
@@ -206,7 +237,7 @@ def shard_records(shard: Path, source: str, spans: str | None = None, min_score:
     keys = t.column("key").to_pylist()
     if members is not None:  # a webdataset shard read on its own
         names = [tar_url(members[k], shard.name) for k in keys]
-    elif shard.with_suffix(".tar").exists():  # output_format webdataset
+    elif (shard.with_suffix(".tar").exists() if tar_beside is None else tar_beside):  # output_format webdataset
         names = [tar_url(f"{k}.jpg", shard.with_suffix(".tar").name) for k in keys]
     elif images_inside:
         names = [parquet_url(k, shard.name) for k in keys]
@@ -437,7 +468,7 @@ def _grit_regions(t: pa.Table, column: str, min_score: float, file: str) -> tupl
     keep = ~fit.empty & ~under
     idx = np.flatnonzero(keep)
     size = np.array([[widths[r], heights[r]] for r in owner], dtype=np.float64).reshape(-1, 2)[idx]
-    bbox = fit.xyxy[idx] * np.concatenate([size, size], axis=1)
+    bbox = normalized_to_pixels(fit.xyxy[idx], size[:, 0], size[:, 1])
     offsets = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(np.bincount(owner_a[idx], minlength=len(rows)), out=offsets[1:])
     kept_spans = [[list(spans[i])] for i in idx.tolist()]
@@ -480,36 +511,86 @@ def convert_img2dataset(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, 
 
     `map_fn(fn, items)` runs the per-shard work (default: in this process, in order); the Ray pipeline
     passes one that runs shards as parallel tasks. Parts and their rejects are written as shards finish.
+    `raw_dir` and `out_dir` may be local or on an object store (`formats.storage`). Shards on a store are
+    listed there and each is processed from a local temp copy made where it is processed and deleted right
+    after (one shard per worker on disk at a time): a first pass (through `map_fn` too) hashes each shard
+    and reads its keys, the second converts it. Inputs are recorded by URL with the same hashes as local
+    copies, and the image root is the shards' URL (workers reopen it from the environment's credentials).
+    Raises `Img2DatasetError` (no shards, an unreadable shard), `formats.dataset.DatasetError` (`out_dir`
+    holds another dataset) and FileNotFoundError (a shard gone while converting).
     """
-    raw = Path(raw_dir).resolve()
-    parts = shards(raw)
-    inputs = [input_entry(p) for p in parts]
+    folder = Folder(raw_dir)
+    run = map_fn or map
+    if folder.is_local:
+        raw = Path(folder.path).resolve()
+        parts: list[Path | str] = list(shards(raw))
+        inputs = [input_entry(p) for p in parts]
+        image_root, where = str(raw), None
+    else:
+        where = folder.url
+        # in this process the folder is reopened as given (credentials in its URL included); tasks of another
+        # process (`map_fn`: Ray) get the URL without them and use their environment's (formats.storage)
+        opened = os.fspath(raw_dir) if map_fn is None else where
+        listing = set(folder.list())
+        names = shard_names(sorted(listing))
+        if not names:
+            raise Img2DatasetError(f"{where}: no img2dataset shards (NNNNN.parquet) nor webdataset shards (NNNNN.tar)")
+        scans = list(run(_scan_stored_shard, [(opened, n) for n in names]))
+        inputs = [entry for entry, _ in scans]
+        parts, image_root = names, where
     resume_key = {"config": asdict(cfg), "inputs": [(i["path"], i["sha256"]) for i in inputs]}
     done = prior_run(out_dir, resume_key, overwrite)
     if done is not None:
+        log.info("%s: already converted from the same shards and settings; nothing to do", display(out_dir))
         return done
-    manifest = Manifest(kind="vg", source=cfg.source, image_root=str(raw), config=asdict(cfg),
+    manifest = Manifest(kind="vg", source=cfg.source, image_root=image_root, config=asdict(cfg),
                         extra_columns=list(KEEP_COLUMNS), provenance=provenance(inputs))
     writer = DatasetWriter(out_dir, manifest, overwrite=overwrite, resume_key=resume_key)
-    todo = [p for p in parts if not writer.is_done(f"part-{p.stem}.parquet")]
-    log.info("%s: %d shards, %d to convert", raw, len(parts), len(todo))
-    dups = duplicate_keys(parts)  # across all shards, so a resumed run rejects the same keys
-    work = functools.partial(_convert_shard, root=str(writer.root), source=cfg.source, spans=cfg.spans,
-                             min_score=cfg.min_score)
-    for entry, has_rejects in (map_fn or map)(work, [(p, dups.get(p.name, {})) for p in todo]):
+    todo = [p for p in parts if not writer.is_done(f"part-{Path(p).stem}.parquet")]
+    log.info("%s: %d shards, %d to convert", image_root, len(parts), len(todo))
+    # across all shards, so a resumed run rejects the same keys
+    if where is None:
+        dups = duplicate_keys(parts)
+    else:
+        dups = duplicates_of([(n, keys) for n, (_, keys) in zip(names, scans)])
+    # in this process the output folder as opened (credentials in its URL included); elsewhere its URL
+    work = functools.partial(_convert_shard, root=writer.folder if map_fn is None else str(writer.root),
+                             source=cfg.source, spans=cfg.spans,
+                             min_score=cfg.min_score, stored=None if where is None else opened)
+    # a stored img2dataset parquet shard's images are in the tar beside it when the folder lists one
+    items = [(p, dups.get(Path(p).name, {}),
+              where is not None and str(p).endswith(".parquet") and f"{Path(p).stem}.tar" in listing) for p in todo]
+    for entry, has_rejects in run(work, items):
         if has_rejects:  # recorded before the part: a finished part implies its rejects are there
             writer.add_rejects(entry["name"])
         writer.add_part(entry)
     return writer.finish(_counts(writer))
 
 
-def _convert_shard(item: tuple[Path, dict[str, str]], *, root: str, source: str, spans: str | None,
-                   min_score: float) -> tuple[dict, bool]:
-    """Converts one shard (with its keys held by earlier shards) and writes its part and rejects files (in
-    whichever process runs it)."""
-    shard, duplicates = item
+def _convert_shard(item: tuple[Path | str, dict[str, str], bool], *, root: str | Folder, source: str, spans: str | None,
+                   min_score: float, stored: str | None = None) -> tuple[dict, bool]:
+    """Converts one shard (with its keys held by earlier shards, and whether a stored parquet shard has its
+    tar beside it) and writes its part and rejects files (in whichever process runs it). `stored`: the URL of
+    the object-store folder holding the shard (named by `item`), which is then read from a local temp copy
+    deleted after. Raises `Img2DatasetError` (an unreadable shard), FileNotFoundError (a stored shard gone)."""
+    shard, duplicates, tar_beside = item
+    if stored is None:
+        return _write_shard(Path(shard), duplicates, root, source, spans, min_score)
+    folder = Folder(stored)
+    with folder.local_copy(str(shard)) as local:
+        return _write_shard(local, duplicates, root, source, spans, min_score, tar_beside=tar_beside,
+                            shown_as=folder.url_of(str(shard)))
+
+
+def _write_shard(shard: Path, duplicates: dict[str, str], root: str | Folder, source: str, spans: str | None,
+                 min_score: float, *, tar_beside: bool | None = None, shown_as: str | None = None) -> tuple[dict, bool]:
+    """`shard_records` of one shard written as its part and rejects files; `shown_as`: the shard's name in the
+    rejects (its URL, for a temp copy of a stored shard). Raises `Img2DatasetError` (an unreadable shard)."""
     stats = {"images_rejected": 0}
-    table, rejects = shard_records(shard, source, spans, min_score, stats, duplicates)
+    table, rejects = shard_records(shard, source, spans, min_score, stats, duplicates, tar_beside)
+    if shown_as is not None:  # the temp copy's path -> the shard's URL
+        local = str(shard)
+        rejects = [{k: v.replace(local, shown_as) if isinstance(v, str) else v for k, v in r.items()} for r in rejects]
     name = f"part-{shard.stem}.parquet"
     has_rejects = write_rejects_file(root, name, rejects)
     entry = write_part_file(root, name, S.conform(table, EXTRA_FIELDS))

@@ -50,6 +50,7 @@ from formats.converters.coco import ConversionError
 from formats.dataset import DatasetWriter, Manifest, part_ranges, prior_run, provenance
 from formats.digest import sha256_file
 from formats.phrase_rules import merge_phrases, trim_span
+from formats.storage import display, file_identity, local_file, read_bytes, shown
 
 log = logging.getLogger("ovlabel.odvg")
 
@@ -76,17 +77,19 @@ class _Reject(Exception):
 
 
 def read_label_map(path: str | os.PathLike) -> dict[int, str]:
-    """MMDetection's label map ``{"0": "person", ...}`` -> {label: name}; raises ConversionError."""
+    """MMDetection's label map ``{"0": "person", ...}`` (a local path or an object-store URL) -> {label: name};
+    raises ConversionError."""
+    shown_as = shown(path)
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(read_bytes(path).decode("utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConversionError(f"{path}: unreadable label map: {e}") from None
+        raise ConversionError(f"{shown_as}: unreadable label map: {e}") from None
     if not isinstance(data, dict):
-        raise ConversionError(f"{path}: a label map is a JSON object {{\"0\": \"name\", ...}}")
+        raise ConversionError(f"{shown_as}: a label map is a JSON object {{\"0\": \"name\", ...}}")
     out: dict[int, str] = {}
     for k, v in data.items():
-        if not (isinstance(k, str) and k.isdigit() and str(int(k)) == k) or not isinstance(v, str) or not v:
-            raise ConversionError(f"{path}: entry {k!r}: {v!r}: keys are labels 0, 1, ... and values category names")
+        if not (isinstance(k, str) and k.isdecimal() and str(int(k)) == k) or not isinstance(v, str) or not v:
+            raise ConversionError(f"{shown_as}: entry {k!r}: {v!r}: keys are labels 0, 1, ... and values category names")
         out[int(k)] = v
     return out
 
@@ -95,34 +98,38 @@ def convert_odvg(jsonl: str | os.PathLike, out_dir: str | os.PathLike, cfg: Odvg
                  overwrite: bool = False) -> Manifest:
     """Converts one ODVG JSON-lines file into a dataset directory (OD or VG); returns its manifest.
 
-    Raises FileNotFoundError for a missing input, ConversionError for an unreadable label map or a file
-    with no OD or VG record, DatasetError when `out_dir` holds another dataset."""
-    path = Path(jsonl)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+    `jsonl`, ``cfg.label_map``, ``cfg.image_root`` and `out_dir` may be local paths or object-store URLs
+    (`formats.storage`; a file on a store is copied to a local temp file to be read). Raises FileNotFoundError
+    for a missing input, ConversionError for an unreadable label map or a file with no OD or VG record,
+    DatasetError when `out_dir` holds another dataset, `formats.storage.StorageError` for an unusable
+    location."""
+    info = file_identity(jsonl)
+    label_map_at = cfg.label_map  # read from where it was given (a URL's credentials kept for reading)
     if cfg.image_root is not None:
-        cfg.image_root = str(Path(cfg.image_root).resolve())
-    if cfg.label_map is not None:
-        cfg.label_map = str(Path(cfg.label_map).resolve())
-    st = path.stat()
-    key = {"config": asdict(cfg), "input": [str(path.resolve()), st.st_size, st.st_mtime_ns]}
-    if cfg.label_map is not None:
-        lst = Path(cfg.label_map).stat()
-        key["label_map"] = [lst.st_size, lst.st_mtime_ns]
+        cfg.image_root = display(cfg.image_root)
+    key: dict = {"config": asdict(cfg), "input": list(info)}
+    if label_map_at is not None:
+        lm = file_identity(label_map_at)
+        cfg.label_map = lm.location
+        key["config"] = asdict(cfg)
+        key["label_map"] = [lm.size, lm.version]
     existing = prior_run(out_dir, key, overwrite)
     if existing is not None:
-        log.info("%s: already converted from the same input and settings; nothing to do", out_dir)
+        log.info("%s: already converted from the same input and settings; nothing to do", display(out_dir))
         return existing
-    label_map = read_label_map(cfg.label_map) if cfg.label_map is not None else None
+    label_map = read_label_map(label_map_at) if label_map_at is not None else None
+    path = shown(jsonl)
     conv = _Converter(str(path), label_map)
-    conv.read(path)
+    with local_file(jsonl) as local:
+        conv.read(local)
+        digest = sha256_file(local)
     if conv.kind is None:
         raise ConversionError(f"{path}: no record with 'detection' or 'grounding'; nothing to convert")
 
-    inputs = [{"path": str(path.resolve()), "size": st.st_size, "sha256": sha256_file(path)}]
-    if cfg.label_map is not None:
-        inputs.append({"path": cfg.label_map, "size": Path(cfg.label_map).stat().st_size,
-                       "sha256": sha256_file(cfg.label_map)})
+    inputs = [{"path": info.location, "size": info.size, "sha256": digest}]
+    if label_map_at is not None:
+        with local_file(label_map_at) as local:
+            inputs.append({"path": lm.location, "size": lm.size, "sha256": sha256_file(local)})
     extra = [PHRASES_FIELD] if conv.kind == "vg" else []
     manifest = Manifest(kind=conv.kind, source=cfg.source, image_root=cfg.image_root, config=asdict(cfg),
                         categories=conv.categories(), extra_columns=[f.name for f in extra],
@@ -178,7 +185,8 @@ class _Converter:
                 self.records_in += 1
                 where = f"line {lineno}"
                 try:
-                    rec = json.loads(raw.decode("utf-8"))
+                    # a byte-order mark (files saved on Windows) opens the first line: no part of its JSON
+                    rec = json.loads(raw.decode("utf-8-sig" if lineno == 1 else "utf-8"))
                 except (UnicodeDecodeError, json.JSONDecodeError) as e:
                     self.reject(where, _Reject("invalid json", str(e)))
                     continue
@@ -241,7 +249,7 @@ class _Converter:
         """(label, category name) of an OD instance, checked against the label map or the names seen."""
         raw, category = obj.get("label"), obj.get("category")
         label = raw if isinstance(raw, int) and not isinstance(raw, bool) else \
-            int(raw) if isinstance(raw, str) and raw.isdigit() else None
+            int(raw) if isinstance(raw, str) and raw.isdecimal() else None  # isdigit: '¹', which int() refuses
         if label is None or label < 0:
             raise _Reject("invalid label", f"label={raw!r}")
         if category is not None and not isinstance(category, str):

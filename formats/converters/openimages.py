@@ -17,8 +17,10 @@ inside the image is dropped (``no overlap with image``), by the rule of every co
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,7 +35,9 @@ from formats.boxes import NO_OVERLAP, clip_to_image
 from formats.converters.coco import ConversionError
 from formats.converters.common import Rejects
 from formats.dataset import DatasetWriter, Manifest, input_entry, part_ranges, prior_run, provenance
-from formats.images import image_size
+from formats.images import image_size_under
+from formats.query import connect
+from formats.storage import Folder, display, shown, split_location
 
 log = logging.getLogger("ovlabel.openimages")
 
@@ -53,49 +57,75 @@ class OpenImagesConvertConfig:
     part_images: int = 100_000
 
 
-def find_inputs(ann_dir: Path, split: str) -> tuple[Path, Path]:
-    """The box CSV of `split` and the class descriptions in `ann_dir`."""
-    boxes = sorted(ann_dir.glob(f"*{split}-annotations-bbox.csv"))
-    classes = sorted(ann_dir.glob("*class-descriptions-boxable.csv")) or sorted(ann_dir.glob("*class-descriptions.csv"))
+def find_inputs(ann_dir: Folder, split: str) -> tuple[str, str]:
+    """The names of the box CSV of `split` and of the class descriptions in `ann_dir` (local or on a store)."""
+    names = ann_dir.list()
+    boxes = fnmatch.filter(names, f"*{split}-annotations-bbox.csv")
+    classes = fnmatch.filter(names, "*class-descriptions-boxable.csv") or fnmatch.filter(names, "*class-descriptions.csv")
     if len(boxes) != 1:
-        raise ConversionError(f"{ann_dir}: expected one *{split}-annotations-bbox.csv, found {len(boxes)}")
+        raise ConversionError(f"{ann_dir.url}: expected one *{split}-annotations-bbox.csv, found {len(boxes)}")
     if not classes:
-        raise ConversionError(f"{ann_dir}: no class-descriptions-boxable.csv")
+        raise ConversionError(f"{ann_dir.url}: no class-descriptions-boxable.csv")
     return boxes[0], classes[0]
 
 
 def convert_openimages(ann_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg: OpenImagesConvertConfig, *,
                        overwrite: bool = False) -> Manifest:
-    """Converts Open Images box annotations of one split into an ODVG OD dataset directory."""
-    ann_dir = Path(ann_dir)
+    """Converts Open Images box annotations of one split into an ODVG OD dataset directory.
+
+    `ann_dir`, ``cfg.image_root``, ``cfg.sizes`` and `out_dir` may be local paths or object-store URLs
+    (`formats.storage`): CSVs on a store are copied to local temp files for duckdb, image headers are read
+    with range requests. Raises `ConversionError` (bad settings or CSVs; a message names the file by its path
+    or URL), `formats.storage.StorageError` (an unusable location)."""
+    folder = Folder(ann_dir)
     if cfg.group_of not in GROUP_OF:
         raise ConversionError(f"--group-of must be one of {GROUP_OF}, not {cfg.group_of!r}")
     if cfg.image_root is None and cfg.sizes is None:
         raise ConversionError("give --image-root (sizes are read from the image headers) or --sizes")
-    cfg.image_root = str(Path(cfg.image_root).resolve()) if cfg.image_root else None
-    box_csv, class_csv = find_inputs(ann_dir, cfg.split)
-    files = [box_csv, class_csv] + ([Path(cfg.sizes)] if cfg.sizes else [])
-    inputs = [input_entry(f) for f in files]
+    image_root_at = cfg.image_root  # read from where it was given (a URL's credentials kept for reading)
+    cfg.image_root = display(cfg.image_root) if cfg.image_root else None
+    box_name, class_name = find_inputs(folder, cfg.split)
+    files = [(folder, box_name), (folder, class_name)] + ([split_location(cfg.sizes)] if cfg.sizes else [])
+    with ExitStack() as stack:
+        local = [stack.enter_context(f.local_copy(n)) for f, n in files]
+        shown_as = {str(p): (str(Path(f.path) / n) if f.is_local else f.url_of(n)) for p, (f, n) in zip(local, files)}
+        inputs = [input_entry(p) | ({} if f.is_local else {"path": f.url_of(n)}) for p, (f, n) in zip(local, files)]
+        if cfg.sizes:
+            cfg.sizes = str(shown(cfg.sizes))  # recorded without credentials
+        try:
+            return _convert(local, shown_as[str(local[0])], inputs, out_dir, cfg, image_root_at, overwrite)
+        except ConversionError as e:  # name the inputs as given, not their temp copies
+            message = str(e)
+            for tmp, name in shown_as.items():
+                message = message.replace(tmp, name)
+            raise ConversionError(message) from None
+
+
+def _convert(local: list[Path], box_name: str, inputs: list[dict], out_dir, cfg: OpenImagesConvertConfig, image_root_at,
+             overwrite: bool) -> Manifest:
+    """`convert_openimages` once its CSVs are local files (`local`: boxes, classes, sizes when given;
+    `box_name`: the box CSV as rejects name it)."""
+    box_csv, class_csv = local[0], local[1]
     resume_key = {"config": asdict(cfg), "inputs": [(i["path"], i["sha256"]) for i in inputs]}
     done = prior_run(out_dir, resume_key, overwrite)
     if done is not None:
         return done
 
-    con = duckdb.connect()
+    con = connect()  # with the box macros (formats.boxes.SQL_MACROS)
     cats = _categories(con, class_csv)
     con.execute("CREATE TABLE classes AS SELECT * FROM (VALUES " + ", ".join(
         f"({c['label']}, '{c['id']}')" for c in cats) + ") t(label, mid)")
-    rej = Rejects(str(box_csv))
+    rej = Rejects(box_name)
     _load_boxes(con, box_csv, rej)
     clipped = _reject_boxes(con, cfg, rej)
     images = con.sql("SELECT image_id FROM good GROUP BY image_id ORDER BY image_id").to_arrow_table()
     ids = images.column("image_id").to_pylist()
-    sizes = _sizes(con, ids, cfg, rej)
+    sizes = _sizes(con, ids, local[2] if cfg.sizes else None, image_root_at, rej)
     con.register("sizes_t", sizes)
     t = con.sql("""
         SELECT g.image_id, s.width, s.height,
                list(g.label ORDER BY g.line) AS labels, list(g.mid ORDER BY g.line) AS mids,
-               list([g.xmin * s.width, g.ymin * s.height, g.xmax * s.width, g.ymax * s.height] ORDER BY g.line) AS boxes
+               list(normalized_to_pixels([g.xmin, g.ymin, g.xmax, g.ymax], s.width, s.height) ORDER BY g.line) AS boxes
         FROM good g JOIN sizes_t s USING (image_id)
         GROUP BY g.image_id, s.width, s.height ORDER BY g.image_id""").to_arrow_table()
 
@@ -280,14 +310,16 @@ def _reject_boxes(con: duckdb.DuckDBPyConnection, cfg: OpenImagesConvertConfig, 
     return int(con.execute("SELECT count(*) FROM good WHERE clipped").fetchall()[0][0])
 
 
-def _sizes(con: duckdb.DuckDBPyConnection, ids: list[str], cfg: OpenImagesConvertConfig, rej: Rejects) -> pa.Table:
-    """width/height of each image: from the sizes file, else from the image headers (parallel)."""
-    if cfg.sizes:
+def _sizes(con: duckdb.DuckDBPyConnection, ids: list[str], sizes: Path | None, image_root: str | None,
+           rej: Rejects) -> pa.Table:
+    """width/height of each image: from the (local) sizes file, else from the image headers under `image_root`
+    (a local folder or on an object store; parallel)."""
+    if sizes:
         try:
             t = con.sql(f"""SELECT ImageID AS image_id, CAST(width AS INTEGER) AS width, CAST(height AS INTEGER) AS height
-                                FROM read_csv('{cfg.sizes}', header=true)""").to_arrow_table()
+                                FROM read_csv('{sizes}', header=true)""").to_arrow_table()
         except duckdb.Error as e:
-            raise ConversionError(f"{cfg.sizes}: not an ImageID,width,height CSV: {_short(e)}") from None
+            raise ConversionError(f"{sizes}: not an ImageID,width,height CSV: {_short(e)}") from None
         lut = dict(zip(t.column("image_id").to_pylist(), zip(t.column("width").to_pylist(), t.column("height").to_pylist())))
         found = {i: lut.get(i) for i in ids}
     else:
@@ -295,7 +327,7 @@ def _sizes(con: duckdb.DuckDBPyConnection, ids: list[str], cfg: OpenImagesConver
 
         def read(i: str):
             try:
-                return i, image_size(Path(cfg.image_root) / f"{i}.jpg")
+                return i, image_size_under(image_root, f"{i}.jpg")
             except (OSError, ValueError) as e:
                 return i, e
 

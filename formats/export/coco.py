@@ -20,7 +20,8 @@ whose ids overlap), every annotation is numbered 1..N in record and region order
 VG datasets export in the CC3M-Lite style YOLO-World reads (``YOLOv5MixedGroundingDataset`` and
 ``YOLOv5GeneralGroundingDataset``): images carry ``caption``; annotations carry ``tokens`` (the phrase)
 and ``tokens_positive`` (its character spans); one category per distinct phrase.
-Images and annotations are written by duckdb as JSON arrays and joined into one object on disk.
+Images and annotations are written by duckdb as JSON arrays and joined into one object on disk. The dataset and
+the output file may be local or on an object store (`formats.storage`: ``s3://``, ``gs://``).
 """
 
 from __future__ import annotations
@@ -35,15 +36,15 @@ from formats.dataset import Dataset, Manifest, atomic_path
 from formats.export.images import register_export_records
 from formats.phrase_rules import phrase_key
 from formats.query import connect
+from formats.storage import is_url, shown
 
 
 def coco_categories(ds: Dataset, con) -> list[dict]:
     """COCO categories: the label map (the source's category ids, `Manifest.category_ids`, with the fields the
-    manifest kept) for OD data, one per distinct phrase for VG data
-    (`phrase_categories`: texts that differ only in case or whitespace are one category)."""
+    manifest kept) for OD data, `vg_categories` for VG data."""
     if ds.manifest.kind == "od":
         return od_categories(ds.manifest)
-    return phrase_categories(con)[0]
+    return vg_categories(ds, con)[0]
 
 
 def od_categories(manifest: Manifest) -> list[dict]:
@@ -54,27 +55,52 @@ def od_categories(manifest: Manifest) -> list[dict]:
              **{k: v for k, v in c.items() if k not in ("label", "id", "name")}} for c in manifest.categories]
 
 
-def phrase_categories(con) -> tuple[list[dict], dict[str, int]]:
+def vg_categories(ds: Dataset, con) -> tuple[list[dict], dict[str, int]]:
+    """VG categories and each phrase text's category id: one per distinct phrase (`phrase_categories`). A VG
+    dataset with a label map (pseudo labels of the vocabulary union: `ovlabel pseudo --classes` on captions)
+    lists its classes first, with their OD ids (`od_categories`); a phrase that is one of a class's texts (name
+    or synonym, by `phrase_key`) is that class, the other phrases follow with ids after the largest."""
+    classes = od_categories(ds.manifest) if ds.manifest.categories else []
+    ids = ds.manifest.category_ids() if classes else {}
+    keys: dict[str, int] = {}
+    for c in ds.manifest.categories if classes else []:
+        for t in [c["name"], *(c.get("synonyms") or [])]:
+            keys.setdefault(phrase_key(t), ids[int(c["label"])])
+    cats, text_ids = phrase_categories(con, first_id=max(ids.values(), default=0) + 1, classes=keys)
+    return classes + cats, text_ids
+
+
+def phrase_categories(con, first_id: int = 1, classes: dict[str, int] | None = None
+                      ) -> tuple[list[dict], dict[str, int]]:
     """VG categories, one per `phrase_key` (case folded, whitespace collapsed), named by the first text seen
-    (record order, then region order; ids in name order), and each phrase text's category id.
+    (record order, then region order; ids from `first_id` in name order), and each phrase text's category id.
+    A phrase whose key is in `classes` (key -> category id) is that category instead of one of its own.
 
     `con` has the view ``records`` with ``_ord`` (`register_records(..., with_order=True)`).
     """
+    classes = classes or {}
     rows = con.execute("""
         WITH b AS (SELECT _ord, generate_subscripts(regions, 1) AS k, unnest(regions) AS r FROM records)
         SELECT r.phrase, min(_ord::HUGEINT * 4294967296 + k) AS first FROM b
         WHERE r.phrase IS NOT NULL GROUP BY 1 ORDER BY 2, 1""").fetchall()
     name: dict[str, str] = {}
     for text, _ in rows:
-        name.setdefault(phrase_key(text), text)
-    ids = {n: i + 1 for i, n in enumerate(sorted(name.values()))}
-    return [{"id": i, "name": n} for n, i in ids.items()], {t: ids[name[phrase_key(t)]] for t, _ in rows}
+        if phrase_key(text) not in classes:
+            name.setdefault(phrase_key(text), text)
+    ids = {n: first_id + i for i, n in enumerate(sorted(name.values()))}
+    text_ids = {t: classes[phrase_key(t)] if phrase_key(t) in classes else ids[name[phrase_key(t)]] for t, _ in rows}
+    return [{"id": i, "name": n} for n, i in ids.items()], text_ids
 
 
 def export_coco(dataset_dir: str | os.PathLike, out: str | os.PathLike, *,
                 images_dir: str | os.PathLike | None = None, tar_paths: bool = False,
-                training: bool = False) -> dict:
+                training: bool = False, view: str | None = None) -> dict:
     """Writes the dataset as one COCO JSON file; returns counts.
+
+    `view` (a VG dataset with a label map: the vocabulary union of ``ovlabel pseudo --classes``): ``"od"``
+    writes its class regions with the label map's categories (a detection file), ``"vg"`` its regions with
+    caption spans (a grounding file: YOLO-World's grounding reader reads every annotation's
+    ``tokens_positive``); None writes every region, classes first in the categories (`vg_categories`).
 
     `images_dir`: write images kept inside img2dataset shards there and name them relative to it
     (`formats.export.images`); without it such datasets are refused unless `tar_paths`. `training`: leave
@@ -83,8 +109,12 @@ def export_coco(dataset_dir: str | os.PathLike, out: str | os.PathLike, *,
     ds = Dataset(dataset_dir).require_complete()
     con = connect()
     image_counts = register_export_records(con, ds, images_dir, with_order=True, tar_paths=tar_paths)
-    vg = ds.manifest.kind == "vg"
-    cats = coco_categories(ds, con)
+    if view not in (None, "od", "vg") or (view == "od" and not ds.manifest.categories) or \
+            (view == "vg" and ds.manifest.kind != "vg"):  # an OD dataset has no spans: an empty file
+        raise ValueError(f"{ds.root}: no {view!r} view of this {ds.manifest.kind.upper()} dataset"
+                         f"{'' if ds.manifest.categories else ' without a label map'}")
+    vg = ds.manifest.kind == "vg" and view != "od"
+    cats = od_categories(ds.manifest) if not vg else None
     cols = set(ds.manifest.extra_columns)
     image_id = _image_id_sql(con, cols)
     label_to_id = _label_map_sql(ds.manifest.category_ids())
@@ -95,10 +125,12 @@ def export_coco(dataset_dir: str | os.PathLike, out: str | os.PathLike, *,
     if vg:
         extra_img += ", caption"
     if vg:
-        cats, text_ids = phrase_categories(con)  # twins in case/whitespace share their category
+        cats, text_ids = vg_categories(ds, con)  # twins in case/whitespace share their category
         con.execute("CREATE TEMP TABLE phrase_ids AS SELECT unnest($1::VARCHAR[]) AS phrase, "
                     "unnest($2::BIGINT[]) AS cid", [list(text_ids), list(text_ids.values())])
         category = "p.cid"
+        if ds.manifest.categories:  # the vocabulary union: a class region is its class, whatever its phrase
+            category = f"coalesce(CASE WHEN b.r.label IS NOT NULL THEN {label_to_id.format('b.r.label')} END, p.cid)"
         join = "LEFT JOIN phrase_ids p ON p.phrase = b.r.phrase"
         extra_ann = ", b.r.phrase AS tokens, b.r.tokens_positive AS tokens_positive"
     else:
@@ -108,8 +140,10 @@ def export_coco(dataset_dir: str | os.PathLike, out: str | os.PathLike, *,
     origins = {o for p in ds.manifest.parts for o in p.get("origins", {})}
     if "ignore" in origins and not training:
         extra_ann += ", (b.r.origin = 'ignore')::INTEGER AS ignore"
-    where = "WHERE b.r.origin NOT IN ('crowd', 'ignore')" if training else ""
-    with tempfile.TemporaryDirectory(dir=Path(out).parent) as tmp:
+    keep = (["b.r.origin NOT IN ('crowd', 'ignore')"] if training else []) + \
+        {"od": ["b.r.label IS NOT NULL"], "vg": ["b.r.tokens_positive IS NOT NULL"], None: []}[view]
+    where = f"WHERE {' AND '.join(keep)}" if keep else ""
+    with tempfile.TemporaryDirectory(dir=None if is_url(str(out)) else Path(out).parent) as tmp:
         images, anns = Path(tmp) / "images.json", Path(tmp) / "annotations.json"
         _write_images(con, images, f"""SELECT {image_id} AS id, file_name, width, height{extra_img},
                                         image_id AS ovlabel_id FROM records ORDER BY _ord""")
@@ -118,8 +152,7 @@ def export_coco(dataset_dir: str | os.PathLike, out: str | os.PathLike, *,
             WITH b AS (SELECT _ord, {image_id} AS image_id, generate_subscripts(regions, 1) AS k,
                               unnest(regions) AS r FROM records)
             SELECT {ann_id} AS id, b.image_id, {category} AS category_id,
-                   [b.r.bbox[1], b.r.bbox[2], b.r.bbox[3] - b.r.bbox[1], b.r.bbox[4] - b.r.bbox[2]] AS bbox,
-                   coalesce(b.r.area, (b.r.bbox[3] - b.r.bbox[1]) * (b.r.bbox[4] - b.r.bbox[2])) AS area,
+                   xyxy_to_xywh(b.r.bbox) AS bbox, coalesce(b.r.area, xyxy_area(b.r.bbox)) AS area,
                    (b.r.origin = 'crowd')::INTEGER AS iscrowd{extra_ann}
             FROM b {join} {where} ORDER BY b._ord, b.k) TO '{anns}' (FORMAT JSON, ARRAY true)""")
         info = {"description": f"ovlabel export of {ds.root.name}", "source": ds.manifest.source,
@@ -133,7 +166,7 @@ def export_coco(dataset_dir: str | os.PathLike, out: str | os.PathLike, *,
                     shutil.copyfileobj(src, f, 16 << 20)
             f.write(b"}\n")
     totals = ds.manifest.totals()
-    return {"file": Path(out), "images": totals["images"], "annotations": int(n_anns), "categories": len(cats),
+    return {"file": shown(out), "images": totals["images"], "annotations": int(n_anns), "categories": len(cats),
             **image_counts}
 
 

@@ -15,6 +15,7 @@ an earlier export are removed, so a re-export of other records changes the cache
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -23,9 +24,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from formats.dataset import Dataset, atomic_path, atomic_write_bytes
+from formats.dataset import Dataset
 from formats.export.images import register_export_records, with_exported_names
 from formats.query import connect
+from formats.storage import Folder, NotLocalError, shown
 
 
 def hf_features(schema: pa.Schema):
@@ -63,12 +65,19 @@ def export_hf(dataset_dir: str | os.PathLike, out: str | os.PathLike, push_to_hu
     """Writes DIR/data/train-*.parquet with declared features and a README; optionally uploads to the Hub.
 
     `images_dir`: write images kept inside img2dataset shards there and name them relative to it
-    (`formats.export.images`); without it such datasets are refused (`ShardImagesError`) unless `tar_paths`."""
+    (`formats.export.images`); without it such datasets are refused (`ShardImagesError`) unless `tar_paths`.
+    `out` may be a local folder or an object-store URL (`formats.storage`); uploading to the Hub needs a local
+    folder (`formats.storage.NotLocalError` otherwise, before anything is written). Raises
+    `formats.dataset.DatasetError` (no complete dataset), `formats.storage.StorageError` (an unusable
+    location)."""
+    folder = Folder(out)
+    if push_to_hub and not folder.is_local:
+        raise NotLocalError(f"{folder.url}: --push-to-hub uploads a local folder (huggingface_hub's upload_folder); "
+                            "export to a local folder to push it")
     ds = Dataset(dataset_dir).require_complete()
     con = connect()
     image_counts = register_export_records(con, ds, images_dir, tar_paths=tar_paths)
-    out = Path(out)
-    (out / "data").mkdir(parents=True, exist_ok=True)
+    folder.makedirs("data")
     n = len(ds.part_paths)
     fp = export_fingerprint(ds, images_dir)
     features = None
@@ -81,13 +90,13 @@ def export_hf(dataset_dir: str | os.PathLike, out: str | os.PathLike, push_to_hu
             table = with_exported_names(con, table)
         table = table.select(list(features.keys())).cast(features.arrow_schema)
         name = f"train-{fp}-{i:05d}-of-{n:05d}.parquet"
-        with atomic_path(out / "data" / name) as tmp:
+        with folder.atomic_path(f"data/{name}") as tmp:
             pq.write_table(table, tmp, compression="zstd")
         written.add(name)
         rows += table.num_rows
-    for old in (out / "data").glob("train-*.parquet"):  # an earlier export's shards would be read with these
-        if old.name not in written:
-            old.unlink()
+    for old in fnmatch.filter(folder.list("data"), "train-*.parquet"):  # an earlier export's: read with these
+        if old not in written:
+            folder.rm(f"data/{old}")
     m = ds.manifest
     where = f"the image root `{m.image_root}`"
     if images_dir is not None:
@@ -109,14 +118,14 @@ are `[start, end)` character spans into `caption`. Regions of `origin` `crowd` o
 only (the source's `iscrowd` / `ignore` annotations): leave them out when training. Images are referenced by
 `file_name` relative to {where}, not embedded.
 
-Load it with `datasets.load_dataset("{out}", split="train")`; after re-exporting into this folder, add
+Load it with `datasets.load_dataset("{folder.url}", split="train")`; after re-exporting into this folder, add
 `download_mode="force_redownload"` to be sure no cached copy of an earlier export is served.
 """
-    atomic_write_bytes(out / "README.md", card.encode())
+    folder.write_bytes("README.md", card.encode())
     if push_to_hub:
         from huggingface_hub import HfApi
 
         api = HfApi()
         api.create_repo(push_to_hub, repo_type="dataset", private=private, exist_ok=True)
-        api.upload_folder(folder_path=str(out), repo_id=push_to_hub, repo_type="dataset")
-    return {"dir": out, "rows": rows, "shards": n, "fingerprint": fp, "pushed_to": push_to_hub, **image_counts}
+        api.upload_folder(folder_path=str(folder.path), repo_id=push_to_hub, repo_type="dataset")
+    return {"dir": shown(out), "rows": rows, "shards": n, "fingerprint": fp, "pushed_to": push_to_hub, **image_counts}

@@ -24,8 +24,9 @@ import pyarrow.compute as pc
 
 from formats import paths as P
 from formats.dataset import Dataset
-from formats.images import read_image_bytes, split_parquet_url, split_tar_url
+from formats.images import read_image_bytes, split_parquet_url, split_tar_url, store_root
 from formats.query import register_records
+from formats.storage import Folder, NotLocalError, display, is_url
 
 
 def local_name(file_name: str) -> str | None:
@@ -46,15 +47,20 @@ def local_name(file_name: str) -> str | None:
 def write_images(ds: Dataset, names: list[str], images_dir: str | os.PathLike, *,
                  workers: int | None = None) -> tuple[pa.Table, dict]:
     """Writes the shard images among the dataset's file `names` under `images_dir`; returns (file_name ->
-    exported name, counts)."""
+    exported name, counts). Raises `formats.storage.NotLocalError` for an `images_dir` on an object store (a
+    trainer opens the images as local files), `ImagesDirConflict`, `formats.images.ImageError`."""
+    if is_url(os.fspath(images_dir)) and not Folder(os.fspath(images_dir)).is_local:
+        raise NotLocalError(f"--images-dir {display(images_dir)}: shard images are written out for a trainer to "
+                            "open as local files; give a local folder")
     root = Path(images_dir)
     image_root = ds.manifest.image_root or "."
+    store = store_root(image_root)
     by_shard: dict[str, list[tuple[str, str]]] = defaultdict(list)
     exported: dict[str, str] = {}
     for name in names:
         local = local_name(name)
         if local is None:
-            exported[name] = str(P.resolve(image_root, name))
+            exported[name] = store.url_of(name) if store is not None else str(P.resolve(image_root, name))
         else:
             exported[name] = local
             by_shard[str(PurePosixPath(local).parent)].append((name, local))

@@ -8,18 +8,22 @@
   first text of each class.
 - for VG data, ``grounding.json``: the COCO file with ``caption``/``tokens``/``tokens_positive`` that
   ``YOLOv5MixedGroundingDataset`` and ``YOLOv5GeneralGroundingDataset`` read (training data: crowd and
-  ignore regions left out).
+  ignore regions left out; only regions with caption spans, since that reader reads every annotation's
+  ``tokens_positive``).
+- for VG data with a label map (the vocabulary union of ``ovlabel pseudo --classes`` on captions): the
+  grounding file of its phrase regions, ``detection.json`` (COCO, the label map's categories) of its class
+  regions, and ``class_texts.json`` of the classes, for a ``MultiModalDataset`` over ``detection.json``.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 from formats.dataset import Dataset, atomic_write_json
 from formats.export.coco import coco_categories, export_coco
 from formats.query import connect, register_records
+from formats.storage import Folder, inside, shown
 
 _QUALIFIED = re.compile(r"^(?P<bare>.+?)[_\s]*\((?P<qualifier>[^()]+)\)")
 
@@ -58,21 +62,26 @@ def class_texts(category: dict) -> list[str]:
 
 def export_yolo_world(dataset_dir: str | os.PathLike, out: str | os.PathLike, *,
                       images_dir: str | os.PathLike | None = None, tar_paths: bool = False) -> dict:
-    """Writes class_texts.json (and grounding.json for VG data) into the folder `out`; `images_dir` as for
-    `export_coco`."""
+    """Writes class_texts.json (and grounding.json for VG data, detection.json too for VG data with a label
+    map) into the folder `out` (a local folder or an object-store URL, `formats.storage`); `images_dir` as for
+    `export_coco`. Raises `formats.dataset.DatasetError` (no complete dataset), `ShardImagesError` (shard
+    images without `images_dir` or `tar_paths`), `formats.storage.StorageError` (an unusable location)."""
     ds = Dataset(dataset_dir).require_complete()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if ds.manifest.kind == "od":
+    Folder(out).makedirs()
+    if ds.manifest.kind == "od" or ds.manifest.categories:
         texts = [class_texts(c) for c in ds.manifest.categories]
-        result = {"class_texts": out / "class_texts.json", "classes": len(texts)}
     else:
         con = connect()
         register_records(con, ds, with_order=True)
         texts = [[c["name"]] for c in coco_categories(ds, con)]
-        grounding = export_coco(dataset_dir, out / "grounding.json", images_dir=images_dir, tar_paths=tar_paths,
-                                training=True)
-        result = {"class_texts": out / "class_texts.json", "classes": len(texts),
-                  **{f"grounding_{k}": v for k, v in grounding.items()}}
-    atomic_write_json(out / "class_texts.json", texts)
+    result = {"class_texts": shown(inside(out, "class_texts.json")), "classes": len(texts)}
+    if ds.manifest.kind == "vg":
+        grounding = export_coco(dataset_dir, inside(out, "grounding.json"), images_dir=images_dir,
+                                tar_paths=tar_paths, training=True, view="vg")
+        result |= {f"grounding_{k}": v for k, v in grounding.items()}
+        if ds.manifest.categories:
+            det = export_coco(dataset_dir, inside(out, "detection.json"), images_dir=images_dir,
+                              tar_paths=tar_paths, training=True, view="od")
+            result |= {f"detection_{k}": v for k, v in det.items()}
+    atomic_write_json(inside(out, "class_texts.json"), texts)
     return result

@@ -119,7 +119,7 @@ def test_resume_keys_of_unchanged_configs_are_unchanged(tmp_path):
     p.write_text(json.dumps(doc))
     flags = dict(detector=None, clip=None, box_threshold=None, round=None, images_per_part=None, top_k=None,
                  candidate_nms_iou=None, extract_phrases=False, det_threshold=None, fused_threshold=None,
-                 image_threshold=None)
+                 image_threshold=None, objectness_threshold=None)
     new = pseudo_config(argparse.Namespace(config=str(p), **flags))
     old = PseudoConfig(**{k: v for k, v in doc.items() if k != "filter"})  # the loader before formats/config.py
     old.filter = FilterConfig(**doc["filter"]).to_dict()
