@@ -76,7 +76,7 @@ def detect_query_class(detector, image, names: list[str], k: int) -> tuple[np.nd
 def phrase_detections(detector, image, caption: str, spans: list[tuple[int, int]]):
     """Detections for a caption prompt in which every query appears under every phrase with that phrase's
     score (MDETR ranks all queries per phrase); ``phrase`` indexes `spans`."""
-    from detector.grounding import Detections
+    from formats.detections import Detections
 
     if hasattr(detector, "pair_scores"):
         b, s = detector.pair_scores(image, [caption[a:e] for a, e in spans])

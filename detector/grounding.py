@@ -9,8 +9,8 @@ Two entry points share one device path (``propose``): the pseudo-labeling actor 
 token ranges made by the CPU stages; ``detect(images, phrases)`` (evaluation) makes them itself from PIL
 images with the same resize rule and the same prompt tokenization.
 
-The parts every backend shares live here: `Detections`, `Proposals`, `select_candidates` (threshold, size,
-top-k, per-phrase NMS) and `CanvasDetector.detect`. OWLv2 (``detector.owlv2.Owlv2Detector``) is the other
+The parts every backend shares live here: `Proposals`, `select_candidates` (threshold, size,
+top-k, per-phrase NMS) and `CanvasDetector.detect` (one `formats.detections.Detections` per image). OWLv2 (``detector.owlv2.Owlv2Detector``) is the other
 backend; ``detector.backends.load_detector`` picks one from the checkpoint's config.
 """
 
@@ -22,35 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.models import DEFAULT_DETECTOR, autocast, load_pretrained, pick_device
+from formats.detections import Detections
 
 log = logging.getLogger("ovlabel.detector")
-
-
-@dataclass
-class Detections:
-    """Boxes of one image: ``boxes`` (N, 4) xyxy pixels, ``scores`` (N,), ``phrase`` (N,) phrase index."""
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    phrase: np.ndarray
-
-    @classmethod
-    def empty(cls) -> Detections:
-        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    def __getitem__(self, mask) -> Detections:
-        return Detections(self.boxes[mask], self.scores[mask], self.phrase[mask])
-
-    @classmethod
-    def concat(cls, parts: list[Detections]) -> Detections:
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return cls.empty()
-        return cls(np.concatenate([p.boxes for p in parts]), np.concatenate([p.scores for p in parts]),
-                   np.concatenate([p.phrase for p in parts]))
 
 
 @dataclass

@@ -16,7 +16,7 @@ normalised ``xyxy`` (0..1)             GRIT, Open Images                        
 Every function takes an array-like of shape ``(N, 4)`` (or one box of shape ``(4,)``) and returns a float64
 ``(N, 4)`` array; the image size is in pixels, a scalar or one per box (shape ``(N,)``). The device side
 (torch tensors on the model's device) has its own versions in `detector.device_ops`. `clip_to_image` is the
-one rule every converter applies to a source's boxes; `iou_matrix` the one IoU.
+one rule every converter applies to a source's boxes; `iou_matrix` the one IoU and `nms` the one NMS.
 """
 
 from __future__ import annotations
@@ -150,3 +150,24 @@ def iou_matrix(a, b) -> np.ndarray:
     area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
     area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
     return inter / np.maximum(area_a + area_b - inter, 1e-9)
+
+
+def nms(boxes, scores, iou: float, groups=None) -> np.ndarray:
+    """Greedy non-maximum suppression: ``boxes (N, 4)`` xyxy, ``scores (N,)``; a box is suppressed by a
+    better-scored kept box whose IoU (`iou_matrix`) exceeds `iou`, only within its group when ``groups (N,)``
+    is given. Ties keep the earlier box (stable order). Returns the kept indices (int64), best first. The
+    on-device version for batches of prompts is `detector.device_ops.batched_nms` (same rule, tested equal)."""
+    scores = np.asarray(scores)
+    order = np.argsort(-scores, kind="stable")
+    if len(order) == 0:
+        return order.astype(np.int64)
+    ious = iou_matrix(boxes, boxes)
+    same = np.ones_like(ious, dtype=bool) if groups is None else np.asarray(groups)[:, None] == np.asarray(groups)[None, :]
+    suppressed = np.zeros(len(scores), dtype=bool)
+    keep = []
+    for i in order:
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= (ious[i] > iou) & same[i]
+    return np.asarray(keep, dtype=np.int64)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from formats.boxes import iou_matrix
 from formats.config import from_dict, read_config_file
+from formats.detections import Detections
 
 
 @dataclass
@@ -50,43 +50,39 @@ class FilterConfig:
 
 
 def fused_scores(det: np.ndarray, clip: np.ndarray) -> np.ndarray:
-    """sqrt(det * clip), elementwise."""
+    """``sqrt(det x clip)`` elementwise (negative scores count as 0), float32: the score a candidate is
+    stored with (``score``) and ranked by. Computed once, when candidates are assembled
+    (`labeling.candidates.assemble_candidates`); the filters read it back."""
     return np.sqrt(np.clip(det, 0, None) * np.clip(clip, 0, None)).astype(np.float32)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou: float, groups: np.ndarray | None = None) -> np.ndarray:
-    """Greedy NMS (within `groups` when given); returns kept indices, best first."""
-    order = np.argsort(-scores, kind="stable")
-    if len(order) == 0:
-        return order
-    ious = iou_matrix(boxes, boxes)
-    same = np.ones_like(ious, dtype=bool) if groups is None else groups[:, None] == groups[None, :]
-    suppressed = np.zeros(len(scores), dtype=bool)
-    keep = []
-    for i in order:
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        suppressed |= (ious[i] > iou) & same[i]
-    return np.asarray(keep, dtype=np.int64)
+def select(dets: Detections, width: float, height: float, image_score: float | None,
+           cfg: FilterConfig) -> tuple[np.ndarray, bool]:
+    """The candidates kept for one image, and whether the image itself is kept.
 
+    `dets`: the image's candidates, ``scores`` the fused scores (`fused_scores`), ``data["det_score"]`` and
+    ``data["clip_score"]``, optionally ``data["objectness"]`` (NaN: unknown, passes
+    ``cfg.objectness_threshold``); ``phrase`` the NMS groups. `width`/`height` in pixels (the area rule).
+    `image_score`: the CLIP image-vs-caption score; None or NaN for an image without caption, which is then
+    kept or dropped by its boxes alone.
 
-def select(boxes: np.ndarray, det: np.ndarray, clip: np.ndarray, phrase: np.ndarray, width: float, height: float,
-           image_score: float, cfg: FilterConfig, objectness: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
-    """Indices of the candidates kept for one image, and whether the image itself is kept. `objectness` (per
-    candidate, NaN: unknown) is held to ``cfg.objectness_threshold`` where known."""
-    fused = fused_scores(det, clip)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) if len(boxes) else np.zeros(0)
+    Returns the kept indices into `dets` in ascending order, and the image decision: kept when a box survives
+    and ``sqrt(image_score x mean clip of the kept boxes) > cfg.image_threshold`` (CC3M-Lite's rule);
+    without a surviving box, ``not cfg.drop_image_without_boxes``."""
+    det, clip, fused = dets.data["det_score"], dets.data["clip_score"], dets.scores
+    area = dets.area
     ok = (det >= cfg.det_threshold) & (clip >= cfg.clip_threshold) & (fused >= cfg.fused_threshold)
-    ok &= area <= cfg.max_box_area_fraction * width * height
-    ok &= area > 0
+    ok &= (area <= cfg.max_box_area_fraction * width * height) & (area > 0)
+    objectness = dets.data.get("objectness")
     if objectness is not None and cfg.objectness_threshold > 0:
         ok &= ~(objectness < cfg.objectness_threshold)  # NaN (no objectness) passes
     idx = np.flatnonzero(ok)
     if len(idx):
-        kept = nms(boxes[idx], fused[idx], cfg.nms_iou, None if cfg.nms_across_phrases else phrase[idx])
-        idx = idx[kept][: cfg.max_boxes_per_image]
+        idx = idx[dets[idx].nms(cfg.nms_iou, within_phrase=not cfg.nms_across_phrases)][: cfg.max_boxes_per_image]
     if len(idx) == 0:
         return idx, not cfg.drop_image_without_boxes
+    if image_score is None or np.isnan(image_score):
+        return np.sort(idx), True
+    # the mean in NMS order (best first), as the rule has always summed it: float32 sums depend on order
     image_ok = float(np.sqrt(max(image_score, 0.0) * float(clip[idx].mean()))) > cfg.image_threshold
-    return idx, image_ok
+    return np.sort(idx), image_ok

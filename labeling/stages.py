@@ -1,7 +1,7 @@
 """The pseudo-labeling stages as plain functions over Arrow batches (testable without Ray).
 
 load_units -> add_phrases -> (labeling.image_stages, labeling.prompt_stages) -> labeling.model_stage.ModelStage
--> AssembleCandidates -> select_regions. Ray Data composes them in ``workflows/pseudo_label.py``; each stage
+-> AssembleCandidates -> labeling.candidates.records_from_candidates. Ray Data composes them in ``workflows/pseudo_label.py``; each stage
 declares the columns it reads and adds, so a batch can be inspected at any point.
 """
 
@@ -20,16 +20,14 @@ from formats import schema as S
 from formats import storage
 from formats.arrow_np import from_numpy
 from formats.converters.img2dataset import shard_records
-from formats.phrase_rules import merge_phrases, phrase_key
-from labeling.fuse import FilterConfig, fused_scores, select
+from formats.phrase_rules import merge_phrases
+from labeling.candidates import assemble_candidates
 from labeling.phrases import PhraseConfig, PhraseExtractor
 from labeling.stage import Resources, Stage
 
 log = logging.getLogger("ovlabel.stages")
 
 PHRASES_TYPE = S.PHRASES_TYPE
-CANDIDATES_TYPE = pa.list_(S.REGION_TYPE)
-OBJECTNESS_TYPE = pa.list_(pa.float32())  # per candidate, beside `candidates` (AssembleCandidates)
 ROW_COLUMNS = ["unit", "row", "image_id", "source", "file_name", "width", "height", "caption"]
 
 
@@ -208,39 +206,10 @@ class AssembleCandidates(Stage):
             self.reads = tuple(c for c in AssembleCandidates.reads if c != "phrases")
 
     def process(self, batch: pa.Table) -> pa.Table:
-        from labeling.vocabulary import class_keys, class_owners
-
-        cols = batch.select(list(self.reads)).to_pylist()
-        keys = class_keys(self.vocabulary) if self.vocabulary and self.with_phrases else {}
-        out = []
-        for r in cols:
-            phrases = r.get("phrases") or []
-            owners = class_owners(phrases, keys) if keys else {}
-            det = np.asarray(r["cand_det"] or [], np.float32)
-            clip = np.asarray(r["cand_clip"] or [], np.float32)
-            fused = fused_scores(det, clip)
-            regions = []
-            for k, (box, j) in enumerate(zip(r["cand_boxes"] or [], r["cand_phrase"] or [])):
-                if j < 0:  # a vocabulary class (labeling.prompt_stages.class_index)
-                    label = -j - 1
-                    p = phrases[owners[label]] if label in owners else {"phrase": None, "tokens_positive": None}
-                    what = {"label": label, "category": self.vocabulary[label][0], "phrase": p["phrase"],
-                            "tokens_positive": p["tokens_positive"]}
-                else:
-                    what = {"label": None, "category": None, "phrase": phrases[j]["phrase"],
-                            "tokens_positive": phrases[j]["tokens_positive"]}
-                regions.append({"region_id": f"{r['image_id']}#r{self.round or 0}c{k}",
-                                "bbox": [float(v) for v in box], **what,
-                                "score": float(fused[k]), "det_score": float(det[k]), "clip_score": float(clip[k]),
-                                "origin": "pseudo", "round": self.round})
-            out.append(regions)
+        candidates, objectness = assemble_candidates(batch, self.round, self.vocabulary, self.with_phrases)
         batch = _decoded_sizes(_no_caption_no_image_score(batch))
         drop = [c for c in self.drops if c in batch.column_names]
-        given = batch.column("cand_objectness").to_pylist() if "cand_objectness" in batch.column_names else None
-        objectness = [[float(v) for v in given[i] or []] if given is not None else [float("nan")] * len(regions)
-                      for i, regions in enumerate(out)]
-        return (batch.drop_columns(drop).append_column("candidates", pa.array(out, CANDIDATES_TYPE))
-                .append_column("objectness", pa.array(objectness, OBJECTNESS_TYPE)))
+        return batch.drop_columns(drop).append_column("candidates", candidates).append_column("objectness", objectness)
 
 
 def _no_caption_no_image_score(batch: pa.Table) -> pa.Table:
@@ -266,31 +235,3 @@ def _decoded_sizes(batch: pa.Table) -> pa.Table:
             new = pc.if_else(ok, new, batch.column(col).cast(pa.int32()))
         batch = batch.set_column(batch.column_names.index(col), col, new)
     return batch
-
-
-# -- select ----------------------------------------------------------------------------------------------
-
-def select_regions(candidates: list[dict] | None, width: int, height: int, image_score: float,
-                   cfg: FilterConfig, objectness: list[float] | None = None) -> tuple[list[dict], bool]:
-    """The pseudo regions kept from one image's candidates, and whether the image is kept.
-
-    `objectness`: the candidates' objectness (the candidates files' ``objectness`` column; None or NaN where
-    the detector has none, which ``cfg.objectness_threshold`` then does not filter).
-
-    NMS groups are the classes of regions found for a vocabulary class (``label``; a caption phrase that is the
-    class is in its group), else the phrases (`formats.phrase_rules.phrase_key`). An image without a score
-    (None or NaN: no caption) is kept or dropped by its boxes alone (the image threshold does not apply)."""
-    candidates = candidates or []
-    if not candidates:
-        return [], not cfg.drop_image_without_boxes
-    boxes = np.array([c["bbox"] for c in candidates], dtype=np.float64)
-    det = np.array([c["det_score"] for c in candidates], dtype=np.float32)
-    clip = np.array([c["clip_score"] for c in candidates], dtype=np.float32)
-    keys = [f"\0label {c['label']}" if c["label"] is not None else phrase_key(c["phrase"]) for c in candidates]
-    phrase = np.unique(keys, return_inverse=True)[1]
-    no_score = image_score is None or np.isnan(image_score)
-    obj = np.asarray(objectness, np.float32) if objectness is not None and len(objectness) == len(candidates) else None
-    idx, ok = select(boxes, det, clip, phrase, width, height, 0.0 if no_score else float(image_score), cfg, obj)
-    if no_score and len(idx):
-        ok = True
-    return [candidates[i] for i in sorted(idx.tolist())], ok

@@ -11,9 +11,9 @@ import pyarrow as pa
 import pytest
 from conftest import EXAMPLES, run_cli
 
+from labeling.candidates import select_regions
 from labeling.fuse import FilterConfig
 from labeling.prompt_stages import TokenizePrompts
-from labeling.stages import select_regions
 from labeling.vocabulary import VocabularyError, read_vocabulary, vocabulary_categories, vocabulary_from_json
 from workflows.pseudo_label import PseudoConfig, RunOptions, build_stages
 

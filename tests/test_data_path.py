@@ -12,7 +12,7 @@ from PIL import Image
 
 from detector.device_ops import batched_nms, crop_resize, normalize_pad, square_context_boxes
 from detector.preprocess import ResizeRule
-from labeling.fuse import nms
+from formats.boxes import nms
 from labeling.image_stages import LoadImages, canvas_groups
 from labeling.model_stage import ModelStage
 from labeling.stage import Resources, Stage, StageError

@@ -18,7 +18,7 @@ from detector.eval_grounding import (
     recall_at_k,
     refcoco_accuracy,
 )
-from detector.grounding import Detections
+from formats.detections import Detections
 
 TWO = np.array([[0, 0, 10, 10], [20, 0, 30, 10]], np.float64)  # one phrase, two gold boxes; enclosing [0,0,30,10]
 

@@ -13,7 +13,7 @@ from detector.eval_coco import coco_metrics
 from detector.eval_gold import EvaluationError
 from detector.eval_odinw import ODINW13, load_suite
 from detector.evaluate import default_protocol, evaluate
-from detector.grounding import Detections
+from formats.detections import Detections
 
 SIZES = {"astronaut.jpg": (512, 512), "chelsea.jpg": (451, 300), "coffee.jpg": (600, 400)}
 

@@ -13,9 +13,9 @@ from conftest import EXAMPLES, run_cli
 from detector.eval_gold import EvaluationError
 from detector.eval_grounding import flickr30k_recall
 from detector.evaluate import coco_ap, pseudo_quality
-from detector.grounding import Detections
 from formats import schema as S
 from formats.dataset import Dataset, DatasetWriter, Manifest
+from formats.detections import Detections
 from formats.images import decode_image, read_image_bytes
 
 

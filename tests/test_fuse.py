@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from labeling.fuse import FilterConfig, fused_scores, iou_matrix, nms, select
+from formats.boxes import iou_matrix, nms
+from formats.detections import Detections
+from labeling.fuse import FilterConfig, fused_scores, select
 
 
 def test_fused_score_is_the_geometric_mean():
@@ -27,16 +29,21 @@ def test_select_applies_every_threshold():
     det = np.array([0.9, 0.2, 0.9, 0.5])
     clip = np.array([0.4, 0.9, 0.4, 0.01])
     phrase = np.array([0, 1, 2, 3])
+
+    def dets(det, clip):
+        return Detections(boxes, fused_scores(det, clip), phrase, {"det_score": det, "clip_score": clip})
     cfg = FilterConfig(fused_threshold=0.3, image_threshold=0.3)
-    idx, ok = select(boxes, det, clip, phrase, 100, 100, image_score=0.4, cfg=cfg)
-    assert sorted(idx.tolist()) == [0, 1]  # box 2 covers the image, box 3 fuses to 0.07
+    idx, ok = select(dets(det, clip), 100, 100, image_score=0.4, cfg=cfg)
+    assert idx.tolist() == [0, 1]  # box 2 covers the image, box 3 fuses to 0.07
     assert ok  # sqrt(0.4 * mean(0.4, 0.9)) = 0.51 > 0.3
-    _, ok = select(boxes, det, clip, phrase, 100, 100, image_score=0.05, cfg=cfg)
+    _, ok = select(dets(det, clip), 100, 100, image_score=0.05, cfg=cfg)
     assert not ok
-    idx, _ = select(boxes, det, clip, phrase, 100, 100, 0.4, FilterConfig(det_threshold=0.65, fused_threshold=0))
-    assert sorted(idx.tolist()) == [0]  # GRIT-style det >= 0.65 (box 2 still too large)
-    idx, ok = select(boxes, det * 0, clip, phrase, 100, 100, 0.9, cfg)
+    idx, _ = select(dets(det, clip), 100, 100, 0.4, FilterConfig(det_threshold=0.65, fused_threshold=0))
+    assert idx.tolist() == [0]  # GRIT-style det >= 0.65 (box 2 still too large)
+    idx, ok = select(dets(det * 0, clip), 100, 100, 0.9, cfg)
     assert len(idx) == 0 and not ok
+    idx, ok = select(dets(det, clip), 100, 100, float("nan"), cfg)  # no caption: the boxes alone decide
+    assert idx.tolist() == [0, 1] and ok
 
 
 def test_config_file_and_overrides(tmp_path):

@@ -235,8 +235,8 @@ def test_evaluation_detect_equals_the_actor_path(owl, tiny_owlv2, tiny_models):
 
 def test_the_objectness_filter(tiny_models):
     """``objectness_threshold`` drops candidates under it; candidates without objectness (NaN) pass."""
+    from labeling.candidates import select_regions
     from labeling.fuse import FilterConfig
-    from labeling.stages import select_regions
 
     cands = [{"bbox": [0, 0, 10 + k, 10], "det_score": 0.5, "clip_score": 0.5, "phrase": f"p{k}", "label": None}
              for k in range(3)]

@@ -12,9 +12,10 @@ import pytest
 from conftest import EXAMPLES, label_twice, run_cli
 
 from formats.phrase_rules import phrase_key
+from labeling.candidates import select_regions
 from labeling.fuse import FilterConfig
 from labeling.prompt_stages import TokenizePrompts, class_index
-from labeling.stages import AssembleCandidates, select_regions
+from labeling.stages import AssembleCandidates
 from labeling.vocabulary import class_keys, class_owners, phrases_as_classes
 
 VOCAB = [["rocket ship", "rocket"], ["camera"], ["person", "man"], ["forklift"]]

@@ -19,7 +19,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from detector.models import DEFAULT_CLIP, DEFAULT_DETECTOR
-from formats import schema as S
 from formats import storage
 from formats.converters.img2dataset import is_img2dataset_dir, shard_records, shards
 from formats.dataset import (
@@ -33,9 +32,9 @@ from formats.dataset import (
     write_parquet,
 )
 from formats.storage import Folder
+from labeling.candidates import records_from_candidates
 from labeling.fuse import FilterConfig
 from labeling.phrases import PhraseConfig
-from labeling.stages import select_regions
 from labeling.vocabulary import vocabulary_categories
 
 log = logging.getLogger("ovlabel.pseudo")
@@ -381,21 +380,6 @@ def _write_unit(writer: DatasetWriter, unit: str, rows: pa.Table, filt: FilterCo
     writer.write_part(name, table, images_in=rows.num_rows + len(known_rejects), rejected=errors.num_rows + len(known_rejects),
                       candidates=int(sum(len(c or []) for c in rows.column("candidates").to_pylist())),
                       images_dropped=dropped)
-
-
-def records_from_candidates(cands: pa.Table, filt: FilterConfig) -> tuple[pa.Table, dict[str, int]]:
-    """Pseudo records (kept images, kept regions) from candidate rows under a filter config, and the images
-    the filters dropped, counted by reason (``no_candidates``, ``no_box_kept``, ``below_image_threshold``)."""
-    records, dropped = [], {}
-    for r in cands.to_pylist():
-        regions, keep = select_regions(r["candidates"], r["width"], r["height"], r["image_score"], filt,
-                                       r.get("objectness"))
-        if keep:
-            records.append({k: r[k] for k in S.CORE_COLUMNS if k != "regions"} | {"regions": regions})
-        else:
-            why = "no_candidates" if not r["candidates"] else "no_box_kept" if not regions else "below_image_threshold"
-            dropped[why] = dropped.get(why, 0) + 1
-    return pa.Table.from_pylist(records, schema=S.CORE_SCHEMA), dropped
 
 
 def _summary(writer: DatasetWriter, units: list[dict], seconds: float) -> dict:
