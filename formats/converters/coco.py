@@ -22,7 +22,6 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -42,9 +41,12 @@ from formats.converters.common import (
     checked_input,
     index_of,
     later_duplicates,
-    safe_file_names,
+    reject_bad_image_files,
+    reject_bad_image_ids,
     shared_ids,
+    slot_offsets,
     verify_image_files,
+    write_parts_pipelined,
 )
 from formats.dataset import DatasetWriter, Manifest, part_ranges, provenance
 from formats.ids import Ids, codes, json_texts, parse_json_ids, self_codes, type_collision
@@ -290,17 +292,9 @@ def _check_images(cols: CocoColumns, ids: IdColumns, cfg: CocoConvertConfig, rej
     reject = MaskRejects(rej, "images", cols.img_index, ids.images, problems)
     keep = reject.keep
 
-    reject(ids.img_code == MISSING, "invalid id", ids.images.why)
-    shared = shared_ids(ids.img_code, cols.img_index, ids.images, cols.img_file)
-    reject(np.isin(np.arange(len(keep)), list(shared)), "duplicate image id",
-           lambda idx: [f"{shared[i]} have the same id: which one its annotations belong to is ambiguous; none is "
-                        "kept" for i in idx])
-    names = _file_names(cols, cfg)
-    reject(pc.is_null(names).to_numpy(zero_copy_only=False), "missing file_name", "no 'file_name' (nor 'coco_url')")
-    names, unsafe = safe_file_names(names)
-    reject(np.isin(np.arange(len(keep)), list(unsafe)), "unsafe file_name", lambda idx: [unsafe[i] for i in idx])
-    bad_size = (cols.img_w == MISSING) | (cols.img_h == MISSING) | (cols.img_w <= 0) | (cols.img_h <= 0)
-    reject(bad_size, "invalid width/height", "width and height must be positive integers")
+    reject_bad_image_ids(reject, ids.img_code, cols.img_index, ids.images, cols.img_file)
+    names = reject_bad_image_files(reject, _file_names(cols, cfg), cols.img_w, cols.img_h,
+                                   name_missing="no 'file_name' (nor 'coco_url')")
     broken = KNOWN_BROKEN.get(cfg.source)
     if broken:
         known = pc.is_in(ids.images.text, value_set=pa.array([str(b) for b in broken])).fill_null(False)
@@ -410,9 +404,7 @@ def _write_parts(writer: DatasetWriter, cols: CocoColumns, img_ids: Ids, ann_ids
     n_kept = len(kept_idx)
     boxes_idx = np.flatnonzero(ann_keep)
     order = boxes_idx[np.argsort(ann_slot[boxes_idx], kind="stable")]
-    counts = np.bincount(ann_slot[boxes_idx], minlength=n_kept) if n_kept else np.zeros(0, np.int64)
-    offsets = np.zeros(n_kept + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
+    counts, offsets = slot_offsets(ann_slot[boxes_idx], n_kept)
     cat_names = pa.array([c["name"] for c in cats], pa.string())
     cat_labels = np.array([c["label"] for c in cats], dtype=np.int32)
     ranges = part_ranges(n_kept, cfg.part_images)
@@ -450,13 +442,5 @@ def _write_parts(writer: DatasetWriter, cols: CocoColumns, img_ids: Ids, ann_ids
         table = pa.Table.from_arrays(list(data.values()), schema=S.record_schema(extra))
         return f"part-{p:05d}.parquet", table
 
-    with ThreadPoolExecutor(2) as pool:
-        futures = []
-        for p in range(len(ranges)):
-            name, table = build(p)
-            futures.append(pool.submit(writer.write_part, name, table))
-            if len(futures) > 2:
-                futures.pop(0).result()
-        for f in futures:
-            f.result()
+    write_parts_pipelined(writer, (build(p) for p in range(len(ranges))))
     return counts

@@ -186,3 +186,57 @@ def verify_image_files(root: str, names: list[str], widths: np.ndarray, heights:
 
     with ThreadPoolExecutor(8) as pool:
         return {i: r for i, r in pool.map(check, range(len(names))) if r is not None}
+
+
+def reject_bad_image_ids(reject: MaskRejects, codes: np.ndarray, index: np.ndarray, ids, names: pa.Array, *,
+                         owned: str = "annotations") -> dict[int, str]:
+    """The image id checks every annotation-file converter makes (COCO, MDETR/GoldG), each element rejected
+    once under the first reason that applies: ``invalid id`` (`codes` MISSING: the id did not decode), then
+    ``duplicate image id`` (images sharing an id, named by their `names` in the detail: which one its `owned`
+    belong to is ambiguous, so none is kept). `index` are the images' positions in the file, `ids` their
+    `formats.ids.Ids`. Returns the shared ids (`shared_ids`: image position -> the records sharing its id)."""
+    reject(codes == MISSING, "invalid id", ids.why)
+    shared = shared_ids(codes, index, ids, names)
+    reject(np.isin(np.arange(len(codes)), list(shared)), "duplicate image id",
+           lambda idx: [f"{shared[i]} have the same id: which one its {owned} belong to is ambiguous; none is kept"
+                        for i in idx])
+    return shared
+
+
+def reject_bad_image_files(reject: MaskRejects, names: pa.Array, widths: np.ndarray, heights: np.ndarray, *,
+                           name_missing: str | None = None) -> pa.Array:
+    """The image file checks every annotation-file converter makes, in order: ``missing file_name`` (`names`
+    null; detail `name_missing`), ``unsafe file_name`` (a name escaping the image root, `safe_file_names`),
+    ``invalid width/height`` (`widths`/`heights` MISSING or not positive). Returns the names made safe
+    (same length as `names`)."""
+    n = len(names)
+    reject(pc.is_null(names).to_numpy(zero_copy_only=False), "missing file_name", name_missing)
+    names, unsafe = safe_file_names(names)
+    reject(np.isin(np.arange(n), list(unsafe)), "unsafe file_name", lambda idx: [unsafe[i] for i in idx])
+    reject((widths == MISSING) | (heights == MISSING) | (widths <= 0) | (heights <= 0), "invalid width/height",
+           "width and height must be positive integers")
+    return names
+
+
+def slot_offsets(slots: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes grouped by the image they belong to: `slots` (B,) each box's image position in 0..n-1. Returns
+    (``counts (n,)`` boxes per image, ``offsets (n + 1,)`` int64: image i's boxes are ``offsets[i]:offsets[i+1]``
+    once the boxes are sorted by slot, stably)."""
+    counts = np.bincount(slots, minlength=n) if n else np.zeros(0, np.int64)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    return counts, offsets
+
+
+def write_parts_pipelined(writer, parts) -> None:
+    """Writes ``(name, table)`` pairs from the iterable `parts` with `writer.write_part`, in order, while the
+    next part is built: parquet encoding releases the GIL, so a converter's building and writing overlap (at
+    most two parts in flight). An error from a write is raised here."""
+    with ThreadPoolExecutor(2) as pool:
+        futures = []
+        for name, table in parts:
+            futures.append(pool.submit(writer.write_part, name, table))
+            if len(futures) > 2:
+                futures.pop(0).result()
+        for f in futures:
+            f.result()

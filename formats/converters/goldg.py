@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -31,11 +30,13 @@ from formats.converters.common import (
     Rejects,
     checked_input,
     index_of,
-    safe_file_names,
-    shared_ids,
+    reject_bad_image_files,
+    reject_bad_image_ids,
+    slot_offsets,
+    write_parts_pipelined,
 )
 from formats.dataset import DatasetWriter, Manifest, part_ranges, provenance
-from formats.ids import MISSING, Ids, codes, parse_json_ids, type_collision
+from formats.ids import Ids, codes, parse_json_ids, type_collision
 from formats.json_arrays import read_tables
 from formats.json_stream import JSONStructureError
 from formats.phrase_rules import edges_are_words, trim_span
@@ -148,26 +149,16 @@ def _ints(t: pa.Table, name: str) -> np.ndarray:
 
 def _check_images(imgs: pa.Table, img_ids: Ids, ids: np.ndarray, cfg: GoldGConvertConfig, rej: Rejects,
                   problems: dict):
-    n = imgs.num_rows
     reject = MaskRejects(rej, "images", imgs.column("_index").to_numpy(), img_ids, problems)
     keep = reject.keep
 
     if cfg.data_source is not None:
         src = pc.fill_null(pc.equal(imgs.column("data_source"), cfg.data_source), False).to_numpy(zero_copy_only=False)
         reject(~np.asarray(src, dtype=bool), f"data_source is not {cfg.data_source}", None, dropped=True)
-    reject(ids == MISSING, "invalid id", img_ids.why)
-    shared = shared_ids(ids, imgs.column("_index").to_numpy(), img_ids, imgs.column("file_name").combine_chunks())
-    reject(np.isin(np.arange(n), list(shared)), "duplicate image id",
-           lambda idx: [f"{shared[i]} have the same id: which one its boxes belong to is ambiguous; none is kept"
-                        for i in idx])
+    index, names = imgs.column("_index").to_numpy(), imgs.column("file_name").combine_chunks()
+    shared = reject_bad_image_ids(reject, ids, index, img_ids, names, owned="boxes")
     reject(pc.is_null(imgs.column("caption")).to_numpy(zero_copy_only=False), "missing caption")
-    names = imgs.column("file_name").combine_chunks()
-    reject(pc.is_null(names).to_numpy(zero_copy_only=False), "missing file_name")
-    names, unsafe = safe_file_names(names)
-    reject(np.isin(np.arange(n), list(unsafe)), "unsafe file_name", lambda idx: [unsafe[i] for i in idx])
-    w, h = _ints(imgs, "width"), _ints(imgs, "height")
-    reject((w == S_MISSING) | (h == S_MISSING) | (w <= 0) | (h <= 0), "invalid width/height",
-           "width and height must be positive integers")
+    names = reject_bad_image_files(reject, names, _ints(imgs, "width"), _ints(imgs, "height"))
     return keep, names, shared
 
 
@@ -379,13 +370,11 @@ def _write_parts(writer: DatasetWriter, imgs: pa.Table, img_ids: Ids, names: pa.
     new_slot = np.full(len(keep_img), -1, dtype=np.int64)
     new_slot[kept_idx] = np.arange(len(kept_idx))
     box_slot = new_slot[regions["slot"]]
-    counts = np.bincount(box_slot, minlength=len(kept_idx))
-    offsets = np.zeros(len(kept_idx) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
+    _, offsets = slot_offsets(box_slot, len(kept_idx))
     so = regions["span_offsets"]
     captions = imgs.column("caption").combine_chunks()
-    pool, futures = ThreadPoolExecutor(2), []  # parquet encoding releases the GIL: write while building
-    for p, (a, b) in enumerate(part_ranges(len(kept_idx), cfg.part_images)):
+
+    def build(p: int, a: int, b: int) -> tuple[str, pa.Table]:
         rows = kept_idx[a:b]
         contiguous = b > a and rows[-1] - rows[0] == b - a - 1  # all kept: a slice, no copy
         part = imgs.slice(int(rows[0]), b - a) if contiguous else imgs.take(from_numpy(rows))
@@ -409,10 +398,6 @@ def _write_parts(writer: DatasetWriter, imgs: pa.Table, img_ids: Ids, names: pa.
         }
         for f in EXTRA_FIELDS:
             data[f.name] = part.column(f.name)
-        table = S.conform(pa.table(data), EXTRA_FIELDS)
-        futures.append(pool.submit(writer.write_part, f"part-{p:05d}.parquet", table))
-        if len(futures) > 2:
-            futures.pop(0).result()
-    for f in futures:
-        f.result()
-    pool.shutdown()
+        return f"part-{p:05d}.parquet", S.conform(pa.table(data), EXTRA_FIELDS)
+
+    write_parts_pipelined(writer, (build(p, a, b) for p, (a, b) in enumerate(part_ranges(len(kept_idx), cfg.part_images))))
