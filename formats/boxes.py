@@ -139,6 +139,14 @@ def register_sql_macros(con) -> None:
         con.execute(f"CREATE OR REPLACE TEMP MACRO {name}({args}) AS {body}")
 
 
+def xyxy_area(b) -> np.ndarray:
+    """Areas of ``(N, 4)`` xyxy boxes (or one ``(4,)`` box) in squared units of the boxes, float64 ``(N,)``;
+    negative where a side is inverted (callers treat ``<= 0`` as no area). The SQL macro of the same name
+    computes it in duckdb."""
+    b = _rows(b)
+    return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+
+
 def iou_matrix(a, b) -> np.ndarray:
     """IoU of every box in `a` (N, 4) with every box in `b` (M, 4), both xyxy in the same units: (N, M);
     0 where boxes do not overlap or have no area."""
@@ -147,8 +155,7 @@ def iou_matrix(a, b) -> np.ndarray:
     iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
     ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
     inter = iw * ih
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    area_a, area_b = xyxy_area(a[:, 0])[:, None], xyxy_area(b[0])[None, :]
     return inter / np.maximum(area_a + area_b - inter, 1e-9)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from formats.boxes import nms
+from formats.boxes import nms, xyxy_area
 
 
 @dataclass
@@ -72,8 +72,7 @@ class Detections:
     @property
     def area(self) -> np.ndarray:
         """``(N,)`` box areas in px² (float64)."""
-        b = self.boxes.astype(np.float64)
-        return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        return xyxy_area(self.boxes)
 
     def nms(self, iou: float, *, within_phrase: bool = True) -> np.ndarray:
         """Indices of the boxes greedy NMS keeps at `iou` by ``scores`` (`formats.boxes.nms`), best first;
