@@ -44,10 +44,8 @@ def hf_features(schema: pa.Schema):
     }
     feats = {"image_id": Value("string"), "source": Value("string"), "file_name": Value("string"),
              "width": Value("int32"), "height": Value("int32"), "caption": Value("string"), "regions": List(region)}
-    for f in schema:
-        if f.name not in feats:
-            from datasets.features.features import generate_from_arrow_type
-            feats[f.name] = generate_from_arrow_type(f.type)
+    extra = pa.schema([f for f in schema if f.name not in feats])
+    feats.update(Features.from_arrow_schema(extra))  # datasets' public mapping of Arrow types
     return Features(feats)
 
 
