@@ -1,11 +1,12 @@
 """Building the FiftyOne review dataset at scale: 100,000 images with 1,000,000 pseudo boxes, in bulk batches.
 
 Generates a caption dataset and a pseudo dataset (10 boxes an image, scores, phrases, region keys) and times
-`build_review` on all of it. As a baseline in the same run, a subset is built both ways: bulk batches
-(what ovlabel does: raw documents inserted in batches of 2,000) and the plain FiftyOne way, one
-`add_sample` per image with `Detection` objects; the ratio is printed.
+`build_review` on all of it. As a baseline in the same run, a subset is built three ways: bulk batches
+(what ovlabel does: raw documents inserted in batches of 2,000), FiftyOne's public bulk path
+(`add_samples(samples, validate=False)` with `Detection` objects) and one `add_sample` per image; the ratios
+are printed.
 
-Usage: python benchmarks/review_build.py [--images 100000] [--boxes-per-image 10] [--subset 2000]
+Usage: python benchmarks/review_build.py [--images 100000] [--boxes-per-image 10] [--subset 2000] [--subset-only]
 """
 
 from __future__ import annotations
@@ -62,22 +63,43 @@ def make(root: Path, images: int, per: int, seed: int = 0) -> tuple[Path, Path]:
     return base, pseudo
 
 
-def one_at_a_time(base: Path, pseudo: Path, name: str) -> float:
-    """The baseline: the same samples added with one `add_sample` call each."""
+def _public_samples(base: Path, pseudo: Path) -> list:
+    """The subset's samples as FiftyOne objects (public API: `Sample`, `Detections`, `Detection`)."""
     import fiftyone as fo
 
     from formats.dataset import Dataset
-    from workflows.review import _detections, _keys
+    from workflows.fiftyone_docs import detections_doc
+
+    samples = []
+    for r, keys in Dataset(pseudo).iter_keyed(["width", "height", "caption", "source"]):
+        raw = detections_doc(r["regions"], keys, r["width"], r["height"])["detections"]
+        dets = [fo.Detection(**{k: v for k, v in d.items() if k not in ("_id", "_cls", "tags", "attributes")})
+                for d in raw]
+        samples.append(fo.Sample(filepath=f"/nonexistent/{r['image_id']}.jpg", image_id=r["image_id"],
+                                 caption=r["caption"], source=r["source"], width=r["width"], height=r["height"],
+                                 pseudo=fo.Detections(detections=dets)))
+    return samples
+
+
+def public_bulk(base: Path, pseudo: Path, name: str) -> float:
+    """FiftyOne's public bulk path: the same samples built as objects and added with
+    ``add_samples(samples, validate=False)`` (the issue's candidate to replace the raw documents)."""
+    import fiftyone as fo
 
     t0 = time.perf_counter()
     fds = fo.Dataset(name, overwrite=True)
-    recs = {r["image_id"]: (r, k) for r, k in _keys(Dataset(pseudo))}
-    for image_id, (r, keys) in recs.items():
-        raw = _detections(r["regions"], keys, r["width"], r["height"])["detections"]
-        dets = [fo.Detection(**{k: v for k, v in d.items() if k not in ("_id", "_cls", "tags", "attributes")})
-                for d in raw]
-        fds.add_sample(fo.Sample(filepath=f"/nonexistent/{image_id}.jpg", image_id=image_id,
-                                 pseudo=fo.Detections(detections=dets)))
+    fds.add_samples(_public_samples(base, pseudo), validate=False, progress=False)
+    return time.perf_counter() - t0
+
+
+def one_at_a_time(base: Path, pseudo: Path, name: str) -> float:
+    """The plain way: the same samples added with one `add_sample` call each."""
+    import fiftyone as fo
+
+    t0 = time.perf_counter()
+    fds = fo.Dataset(name, overwrite=True)
+    for sample in _public_samples(base, pseudo):
+        fds.add_sample(sample)
     return time.perf_counter() - t0
 
 
@@ -86,6 +108,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=100_000)
     ap.add_argument("--boxes-per-image", type=int, default=10)
     ap.add_argument("--subset", type=int, default=2_000)
+    ap.add_argument("--subset-only", action="store_true", help="compare the three ways on the subset and stop")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "ovlabel-bench-review")
     a = ap.parse_args()
     from workflows.review import build_review
@@ -94,9 +117,14 @@ def main() -> None:
     t0 = time.perf_counter()
     build_review(sub_base, [sub_pseudo], name="bench-subset-bulk", rebuild=True, evaluate=False)
     bulk = time.perf_counter() - t0
+    public = public_bulk(sub_base, sub_pseudo, "bench-subset-public")
     single = one_at_a_time(sub_base, sub_pseudo, "bench-subset-single")
-    print(f"subset {a.subset:,} images x {a.boxes_per_image} boxes: bulk {bulk:.1f} s, one add_sample per image "
-          f"{single:.1f} s -> bulk is {single / bulk:.1f}x faster")
+    print(f"subset {a.subset:,} images x {a.boxes_per_image} boxes: build_review (raw documents in bulk) {bulk:.1f} s; "
+          f"public add_samples(validate=False) {public:.1f} s ({public / bulk:.2f}x); one add_sample per image "
+          f"{single:.1f} s ({single / bulk:.2f}x)")
+    print(f"public bulk path within 1.5x of the raw documents: {'yes' if public <= 1.5 * bulk else 'no'}")
+    if a.subset_only:
+        return
 
     base, pseudo = make(a.workdir / "full", a.images, a.boxes_per_image)
     t0 = time.perf_counter()

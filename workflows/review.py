@@ -20,10 +20,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from formats import paths as P
-from formats.boxes import relative_xywh_to_xyxy, xyxy_to_relative_xywh
+from formats.boxes import relative_xywh_to_xyxy
 from formats.corrections import now, write_corrections
 from formats.dataset import Dataset, atomic_path
 from formats.images import ImageError, read_image_bytes, split_parquet_url, split_tar_url
+from workflows.fiftyone_docs import declare_fields, detections_doc, insert_samples, set_label_field
 
 log = logging.getLogger("ovlabel.review")
 
@@ -71,73 +72,6 @@ def image_path(ds: Dataset, file_name: str, image_id: str, cache: Path) -> str:
         with atomic_path(out) as tmp:
             tmp.write_bytes(data)
     return str(out)
-
-
-DETECTION_ATTRS = {"phrase": "str", "category": "str", "det_score": "float", "clip_score": "float", "origin": "str",
-                   "round": "int", "region_id": "str", "ovl_box": "list", "ovl_label": "str"}
-
-
-def _detections(regions: list[dict], keys: list[str], w: int, h: int) -> dict:
-    """A Detections value as FiftyOne stores it (raw document: built without FiftyOne's per-object validation)."""
-    from bson import ObjectId
-
-    dets = []
-    for reg, key in zip(regions or [], keys):
-        box = xyxy_to_relative_xywh(reg["bbox"], w, h)[0].tolist()
-        label = reg.get("phrase") or reg.get("category") or "object"
-        dets.append({"_id": ObjectId(), "_cls": "Detection", "tags": [], "attributes": {}, "label": label,
-                     "bounding_box": box, "confidence": reg.get("score"), "phrase": reg.get("phrase"),
-                     "category": reg.get("category"), "det_score": reg.get("det_score"),
-                     "clip_score": reg.get("clip_score"), "origin": reg.get("origin"), "round": reg.get("round"),
-                     "region_id": key, "ovl_box": box, "ovl_label": label})
-    return {"_cls": "Detections", "detections": dets}
-
-
-def _declare_fields(fds, label_fields: list[str]) -> None:
-    """Declares the sample fields and detection attributes the raw documents carry (so the App can filter)."""
-    import fiftyone as fo
-
-    kinds = {"str": fo.StringField, "float": fo.FloatField, "int": fo.IntField, "list": fo.ListField}
-    schema = fds.get_field_schema()
-    for name, kind in (("image_id", "str"), ("caption", "str"), ("source", "str"), ("width", "int"), ("height", "int")):
-        if name not in schema:
-            fds.add_sample_field(name, kinds[kind])
-    for f in label_fields:
-        if f not in schema:
-            fds.add_sample_field(f, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
-        for attr, kind in DETECTION_ATTRS.items():
-            path = f"{f}.detections.{attr}"
-            if fds.get_field(path) is None:
-                if kind == "list":
-                    fds.add_sample_field(path, fo.ListField, subfield=fo.FloatField)
-                else:
-                    fds.add_sample_field(path, kinds[kind])
-
-
-def _insert(fds, docs: list[dict]) -> None:
-    """Bulk-inserts raw sample documents (one round trip per batch, no per-object validation).
-
-    FiftyOne's `add_samples` builds and validates a document object per detection (about 2 ms each here),
-    which would take hours for a million boxes; the documents written here have the layout FiftyOne itself
-    writes (checked by the review tests, which read them back through FiftyOne's API).
-    """
-    import datetime as dt
-    import random
-
-    now_ = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    for d in docs:
-        d.update({"_dataset_id": fds._doc.id, "_media_type": "image", "_rand": random.random(), "tags": [],
-                  "metadata": None, "created_at": now_, "last_modified_at": now_})
-    fds._sample_collection.insert_many(docs, ordered=False)
-
-
-def _set_field(fds, field: str, values: dict[str, dict]) -> None:
-    """Sets one label field on existing samples by image id (bulk)."""
-    from pymongo import UpdateOne
-
-    ops = [UpdateOne({"image_id": k}, {"$set": {field: v}}) for k, v in values.items()]
-    for a in range(0, len(ops), 5000):
-        fds._sample_collection.bulk_write(ops[a:a + 5000], ordered=False)
 
 
 def _candidates_dropped(ds: Dataset, kept: set[str]) -> dict[str, list[dict]]:
@@ -214,7 +148,7 @@ def build_review(dataset_dir: str | os.PathLike, pseudo_dirs: list[str | os.Path
             if gold_only:
                 pairs = [(g, k) for g, k in zip(regs, ks) if g["origin"] in ("gold", "review")]
                 regs, ks = [g for g, _ in pairs], [k for _, k in pairs]
-            vals[r["image_id"]] = _detections(regs, ks, r["width"], r["height"])
+            vals[r["image_id"]] = detections_doc(regs, ks, r["width"], r["height"])
             kept.update(keys)
             meta.setdefault(r["image_id"], {**r, "_ds": d})
         if not gold_only:
@@ -223,9 +157,9 @@ def build_review(dataset_dir: str | os.PathLike, pseudo_dirs: list[str | os.Path
                 dv = values.setdefault(f"{field}_dropped", {})
                 for image_id, cands in dropped.items():
                     m = meta[image_id]
-                    dv[image_id] = _detections(cands, [c["region_id"] for c in cands], m["width"], m["height"])
+                    dv[image_id] = detections_doc(cands, [c["region_id"] for c in cands], m["width"], m["height"])
     # new samples, in bulk batches of raw documents
-    _declare_fields(fds, list(values))
+    declare_fields(fds, list(values))
     fds.create_index("image_id")
     new_ids = [i for i in meta if i not in have_ids]
     batch = []
@@ -242,18 +176,18 @@ def build_review(dataset_dir: str | os.PathLike, pseudo_dirs: list[str | os.Path
             doc.update({f: v[image_id] for f, v in values.items() if image_id in v})
             batch.append(doc)
             if len(batch) >= batch_size:
-                _insert(fds, batch)
+                insert_samples(fds, batch)
                 bar.update(len(batch))
                 batch = []
         if batch:
-            _insert(fds, batch)
+            insert_samples(fds, batch)
             bar.update(len(batch))
     # fields new to samples that were already there
     for f, v in values.items():
         if f not in have_fields and have_ids:
             old = {i: v[i] for i in have_ids if i in v}
             if old:
-                _set_field(fds, f, old)
+                set_label_field(fds, f, old)
     fds.reload()
     info.update({"base": str(base.root.resolve()),
                  "fields": {**info.get("fields", {}), GOLD: str(base.root.resolve()),
