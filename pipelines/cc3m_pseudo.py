@@ -11,12 +11,12 @@ On a cluster (joins it through RAY_ADDRESS; take data paths as absolute):
 """
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the working dir holds the packages
 
+from workflows.cli import run_command, setup_logging  # noqa: E402
 from workflows.cli_labeling import add_pseudo_args, cmd_pseudo  # noqa: E402
 
 
@@ -24,13 +24,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_pseudo_args(p)
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        cmd_pseudo(a)
-    except (OSError, ValueError) as e:
-        print(f"cc3m_pseudo: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    setup_logging()
+    return run_command("cc3m_pseudo", cmd_pseudo, a)
 
 
 if __name__ == "__main__":

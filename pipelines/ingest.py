@@ -11,7 +11,6 @@ On a cluster (joins it through RAY_ADDRESS; take data paths as absolute):
 """
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -52,14 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        init_ray(num_cpus=a.num_cpus)
-        a.func(a)
-    except (OSError, ValueError) as e:
-        print(f"ingest: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    cli.setup_logging()
+
+    def run(args) -> None:
+        init_ray(num_cpus=args.num_cpus)
+        args.func(args)
+    return cli.run_command("ingest", run, a)
 
 
 if __name__ == "__main__":

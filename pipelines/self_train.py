@@ -7,12 +7,12 @@ On a cluster (joins it through RAY_ADDRESS; give paths as absolute; `train.num_w
 """
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the working dir holds the packages
 
+from workflows.cli import run_command, setup_logging  # noqa: E402
 from workflows.cli_selftrain import cmd_run  # noqa: E402
 
 
@@ -21,13 +21,8 @@ def main(argv=None) -> int:
     p.add_argument("config")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        cmd_run(a)
-    except (OSError, ValueError) as e:
-        print(f"self_train: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    setup_logging()
+    return run_command("self_train", cmd_run, a)
 
 
 if __name__ == "__main__":

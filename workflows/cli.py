@@ -204,34 +204,48 @@ def _tune_bulk_process(a: argparse.Namespace) -> None:
     skip_pandas_probe()
 
 
-def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
-    """Runs one ovlabel command; returns the exit code. `own_process`: this process runs nothing else."""
-    parser = build_parser()
-    a = parser.parse_args(argv)
-    level = logging.DEBUG if a.verbose else logging.WARNING if a.quiet else logging.INFO
+def setup_logging(level: int = logging.INFO) -> None:
+    """Logs to stderr (stdout is for data) as ``LEVEL logger: message``; botocore's and aiobotocore's DEBUG
+    records are held back (they print signed request headers, the access key id among them)."""
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for name in ("botocore", "aiobotocore"):  # their DEBUG log prints signed request headers (the access key id)
+    for name in ("botocore", "aiobotocore"):
         logging.getLogger(name).setLevel(max(level, logging.INFO))
-    if own_process and getattr(a, "bulk", False):
-        _tune_bulk_process(a)
+
+
+def run_command(prog: str, func, args, *, verbose: bool = False) -> int:
+    """Runs ``func(args)`` and returns the exit code the CLI and the pipelines/ scripts share: 0 done; 2 a
+    config file that does not fit its settings (`formats.config.ConfigError`, a usage error); 1 a data or
+    file error (ovlabel's errors are ValueErrors naming file, record and reason; OSError; `CLIError`); 130
+    interrupted. Errors are one line on stderr, ``PROG: error: ...``; `verbose` re-raises them instead."""
     from formats.config import ConfigError
 
     try:
-        a.func(a)
-    except ConfigError as e:  # a config file that does not fit its settings: a usage error
-        if a.verbose:
+        func(args)
+    except ConfigError as e:
+        if verbose:
             raise
-        print(f"ovlabel: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
-    except (CLIError, OSError, ValueError) as e:  # our data errors are ValueErrors naming file, record, reason
-        if a.verbose:
+    except (CLIError, OSError, ValueError) as e:
+        if verbose:
             raise
-        print(f"ovlabel: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("ovlabel: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def main(argv: list[str] | None = None, *, own_process: bool = False) -> int:
+    """Runs one ovlabel command; returns the exit code (`run_command`). `own_process`: this process runs
+    nothing else."""
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    setup_logging(logging.DEBUG if a.verbose else logging.WARNING if a.quiet else logging.INFO)
+    if own_process and getattr(a, "bulk", False):
+        _tune_bulk_process(a)
+    return run_command("ovlabel", a.func, a, verbose=a.verbose)
 
 
 if __name__ == "__main__":
