@@ -5,6 +5,8 @@ Actions: ``reject`` (the box is wrong: removed, and never proposed again), ``acc
 as a reviewed box, origin ``review``), ``fix`` (box or phrase edited: the new values, origin ``review``),
 ``add`` (a box the reviewer drew). Boxes are absolute xyxy pixels, like everywhere else. Self-training reads
 the same table (rejected region keys are filtered out of later rounds, reviewed boxes train as gold).
+Corrections directories and the datasets they apply to may be local or on an object store (``s3://...``,
+`formats.storage`); locations are recorded without credentials.
 """
 
 from __future__ import annotations
@@ -21,17 +23,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from formats import schema as S
+from formats import storage
 from formats.boxes import iou_matrix
 from formats.dataset import (
     Dataset,
     DatasetError,
     DatasetWriter,
-    atomic_path,
-    atomic_write_json,
     derived_manifest,
     prior_run,
 )
 from formats.phrase_rules import trim_phrase
+from formats.storage import Folder
 
 ACTIONS = ("reject", "accept", "fix", "add")
 FILE = "corrections.parquet"
@@ -51,28 +53,36 @@ SCHEMA = pa.schema([
 
 
 def write_corrections(rows: list[dict], out_dir: str | os.PathLike, **summary) -> dict:
-    """Writes the corrections table (atomically) and its summary; returns the summary."""
+    """Writes the corrections table and its ``summary.json`` into `out_dir` (a local folder or an object-store
+    URL), each whole or not at all; returns the summary, which names the table by its absolute path or its URL
+    without credentials. Raises `formats.dataset.DatasetError` (an unknown action),
+    `formats.storage.StorageError` (an unusable location)."""
     bad = sorted({r["action"] for r in rows} - set(ACTIONS))
     if bad:
         raise DatasetError(f"unknown correction action(s) {bad}; expected one of {ACTIONS}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Folder(out_dir)
+    out.makedirs()
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
-    with atomic_path(out / FILE) as tmp:
+    with out.atomic_path(FILE) as tmp:
         pq.write_table(table, tmp)
     counts = {a: int(pc.sum(pc.equal(table.column("action"), a)).as_py() or 0) for a in ACTIONS}
-    info = {"corrections": str((out / FILE).resolve()), "rows": table.num_rows, "actions": counts, **summary}
-    atomic_write_json(out / "summary.json", info)
+    where = str(Path(out.url_of(FILE)).resolve()) if out.is_local else out.url_of(FILE)
+    info = {"corrections": where, "rows": table.num_rows, "actions": counts, **summary}
+    out.write_json("summary.json", info)
     return info
 
 
 def read_corrections(path: str | os.PathLike) -> pa.Table:
-    """The corrections table of a corrections directory (or the parquet file itself)."""
-    p = Path(path)
-    f = p / FILE if p.is_dir() else p
-    if not f.is_file():
-        raise DatasetError(f"{path}: no {FILE}; pull corrections with `ovlabel review pull` first")
-    return pq.read_table(f).cast(SCHEMA)
+    """The corrections table of a corrections directory (or the parquet file itself), local or on an object
+    store. Raises `formats.dataset.DatasetError` when there is none."""
+    folder = Folder(path)
+    if folder.isfile(FILE):
+        return folder.read_parquet(FILE).cast(SCHEMA)
+    parent, name = storage.split_location(path)
+    if parent.isfile(name):
+        return parent.read_parquet(name).cast(SCHEMA)
+    raise DatasetError(f"{storage.display(path) if storage.is_url(os.fspath(path)) else path}: no {FILE}; pull "
+                       "corrections with `ovlabel review pull` first")
 
 
 def rejected_keys(corrections: pa.Table) -> set[str]:
@@ -102,13 +112,14 @@ def apply_corrections(dataset_dir: str | os.PathLike, corrections_dir: str | os.
         if r["action"] in ("add", "accept", "fix") and r["dataset"] == me:
             adds.setdefault(r["image_id"], []).append(r)  # kept only when the region is not in the dataset
     m = src.manifest
-    manifest = derived_manifest(src, {"op": "apply", "corrections": str(corrections_dir)}, derived_from=m.provenance)
+    manifest = derived_manifest(src, {"op": "apply", "corrections": storage.redact(str(corrections_dir))},
+                                derived_from=m.provenance)
     writer = DatasetWriter(out_dir, manifest, overwrite=overwrite, resume_key=resume_key)
     label_of = {c["name"]: c["label"] for c in m.categories}
     counts = {a: 0 for a in ACTIONS}
     wordless = 0  # reviewers' phrases with no word character: not written
     for path, part in zip(src.part_paths, m.parts):
-        table = pq.read_table(path)
+        table = storage.read_parquet(path)  # a local path or a URL
         keys = S.region_keys(table.column("image_id").combine_chunks(), table.column("regions").combine_chunks())
         keys = iter(keys.to_pylist())
         new_regions = []
@@ -173,7 +184,7 @@ def drop_rejected(dataset_dir: str | os.PathLike, corrections: pa.Table, out_dir
                            resume_key=resume_key)
     dropped = 0
     for path, part in zip(src.part_paths, m.parts):
-        table = pq.read_table(path)
+        table = storage.read_parquet(path)  # a local path or a URL
         new = []
         for image_id, regions in zip(table.column("image_id").to_pylist(), table.column("regions").to_pylist()):
             bad = by_image.get(image_id, [])
@@ -238,8 +249,8 @@ def _ground(reg: dict, caption: str | None) -> dict:
 
 
 def summary_json(path: str | os.PathLike) -> dict:
-    """The summary written beside a corrections table."""
-    return json.loads((Path(path) / "summary.json").read_text())
+    """The summary written beside a corrections table (a local folder or an object-store URL)."""
+    return json.loads(Folder(path).read_bytes("summary.json"))
 
 
 def now() -> str:

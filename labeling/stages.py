@@ -8,6 +8,7 @@ declares the columns it reads and adds, so a batch can be inspected at any point
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from detector.preprocess import SIZE_COLUMNS
 from formats import schema as S
 from formats import storage
 from formats.arrow_np import from_numpy
-from formats.converters.img2dataset import shard_records
+from formats.converters.img2dataset import shard_records, stored_shard_records
 from formats.phrase_rules import merge_phrases
 from labeling.candidates import assemble_candidates
 from labeling.phrases import PhraseConfig, PhraseExtractor
@@ -41,7 +42,9 @@ def load_units(units: pa.Table) -> pa.Table:
     out = []
     for u in units.to_pylist():
         given = u.get("phrases")
-        if u["kind"] == "img2dataset":
+        if u["kind"] == "img2dataset" and u.get("duplicates") is not None:  # a shard on an object store
+            t = stored_shard_records(u["path"], u["source"], json.loads(u["duplicates"]), u["tar_beside"])
+        elif u["kind"] == "img2dataset":
             t = shard_records(Path(u["path"]), u["source"])[0]
         else:
             extra = {"column": ["phrases"], "regions": ["regions"]}.get(given, [])

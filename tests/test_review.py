@@ -28,15 +28,13 @@ from formats.dataset import Dataset, DatasetWriter, Manifest  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def gold_and_pseudo(tmp_path_factory, sample_gold):
-    """The bundled sample's hand-drawn gold boxes, and a round-1 pseudo dataset over the same photos."""
-    tmp = tmp_path_factory.mktemp("review")
-    gold = sample_gold
-    src = Dataset(gold)
-    table = src.read()
+def write_round1(src: Dataset, out) -> None:
+    """A round-1 pseudo dataset at `out` (a path or URL) over `src`'s photos: each gold box moved a little, with
+    scores, and candidates files holding every kept box plus one the filters dropped on the first image."""
+    from formats.storage import Folder
+
     rows = []
-    for r in table.to_pylist():
+    for r in src.read().to_pylist():
         regs = []
         for k, g in enumerate(r["regions"]):
             x1, y1, x2, y2 = g["bbox"]
@@ -45,20 +43,26 @@ def gold_and_pseudo(tmp_path_factory, sample_gold):
                          "score": 0.2 + 0.1 * (k % 7), "det_score": 0.9 if k % 2 else 0.2,
                          "clip_score": 0.3, "origin": "pseudo", "round": 1})
         rows.append({**{c: r[c] for c in S.CORE_COLUMNS if c != "regions"}, "regions": regs})
-    pseudo = tmp / "round1"
     m = Manifest(kind="vg", source="custom", image_root=src.manifest.image_root, config={"round": 1})
-    w = DatasetWriter(pseudo, m)
+    w = DatasetWriter(out, m)
     w.write_part("part-00000.parquet", S.conform(pa.Table.from_pylist(rows, schema=S.CORE_SCHEMA)))
     w.finish()
-    # the candidates the filters saw: every kept box, plus one they dropped on the first image
     extra = {**rows[0]["regions"][0], "region_id": f"{rows[0]['image_id']}#r0c99", "score": 0.01}
     cands = [{"image_id": r["image_id"], "candidates": r["regions"] + ([extra] if i == 0 else [])}
              for i, r in enumerate(rows)]
-    (pseudo / "candidates").mkdir()
+    buf = pa.BufferOutputStream()
     pq.write_table(pa.Table.from_pylist(cands, schema=pa.schema([("image_id", pa.string()),
-                                                                  ("candidates", pa.list_(S.REGION_TYPE))])),
-                   pseudo / "candidates" / "part-00000.parquet")
-    return gold, pseudo
+                                                                 ("candidates", pa.list_(S.REGION_TYPE))])), buf)
+    Folder(out).makedirs("candidates")
+    Folder(out).write_bytes("candidates/part-00000.parquet", buf.getvalue().to_pybytes())
+
+
+@pytest.fixture(scope="module")
+def gold_and_pseudo(tmp_path_factory, sample_gold):
+    """The bundled sample's hand-drawn gold boxes, and a round-1 pseudo dataset over the same photos."""
+    pseudo = tmp_path_factory.mktemp("review") / "round1"
+    write_round1(Dataset(sample_gold), pseudo)
+    return sample_gold, pseudo
 
 
 def test_build_tag_pull_apply_export(gold_and_pseudo, tmp_path):

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, objects, run_cli
 from test_convert_goldg import mdetr_doc
 from test_convert_image_folder import image_files
 from test_convert_odvg import od, vg, write_lines
@@ -319,3 +319,57 @@ def test_convert_cc3m_with_credentials_only_in_the_url_reads_its_shards_and_neve
     for text in texts:
         assert LEAK[0] not in text and LEAK[1] not in text
     assert json.loads(manifest)["image_root"] == f"{s3.url}/cc3m"
+
+
+def test_export_images_dir_on_s3_writes_shard_images_as_objects(s3, tmp_path):
+    """`export --images-dir s3://...`: each shard image an object under the prefix (bytes of its shard member),
+    named in the export relative to it as in a local images folder; a rerun writes nothing; an object with other
+    bytes under a needed name is refused, naming its URL."""
+    import shutil
+
+    from formats.export.images import ImagesDirConflict
+    from formats.export.odvg import export_odvg
+    from formats.images import read_image_bytes
+
+    raw = tmp_path / "cc3m"
+    shutil.copytree(ROOT / "examples" / "cc3m_sample", raw)
+    upload(s3, raw, "cc3m")
+    run_cli("convert", "cc3m", f"{s3.url}/cc3m", "--out", f"{s3.url}/ds")
+    remote = json.loads(run_cli("export", "odvg", f"{s3.url}/ds", "--out", f"{s3.url}/x/cc3m.jsonl", "--keep-empty",
+                                "--images-dir", f"{s3.url}/images").stdout)
+    local = json.loads(run_cli("export", "odvg", f"{s3.url}/ds", "--out", tmp_path / "cc3m.jsonl", "--keep-empty",
+                               "--images-dir", tmp_path / "images").stdout)
+    assert (remote["images_written"], remote["images_present"]) == (7, 0) == (local["images_written"], 0)
+    assert s3.fs.cat_file(f"{s3.bucket}/x/cc3m.jsonl") == (tmp_path / "cc3m.jsonl").read_bytes()
+    stored = Dataset(f"{s3.url}/ds").read(["file_name"]).column("file_name").to_pylist()
+    exported = [json.loads(line)["filename"] for line in (tmp_path / "cc3m.jsonl").read_text().splitlines()]
+    assert objects(s3, "images") == sorted(exported) == sorted(local_files(tmp_path / "images"))
+    for name, key in zip(stored, exported, strict=True):
+        assert s3.fs.cat_file(f"{s3.bucket}/images/{key}") == read_image_bytes(str(raw), name) == \
+            (tmp_path / "images" / key).read_bytes()
+    again = export_odvg(f"{s3.url}/ds", f"{s3.url}/x/again.jsonl", images_dir=f"{s3.url}/images", keep_empty=True)
+    assert (again["images_written"], again["images_present"]) == (0, 7)
+    s3.fs.pipe_file(f"{s3.bucket}/images/{exported[0]}", b"another picture")
+    with pytest.raises(ImagesDirConflict, match=f"^{s3.url}/images/{exported[0]}: already holds a different image"):
+        export_odvg(f"{s3.url}/ds", f"{s3.url}/x/third.jsonl", images_dir=f"{s3.url}/images", keep_empty=True)
+
+
+def test_convert_coco_check_images_under_an_s3_image_root_equals_a_local_run(s3, tmp_path, write_json):
+    from conftest import coco_doc
+    from PIL import Image
+
+    root = tmp_path / "images"
+    (root / "img").mkdir(parents=True)
+    Image.new("RGB", (640, 480)).save(root / "img/0001.jpg")
+    Image.new("RGB", (10, 10)).save(root / "img/0002.jpg")  # 0003.jpg is missing
+    upload(s3, root, "images")
+    ann = write_json(coco_doc(n_images=3))
+    upload(s3, ann, ann.name)
+    local, remote = convert_both(s3, tmp_path, "coco", str(ann), "--source", "custom", "--image-root", str(root),
+                                 "--check-images", "--out", str(tmp_path / "ds"))
+    assert remote == as_urls(local, tmp_path, s3) and remote["images"] == 1
+    assert (remote["rejected"]["image file missing"], remote["rejected"]["image size mismatch"]) == (1, 1)
+    ds = same_dataset(f"{s3.url}/ds", tmp_path / "ds", tmp_path, s3)  # images named by URL, as local by path
+    details = sorted(r["detail"] for r in ds.read_rejects().to_pylist() if r["detail"].startswith("s3:"))
+    assert len(details) == 2 and details[0].startswith(f"{s3.url}/images/img/0002.jpg: header 10x10") and \
+        details[1] == f"{s3.url}/images/img/0003.jpg"

@@ -165,8 +165,69 @@ def test_a_pseudo_run_killed_on_s3_and_rerun_equals_an_uninterrupted_run(s3, tin
                                                                for n in names)])
 
 
-def test_review_refuses_datasets_on_object_storage_with_a_clear_error(tmp_path):
-    from workflows.review import ReviewError, build_review
+def _raw_folders(tmp_path):
+    """The cc3m sample (img2dataset parquet + tar) and two tar-only webdataset shards sharing a key (the later
+    one's sample is a duplicate), as local folders."""
+    import shutil
 
-    with pytest.raises(ReviewError, match="review needs local datasets and image roots; s3://b/pseudo is on object"):
-        build_review(tmp_path / "gold", ["s3://b/pseudo"])
+    from test_convert_webdataset import image_bytes, write_tar
+
+    cc3m = tmp_path / "cc3m"
+    shutil.copytree(SAMPLE.parent / "cc3m_sample", cc3m)
+    wds = tmp_path / "wds"
+    wds.mkdir()
+    write_tar(wds / "00000.tar", [("k0.jpg", image_bytes(16, 12)), ("k0.txt", b"a red square"),
+                                  ("k1.jpg", image_bytes(8, 8)), ("k1.txt", b"a small red square")])
+    write_tar(wds / "00001.tar", [("k1.jpg", image_bytes(9, 9)), ("k1.txt", b"the same key"),
+                                  ("k2.png", image_bytes(10, 6, "PNG")), ("k2.txt", b"a png square")])
+    return cc3m, wds
+
+
+def test_a_raw_shard_folder_on_s3_is_planned_and_loaded_as_its_local_copy(s3, tmp_path):
+    """`pseudo --input` of img2dataset output on the store: the same units, fingerprint, rejects and unit records as
+    the same folder on a local disk, shards and image root named by URL (what Ray's load stage gets)."""
+    from workflows.pseudo_label import plan_input
+
+    for local in _raw_folders(tmp_path):
+        for p in sorted(local.iterdir()):
+            s3.fs.put_file(str(p), f"{s3.bucket}/{local.name}/{p.name}")
+        url = f"{s3.url}/{local.name}"
+        lo, remote = plan_input(local, 2), plan_input(url, 2)
+        assert remote.image_root == url and remote.inputs == [{"path": url, "img2dataset": True}]
+        assert remote.fingerprint == lo.fingerprint and len(remote.units) == len(lo.units) >= 2
+        for r, u in zip([dict(x) for x in remote.units], lo.units, strict=True):
+            shard = u["path"].rsplit("/", 1)[1]
+            assert r.pop("path") == f"{url}/{shard}" and r.pop("image_root") == url and r.pop("tar_beside") == (
+                shard.endswith(".parquet"))
+            assert json.loads(r.pop("duplicates")) == ({"k1": "00000.tar"} if shard == "00001.tar" else {})
+            assert r == {k: v for k, v in u.items() if k not in ("path", "image_root")}
+        shown = json.loads(json.dumps(lo.rejects).replace(str(local), url))
+        assert remote.rejects == shown and remote.rejects  # cc3m: a failed download; wds: the duplicate key
+        got = load_units(pa.Table.from_pylist(remote.units))
+        want = load_units(pa.Table.from_pylist(lo.units))
+        assert got.drop_columns(["image_root"]).equals(want.drop_columns(["image_root"]))
+        assert set(got.column("image_root").to_pylist()) == {url}
+        for name in got.column("file_name").to_pylist():  # the images, read from the store by range requests
+            assert read_image_bytes(url, name) == read_image_bytes(str(local), name)
+
+
+@pytest.mark.slow
+def test_pseudo_of_a_raw_shard_folder_on_s3_equals_a_local_run(s3, tiny_models, tmp_path):
+    cc3m, _ = _raw_folders(tmp_path)
+    for p in sorted(cc3m.iterdir()):
+        s3.fs.put_file(str(p), f"{s3.bucket}/cc3m/{p.name}")
+    cfg = sample_pseudo_config(tiny_models)
+    cfg.images_per_part = 4
+    ref = run_pseudo(cc3m, tmp_path / "ref", cfg, RunOptions(num_cpus=2))
+    got = run_pseudo(f"{s3.url}/cc3m", f"{s3.url}/pseudo", cfg, RunOptions(num_cpus=2))
+    assert got.pop("dataset") == f"{s3.url}/pseudo" and ref.pop("dataset") == str(tmp_path / "ref")
+    assert {k: v for k, v in got.items() if k not in ("seconds", "images_per_second")} == \
+        {k: v for k, v in ref.items() if k not in ("seconds", "images_per_second")}
+    assert records(f"{s3.url}/pseudo") == records(tmp_path / "ref") and got["images"] == 7
+    m = Dataset(f"{s3.url}/pseudo").manifest
+    assert m.image_root == f"{s3.url}/cc3m" and m.provenance["inputs"] == [{"path": f"{s3.url}/cc3m", "img2dataset": True}]
+    assert [r["file"] for r in Dataset(f"{s3.url}/pseudo").read_rejects().to_pylist()] == [f"{s3.url}/cc3m/00000.parquet"]
+    names = [p["name"] for p in m.parts]
+    assert objects(s3, "pseudo") == sorted(["manifest.json", *(f"{d}/{n}" for d in ("records", "candidates")
+                                                               for n in names)] + [f"rejects/{n}" for n in m.reject_parts])
+    assert run_pseudo(f"{s3.url}/cc3m", f"{s3.url}/pseudo", cfg, RunOptions(num_cpus=2)).get("skipped")

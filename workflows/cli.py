@@ -103,7 +103,8 @@ def add_images_dir(p: argparse.ArgumentParser) -> None:
     """The exports' ``--images-dir`` and ``--tar-paths`` options."""
     g = p.add_mutually_exclusive_group()
     g.add_argument("--images-dir", help="write images kept inside img2dataset shards (GRIT, CC3M) there as files "
-                   "and name them relative to it, others by absolute path: use it as the trainer's data root "
+                   "(a local folder or an s3:// prefix) and name them relative to it, others by absolute path or "
+                   "URL: use it as the trainer's data root "
                    "(required for shard-backed datasets unless --tar-paths)")
     g.add_argument("--tar-paths", action="store_true", help="write shard-backed images as their shard names "
                    "(tar://KEY.jpg::SHARD), which no trainer opens, instead of refusing the export")

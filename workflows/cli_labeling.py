@@ -15,7 +15,8 @@ def add_pseudo_args(p: argparse.ArgumentParser) -> None:
     from detector.models import DEFAULT_CLIP, DEFAULT_DETECTOR
 
     p.add_argument("--input", required=True,
-                   help="dataset directory (captions or phrases; with --classes any: images, ODVG, COCO) or img2dataset output")
+                   help="dataset directory (captions or phrases; with --classes any: images, ODVG, COCO) or img2dataset "
+                   "output, local or on an object store (s3://...)")
     p.add_argument("--out", required=True, help="pseudo dataset directory to write (resumes if it exists)")
     p.add_argument("--detector", default=None, help=f"hub id or local folder (default {DEFAULT_DETECTOR})")
     p.add_argument("--clip", default=None, help=f"hub id or local folder (default {DEFAULT_CLIP})")

@@ -10,6 +10,7 @@ a kill at any moment loses at most the units in flight and never duplicates one.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,7 +21,7 @@ import pyarrow.parquet as pq
 
 from detector.models import DEFAULT_CLIP, DEFAULT_DETECTOR
 from formats import storage
-from formats.converters.img2dataset import is_img2dataset_dir, shard_records, shards
+from formats.converters.img2dataset import is_img2dataset_dir, shard_records, shards, stored_shards
 from formats.dataset import (
     REJECTS,
     Dataset,
@@ -131,8 +132,15 @@ def plan_input(input_path: str | Path, images_per_part: int, source: str = "cc3m
     unless `extract_phrases`; img2dataset input always gets spaCy's.
 
     A records dataset may be on an object store (``s3://...``): units name its parts by URL and workers reopen
-    them (and the image root, when it is a URL too) from the environment's credentials."""
+    them (and the image root, when it is a URL too) from the environment's credentials. So may img2dataset
+    output: its shards are listed and read there as local ones are (`stored_img2dataset_plan`), and images are
+    read from the shard folder's URL.
+
+    Raises `formats.dataset.DatasetError` (no dataset, an incomplete one), `Img2DatasetError` (an unreadable
+    shard)."""
     remote = not Folder(input_path).is_local
+    if remote and is_img2dataset_dir(input_path):
+        return stored_img2dataset_plan(input_path, images_per_part, source)
     p = Folder(input_path).resolve() if remote else Path(Folder(input_path).path).resolve()
     units, rejects, fingerprint = [], {}, []
     if not remote and is_img2dataset_dir(p):
@@ -155,6 +163,25 @@ def plan_input(input_path: str | Path, images_per_part: int, source: str = "cc3m
         u["phrases"] = given
     return InputPlan(units, ds.manifest.source, image_root, fingerprint,
                      [{"path": ds.folder.url, "dataset": True}], rejects, given)
+
+
+def stored_img2dataset_plan(raw_dir: str, images_per_part: int, source: str) -> InputPlan:
+    """`plan_input` of img2dataset output on an object store, converted on the fly as local output is: the same
+    units, records, rejects and fingerprint as for a local copy of the folder (`stored_shards`: the driver reads
+    each shard from a temp copy), the shards and the image root named by URL. A worker fetches a unit's shard to
+    a temp copy to read its records (`stored_shard_records`), and its images by range requests."""
+    folder = Folder(raw_dir)
+    units, rejects, fingerprint = [], {}, []
+    for shard in stored_shards(raw_dir, source):
+        name = shard.url.rsplit("/", 1)[1]
+        fingerprint.append((name, shard.rows, len(shard.rejects)))
+        first = len(units)
+        _slices(units, Path(name).stem, shard.url, shard.rows, images_per_part, "img2dataset", folder.url, source)
+        for u in units[first:]:  # what the worker needs to read the shard's records as the plan did
+            u.update(duplicates=json.dumps(shard.duplicates, sort_keys=True), tar_beside=shard.tar_beside)
+        if shard.rejects and len(units) > first:
+            rejects[units[first]["unit"]] = shard.rejects
+    return InputPlan(units, source, folder.url, fingerprint, [{"path": folder.url, "img2dataset": True}], rejects)
 
 
 def given_phrase_source(ds: Dataset) -> str | None:
@@ -185,7 +212,7 @@ def has_captions(input_path: str | Path) -> bool:
     import duckdb
 
     folder = Folder(input_path)
-    if folder.is_local and is_img2dataset_dir(Path(folder.path).resolve()):
+    if is_img2dataset_dir(Path(folder.path).resolve() if folder.is_local else input_path):
         return True
     ds = Dataset(folder)
     paths = [str(x) for x in ds.part_paths if "caption" in storage.parquet_schema(x).names]

@@ -4,8 +4,10 @@
 `source`, `image_id`, `width`, `height`; label field `gold` from the base dataset's gold regions and one
 field per pseudo directory (`pseudo` for one, `round_<k>` for self-training rounds), each detection carrying
 its phrase, scores, origin, round and region key, plus `<field>_dropped` with the candidates the filters
-dropped. Images inside img2dataset shards are extracted once to a cache folder (FiftyOne needs files).
-Samples are added in bulk batches. `pull_corrections` turns reviewers' tags and edits into the corrections
+dropped. Images inside img2dataset shards, and every image under an image root on an object store, are
+fetched once into a local cache folder (FiftyOne opens local files); local image files are used where they are.
+The dataset directories may be on an object store (``s3://...``, `formats.storage`). Samples are added in bulk
+batches. `pull_corrections` turns reviewers' tags and edits into the corrections
 table of `formats/corrections.py`.
 """
 
@@ -15,15 +17,15 @@ import hashlib
 import logging
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import pyarrow.parquet as pq
 
 from formats import paths as P
 from formats.boxes import relative_xywh_to_xyxy
 from formats.corrections import now, write_corrections
 from formats.dataset import Dataset, atomic_path
-from formats.images import ImageError, read_image_bytes, split_parquet_url, split_tar_url
+from formats.images import ImageError, read_image_bytes, split_parquet_url, split_tar_url, store_root
+from formats.storage import Folder, require_local
 from workflows.fiftyone_docs import declare_fields, detections_doc, insert_samples, set_label_field
 
 log = logging.getLogger("ovlabel.review")
@@ -54,15 +56,21 @@ def field_names(pseudo_dirs: list[Dataset]) -> list[str]:
 
 
 def default_name(dataset_dir: str | os.PathLike) -> str:
-    """A review dataset name from the dataset directory (its folder name and a short hash of its path)."""
-    p = Path(dataset_dir).resolve()
-    return f"ovlabel-{p.name}-{hashlib.sha1(str(p).encode()).hexdigest()[:6]}"
+    """A review dataset name from the dataset directory: its folder name and a short hash of its absolute path,
+    or of its URL without credentials for a folder on an object store (`formats.storage.Folder.url`: the same
+    folder gets the same name whichever credentials reach it)."""
+    folder = Folder(dataset_dir).resolve()
+    return f"ovlabel-{folder.name}-{hashlib.sha1(folder.url.encode()).hexdigest()[:6]}"
 
 
 def image_path(ds: Dataset, file_name: str, image_id: str, cache: Path) -> str:
-    """A file FiftyOne can open for a record: the image itself, or a copy extracted from its shard."""
+    """A local file FiftyOne can open for a record: a local image file itself, else a copy in `cache` of an
+    image inside a shard (``tar://``, ``parquet://``) or under an image root on an object store, fetched once
+    (named by a hash of the image root's URL, which carries no credentials, and the file name; written whole
+    or not at all). Raises `formats.images.ImageError`, `formats.paths.UnsafePathError` (a name leaving the
+    image root)."""
     root = ds.manifest.image_root or str(ds.root)
-    if split_tar_url(file_name) is None and split_parquet_url(file_name) is None:
+    if store_root(root) is None and split_tar_url(file_name) is None and split_parquet_url(file_name) is None:
         return str(P.resolve(root, file_name))
     safe = hashlib.sha1(f"{root}|{file_name}".encode()).hexdigest()[:16]
     out = cache / f"{safe}{Path(file_name.split('::')[0]).suffix or '.jpg'}"
@@ -77,9 +85,10 @@ def image_path(ds: Dataset, file_name: str, image_id: str, cache: Path) -> str:
 def _candidates_dropped(ds: Dataset, kept: set[str]) -> dict[str, list[dict]]:
     """Per image, the candidates of a pseudo dataset whose keys are not among `kept` (empty without candidates/)."""
     out: dict[str, list] = {}
-    folder = ds.root / "candidates"
-    for p in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
-        for r in pq.read_table(p, columns=["image_id", "candidates"]).to_pylist():
+    for name in ds.folder.list("candidates"):  # local or on an object store
+        if name.startswith(".") or not name.endswith(".parquet"):
+            continue
+        for r in ds.folder.read_parquet(f"candidates/{name}", columns=["image_id", "candidates"]).to_pylist():
             for c in r["candidates"] or []:
                 if c["region_id"] not in kept:
                     out.setdefault(r["image_id"], []).append(c)
@@ -88,37 +97,41 @@ def _candidates_dropped(ds: Dataset, kept: set[str]) -> dict[str, list[dict]]:
 
 def review_base(dataset_dir: str | os.PathLike, pseudos: list[Dataset], cache: Path) -> Dataset:
     """The base dataset: a dataset directory, or img2dataset / webdataset output (what `pseudo --input` accepts),
-    converted once into the cache with the pseudo datasets' source so image ids match theirs."""
+    converted once into the cache with the pseudo datasets' source so image ids match theirs. Either may be on
+    an object store (shards on a store are converted from temp copies; their images stay there)."""
     from formats.converters.img2dataset import (
         Img2DatasetConvertConfig,
         convert_img2dataset,
         is_img2dataset_dir,
     )
-    from formats.dataset import DatasetError
+    from formats.dataset import MANIFEST, DatasetError
 
-    path = Path(dataset_dir)
-    if (path / "manifest.json").is_file() or not is_img2dataset_dir(path):
-        return Dataset(path).require_complete()
+    folder = Folder(dataset_dir)
+    if folder.isfile(MANIFEST) or not is_img2dataset_dir(dataset_dir):
+        return Dataset(folder).require_complete()
     source = pseudos[0].manifest.source if pseudos else "cc3m"
     out = cache / f"base-{source}"
     cfg = Img2DatasetConvertConfig(source=source)
     try:
-        convert_img2dataset(path, out, cfg)
+        convert_img2dataset(dataset_dir, out, cfg)
     except DatasetError:  # made from other shards: the cache is ours to redo
-        convert_img2dataset(path, out, cfg, overwrite=True)
+        convert_img2dataset(dataset_dir, out, cfg, overwrite=True)
     return Dataset(out).require_complete()
 
 
 def build_review(dataset_dir: str | os.PathLike, pseudo_dirs: list[str | os.PathLike] = (), *, name: str | None = None,
                  cache_dir: str | os.PathLike | None = None, rebuild: bool = False, batch_size: int = 2000,
-                 evaluate: bool = True):
-    """Builds or updates the persistent FiftyOne review dataset; returns it."""
-    from formats.storage import Folder
+                 evaluate: bool = True, workers: int = 8):
+    """Builds or updates the persistent FiftyOne review dataset; returns it.
 
-    remote = [Folder(d).url for d in (dataset_dir, *pseudo_dirs) if not Folder(d).is_local]
-    if remote:  # FiftyOne shows local image files; the review's paths and cache are local
-        raise ReviewError(f"review needs local datasets and image roots; {', '.join(remote)} is on object storage "
-                          "(copy it to a local folder first)")
+    `dataset_dir` and `pseudo_dirs` may be local or on an object store (``s3://...``), with their image roots;
+    FiftyOne opens local files, so images on a store (and inside shards) are fetched once into the cache
+    folder (`image_path`, `workers` at a time), by default ``$OVLABEL_CACHE/review/NAME`` (``~/.cache/ovlabel``).
+    An image that cannot be read is left out with a warning. Raises `ReviewError` (the dataset `name` was built
+    from another base), `formats.dataset.DatasetError` (a missing or incomplete dataset),
+    `formats.storage.NotLocalError` (`cache_dir` on an object store)."""
+    if cache_dir:
+        cache_dir = require_local(cache_dir, "the review cache holds the image files FiftyOne opens; give a local folder")
     import fiftyone as fo
     from tqdm import tqdm
 
@@ -163,14 +176,23 @@ def build_review(dataset_dir: str | os.PathLike, pseudo_dirs: list[str | os.Path
     fds.create_index("image_id")
     new_ids = [i for i in meta if i not in have_ids]
     batch = []
-    with tqdm(total=len(new_ids), desc=f"review {name}", unit="img", file=sys.stderr, disable=None) as bar:
-        for image_id in new_ids:
-            m = meta[image_id]
-            try:
-                path = image_path(m["_ds"], m["file_name"], image_id, cache)
-            except (ImageError, P.UnsafePathError) as e:
-                log.warning("%s: image left out of the review: %s", image_id, e)
+
+    def local_image(image_id: str) -> str | None:
+        m = meta[image_id]
+        try:
+            return image_path(m["_ds"], m["file_name"], image_id, cache)
+        except (ImageError, P.UnsafePathError) as e:
+            log.warning("%s: image left out of the review: %s", image_id, e)
+            return None
+
+    with tqdm(total=len(new_ids), desc=f"review {name}", unit="img", file=sys.stderr, disable=None) as bar, \
+            ThreadPoolExecutor(max(1, workers), thread_name_prefix="ovlabel-review") as pool:
+        # each chunk's images fetched by the pool, taken in order
+        chunks = (new_ids[a:a + batch_size] for a in range(0, len(new_ids), max(1, batch_size)))
+        for image_id, path in ((i, p) for c in chunks for i, p in zip(c, pool.map(local_image, c))):
+            if path is None:
                 continue
+            m = meta[image_id]
             doc = {"filepath": path, "image_id": image_id, "caption": m["caption"], "source": m["source"],
                    "width": m["width"], "height": m["height"]}
             doc.update({f: v[image_id] for f, v in values.items() if image_id in v})
@@ -246,7 +268,9 @@ ACTION_TAGS = ("reject", "accept", "fix")
 
 
 def pull_corrections(name: str, out_dir: str | os.PathLike) -> dict:
-    """Reads reviewers' tags and edits from review dataset `name` into a corrections directory."""
+    """Reads reviewers' tags and edits from review dataset `name` into a corrections directory (local or on an
+    object store, `formats.corrections.write_corrections`); returns its summary. Raises `ReviewError` (no such
+    review dataset, or one ovlabel did not build)."""
     import fiftyone as fo
 
     if not fo.dataset_exists(name):

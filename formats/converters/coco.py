@@ -51,7 +51,7 @@ from formats.converters.common import (
 from formats.dataset import DatasetWriter, Manifest, part_ranges, provenance
 from formats.ids import Ids, codes, json_texts, parse_json_ids, self_codes, type_collision
 from formats.json_stream import JSONStructureError
-from formats.storage import FileInfo, Folder, display, is_url, local_file
+from formats.storage import FileInfo, local_file
 
 log = logging.getLogger("ovlabel.convert")
 
@@ -222,9 +222,6 @@ def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: C
     a JSON file on an object store is copied to a local temp file to be parsed."""
     if cfg.source not in SOURCES:
         raise ConversionError(f"unknown --source {cfg.source!r}; expected one of {', '.join(SOURCES)}")
-    if cfg.check_images and cfg.image_root and is_url(str(cfg.image_root)) and not Folder(cfg.image_root).is_local:
-        raise ConversionError(f"--check-images reads image headers from a local folder; {display(cfg.image_root)} "
-                              "is on an object store (not supported yet)")
     resume_key, info, existing = checked_input(ann_path, cfg, out_dir, overwrite, log)
     if existing is not None:
         return existing

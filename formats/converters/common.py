@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -163,18 +164,28 @@ def safe_file_names(names: pa.Array) -> tuple[pa.Array, dict[int, str]]:
 
 def verify_image_files(root: str, names: list[str], widths: np.ndarray, heights: np.ndarray) -> dict[int, tuple[str, str]]:
     """Checks each image exists under `root` and its header size (as displayed: EXIF orientation applied,
-    `formats.images.image_size`) matches; returns {index: (reason, detail)}."""
-    from formats.images import ImageError, image_size
+    `formats.images.image_size`) matches; returns {index: (reason, detail)}, details naming images by path, or
+    by URL (no credentials) under a root on an object store (``s3://bucket/images``: asked of the store, an
+    existence check and the header read by small range requests per image, `formats.images.image_size_under`)."""
+    from formats.images import ImageError, image_size, image_size_under, store_root
+
+    store = store_root(str(root))
 
     def check(i: int):
         try:
-            full = P.resolve(root, names[i])
+            full = P.resolve(root, names[i]) if store is None else P.check_relative(names[i])
         except P.UnsafePathError as e:
             return i, ("unsafe file_name", str(e))
-        if not full.is_file():
+        if store is not None:  # `full` is the name inside the store's folder
+            if not store.isfile(full):
+                return i, ("image file missing", store.url_of(full))
+            measure, full = functools.partial(image_size_under, store, full), store.url_of(full)
+        elif not full.is_file():
             return i, ("image file missing", str(full))
+        else:
+            measure = functools.partial(image_size, full)
         try:
-            w, h = image_size(full)
+            w, h = measure()
         except ImageError as e:
             return i, ("unreadable image", str(e))
         if (w, h) != (int(widths[i]), int(heights[i])):

@@ -23,12 +23,14 @@ GRIT's boxes are machine-made, so their regions have origin ``pseudo`` and GRIT'
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import tarfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -48,7 +50,7 @@ from formats.dataset import (
 )
 from formats.images import parquet_url, tar_url
 from formats.phrase_rules import trim_span
-from formats.storage import Folder, display
+from formats.storage import Folder, display, split_location
 
 log = logging.getLogger("ovlabel.img2dataset")
 
@@ -64,11 +66,23 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif")
 
 def is_img2dataset_dir(path: str | os.PathLike) -> bool:
     """True for a folder holding img2dataset shards (``NNNNN.parquet`` with ``NNNNN_stats.json``) or webdataset
-    shards (``NNNNN.tar``, with or without a side parquet)."""
-    p = Path(path)
+    shards (``NNNNN.tar``, with or without a side parquet). `path` may be a local folder or an object-store URL
+    (its files are listed there)."""
+    folder = Folder(path)
+    if not folder.is_local:
+        return _img2dataset_names(folder.list())
+    p = Path(folder.path)
     if not p.is_dir():
         return False
     return (any(p.glob("*_stats.json")) and any(p.glob("[0-9]*.parquet"))) or any(p.glob("[0-9]*.tar"))
+
+
+def _img2dataset_names(names: list[str]) -> bool:
+    """`is_img2dataset_dir` of a folder's file names."""
+    def has(suffix: str) -> bool:
+        return any(n[:1].isdigit() and n.endswith(suffix) for n in names)
+
+    return (any(n.endswith("_stats.json") for n in names) and has(".parquet")) or has(".tar")
 
 
 def shards(raw_dir: str | os.PathLike) -> list[Path]:
@@ -265,6 +279,61 @@ def shard_records(shard: Path, source: str, spans: str | None = None, min_score:
     for c in KEEP_COLUMNS:
         cols[c] = t.column(c).cast(pa.string()) if c in t.column_names else pa.nulls(n, pa.string())
     return pa.table(cols), rejects
+
+
+class StoredShard(NamedTuple):
+    """One shard of an img2dataset folder on an object store, as `stored_shards` planned it: its URL (no
+    credentials), its keys an earlier shard holds (rejected, as `duplicate_keys`), whether a parquet shard has
+    its tar beside it, and its records' row count and rejects (named by the shard's URL)."""
+
+    url: str
+    duplicates: dict
+    tar_beside: bool
+    rows: int
+    rejects: list
+
+
+def stored_shards(raw_dir: str | os.PathLike, source: str) -> list[StoredShard]:
+    """The shards of an img2dataset folder on an object store, each read as `shard_records` reads a local one:
+    the folder is listed there and each shard is fetched to a local temp copy, deleted right after, twice (its
+    keys first, for the duplicate keys across the folder, then its records), as `convert_img2dataset` does.
+    `raw_dir` is opened as given (credentials in its URL included); the shards are named by URL without them.
+    Raises `Img2DatasetError` (no shards, an unreadable shard), FileNotFoundError (a shard gone meanwhile)."""
+    folder = Folder(raw_dir)
+    listing = folder.list()
+    names = shard_names(listing)
+    if not names:
+        raise Img2DatasetError(f"{folder.url}: no img2dataset shards (NNNNN.parquet) nor webdataset shards (NNNNN.tar)")
+    keys = []
+    for name in names:
+        with folder.local_copy(name) as local:
+            keys.append((name, shard_keys(local)))
+    dups = duplicates_of(keys)
+    out = []
+    for name in names:
+        tar_beside = name.endswith(".parquet") and f"{Path(name).stem}.tar" in listing
+        with folder.local_copy(name) as local:
+            table, rejects = shard_records(local, source, duplicates=dups.get(name, {}), tar_beside=tar_beside)
+            url = folder.url_of(name)
+            rejects = [{k: v.replace(str(local), url) if isinstance(v, str) else v for k, v in r.items()}
+                       for r in rejects]
+        out.append(StoredShard(url, dups.get(name, {}), tar_beside, table.num_rows, rejects))
+    return out
+
+
+@functools.lru_cache(maxsize=2)
+def _stored_shard_table(url: str, source: str, duplicates: str, tar_beside: bool) -> pa.Table:
+    folder, name = split_location(url)
+    with folder.local_copy(name) as local:
+        return shard_records(local, source, duplicates=json.loads(duplicates), tar_beside=tar_beside)[0]
+
+
+def stored_shard_records(url: str, source: str, duplicates: dict, tar_beside: bool) -> pa.Table:
+    """`shard_records` (the records only) of a shard on an object store, as `stored_shards` planned it: the shard
+    is fetched to a local temp copy, deleted right after (the last two shards' records are kept per process, so
+    the units of one shard fetch it once per worker). Reopened from its URL with the environment's credentials.
+    Raises `Img2DatasetError`, FileNotFoundError."""
+    return _stored_shard_table(url, source, json.dumps(duplicates, sort_keys=True), bool(tar_beside))
 
 
 def webdataset_table(shard: Path) -> tuple[pa.Table, dict[str, str], list[dict]]:

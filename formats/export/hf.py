@@ -19,7 +19,6 @@ import fnmatch
 import hashlib
 import json
 import os
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,7 +26,7 @@ import pyarrow.parquet as pq
 from formats.dataset import Dataset
 from formats.export.images import register_export_records, with_exported_names
 from formats.query import connect
-from formats.storage import Folder, NotLocalError, shown
+from formats.storage import Folder, NotLocalError, display, shown
 
 
 def hf_features(schema: pa.Schema):
@@ -54,7 +53,7 @@ def export_fingerprint(ds: Dataset, images_dir: str | os.PathLike | None = None)
     the images folder their file names point into)."""
     m = ds.manifest
     key = {"root": str(ds.root.resolve()), "parts": m.parts, "created": m.provenance.get("created"),
-           "resume": m.config.get("_resume_key"), "images_dir": None if images_dir is None else str(Path(images_dir).resolve())}
+           "resume": m.config.get("_resume_key"), "images_dir": None if images_dir is None else display(images_dir)}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
@@ -98,7 +97,7 @@ def export_hf(dataset_dir: str | os.PathLike, out: str | os.PathLike, push_to_hu
     m = ds.manifest
     where = f"the image root `{m.image_root}`"
     if images_dir is not None:
-        where = f"`{Path(images_dir).resolve()}` (images from shards written there; others by absolute path)"
+        where = f"`{display(images_dir)}` (images from shards written there; others by absolute path or URL)"
     elif tar_paths:
         where = f"the image root `{m.image_root}`; `tar://KEY.jpg::SHARD` names an image inside a shard"
     card = f"""---

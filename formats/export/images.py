@@ -8,7 +8,8 @@ there is reused only when its bytes equal the shard member's; a different file (
 same shard and key names exported into the same folder) is an error naming the file and both sources,
 never a record pointing at another dataset's picture (`ImagesDirConflict`). Images that
 are files already are named by their absolute path, which those trainers' ``os.path.join(data_root, name)``
-keeps as it is. The folder is then the trainer's data root.
+keeps as it is. The folder is then the trainer's data root. It may be a prefix on an object store
+(``s3://bucket/images``), for trainers that read their data root from there.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from formats import paths as P
 from formats.dataset import Dataset
 from formats.images import read_image_bytes, split_parquet_url, split_tar_url, store_root
 from formats.query import register_records
-from formats.storage import Folder, NotLocalError, display, is_url
+from formats.storage import Folder
 
 
 def local_name(file_name: str) -> str | None:
@@ -47,12 +48,15 @@ def local_name(file_name: str) -> str | None:
 def write_images(ds: Dataset, names: list[str], images_dir: str | os.PathLike, *,
                  workers: int | None = None) -> tuple[pa.Table, dict]:
     """Writes the shard images among the dataset's file `names` under `images_dir`; returns (file_name ->
-    exported name, counts). Raises `formats.storage.NotLocalError` for an `images_dir` on an object store (a
-    trainer opens the images as local files), `ImagesDirConflict`, `formats.images.ImageError`."""
-    if is_url(os.fspath(images_dir)) and not Folder(os.fspath(images_dir)).is_local:
-        raise NotLocalError(f"--images-dir {display(images_dir)}: shard images are written out for a trainer to "
-                            "open as local files; give a local folder")
-    root = Path(images_dir)
+    exported name, counts).
+
+    `images_dir` is a local folder (each image written under a temp name and renamed) or a prefix on an object
+    store (``s3://bucket/images``: one object per image, ``PREFIX/00000/KEY.jpg``, each appearing whole with
+    its single upload; each shard's folder is listed once to find what a rerun already wrote, and an object of
+    the same size is read back to be compared). Raises `ImagesDirConflict`, `formats.images.ImageError`,
+    `formats.storage.StorageError` (an unusable location)."""
+    folder = Folder(images_dir)
+    root = Path(folder.path) if folder.is_local else None
     image_root = ds.manifest.image_root or "."
     store = store_root(image_root)
     by_shard: dict[str, list[tuple[str, str]]] = defaultdict(list)
@@ -66,6 +70,12 @@ def write_images(ds: Dataset, names: list[str], images_dir: str | os.PathLike, *
             by_shard[str(PurePosixPath(local).parent)].append((name, local))
     counts = {"images_written": 0, "images_present": 0}
 
+    def conflict(where, name: str) -> ImagesDirConflict:
+        return ImagesDirConflict(
+            f"{where}: already holds a different image than {name} of {ds.root} (image root {image_root}) needs "
+            "(another dataset with the same shard and key names was exported into this folder?); give each "
+            "dataset its own --images-dir")
+
     def write_shard(items: list[tuple[str, str]]) -> tuple[int, int]:
         written = present = 0
         for name, local in items:
@@ -73,10 +83,7 @@ def write_images(ds: Dataset, names: list[str], images_dir: str | os.PathLike, *
             data = read_image_bytes(image_root, name)
             if dest.exists():
                 if dest.read_bytes() != data:
-                    raise ImagesDirConflict(
-                        f"{dest}: already holds a different image than {name} of {ds.root} (image root "
-                        f"{image_root}) needs (another dataset with the same shard and key names was exported "
-                        "into this folder?); give each dataset its own --images-dir")
+                    raise conflict(dest, name)
                 present += 1
                 continue
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -86,10 +93,24 @@ def write_images(ds: Dataset, names: list[str], images_dir: str | os.PathLike, *
             written += 1
         return written, present
 
+    def upload_shard(items: list[tuple[str, str]]) -> tuple[int, int]:
+        written = present = 0
+        sizes = {rel: size for rel, size, _ in folder.find_info(str(PurePosixPath(items[0][1]).parent))}
+        for name, local in items:
+            data = read_image_bytes(image_root, name)
+            if local in sizes:
+                if sizes[local] != len(data) or folder.read_bytes(local) != data:
+                    raise conflict(folder.url_of(local), name)
+                present += 1
+                continue
+            folder.write_bytes(local, data)
+            written += 1
+        return written, present
+
     if by_shard:
-        root.mkdir(parents=True, exist_ok=True)
+        folder.makedirs()
         with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1), thread_name_prefix="ovlabel-images") as pool:
-            for written, present in pool.map(write_shard, by_shard.values()):
+            for written, present in pool.map(write_shard if folder.is_local else upload_shard, by_shard.values()):
                 counts["images_written"] += written
                 counts["images_present"] += present
     table = pa.table({"file_name": pa.array(list(exported), pa.string()),
