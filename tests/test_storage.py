@@ -254,18 +254,22 @@ def test_convert_stats_and_exports_on_s3_equal_a_local_run(s3, write_json, tmp_p
 def test_a_convert_killed_after_some_parts_and_rerun_on_s3_equals_one_uninterrupted_run(s3, write_json):
     ann = write_json(coco_doc(n_images=7))
     args = ["convert", "coco", str(ann), "--source", "custom", "--part-images", "2"]
-    # the convert dies (SIGKILL) as it is about to record its third part: parts after it may be on the store
+    # the convert dies (SIGKILL) as it is about to record its third part: parts after it may be on the store.
+    # Records are made one at a time here (parts are written by two threads), so the first two are complete
+    # when the third is attempted: a record still being uploaded by the other thread cannot be cut off.
     script = f"""
-import os, signal, sys
+import os, signal, sys, threading
 sys.path[:0] = [{str(ROOT)!r}]
 import formats.dataset as D
-commit, seen = D._commit, []
+commit, seen, lock = D._commit, [], threading.Lock()
 def dying(folder, rel, record):
-    if rel.startswith("_done/records/"):
+    if not rel.startswith("_done/records/"):
+        return commit(folder, rel, record)
+    with lock:
         seen.append(rel)
         if len(seen) == 3:
             os.kill(os.getpid(), signal.SIGKILL)
-    commit(folder, rel, record)
+        commit(folder, rel, record)
 D._commit = dying
 from workflows.cli import main
 sys.exit(main({[*args, "--out", f"{s3.url}/ds"]!r}))
