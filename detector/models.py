@@ -31,7 +31,9 @@ def autocast(device: str, precision: str = "auto"):
 
 
 def load_pretrained(cls, name_or_dir: str, *, trust_remote_code: bool = False, **kw):
-    """``cls.from_pretrained`` with remote code off unless asked, and a clear error when offline."""
+    """``cls.from_pretrained`` with remote code off unless asked, and a clear error when offline.
+
+    Raises OSError naming `name_or_dir` and how to get a model (``ovlabel models tiny``) when loading fails."""
     try:
         return cls.from_pretrained(name_or_dir, trust_remote_code=trust_remote_code, **kw)
     except OSError as e:

@@ -29,6 +29,7 @@ class ResizeRule:
 
     ``shortest_edge``/``longest_edge`` in pixels (MM-Grounding-DINO: 800/1333); ``resample`` a PIL filter id
     (2 = bilinear, the processor's default); ``canvas_multiple`` pixels the padded canvas is rounded up to.
+    Raises ValueError when ``canvas_multiple`` is not a positive multiple of 8.
     """
 
     shortest_edge: int = 800
@@ -44,7 +45,9 @@ class ResizeRule:
     @classmethod
     def from_processor(cls, image_processor, canvas_multiple: int = 64) -> ResizeRule:
         """The rule of a transformers DETR-family image processor (``size``, ``resample``), or of an OWLv2 one
-        (``Owlv2ImageProcessor``: pad to a square, resize to ``size["height"]``; a `square` rule)."""
+        (``Owlv2ImageProcessor``: pad to a square, resize to ``size["height"]``; a `square` rule).
+
+        Raises ValueError for a size without ``shortest_edge`` (DETR family) or a non-square OWLv2 size."""
         size = image_processor.size
         get = size.get if isinstance(size, dict) else (lambda k, d=None: getattr(size, k, d))
         if type(image_processor).__name__.startswith("Owlv2"):

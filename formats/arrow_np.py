@@ -19,7 +19,10 @@ import pyarrow as pa
 
 
 def from_numpy(values: np.ndarray, type: pa.DataType | None = None) -> pa.Array:
-    """An Arrow array of a 1-D numpy array (cast to `type` when given), without importing pandas."""
+    """An Arrow array of a 1-D numpy array (cast to `type` when given), without importing pandas.
+
+    Numbers and booleans are wrapped from their buffers (numbers zero copy); other dtypes go to ``pa.array``.
+    Raises ValueError for an array that is not 1-D, pyarrow's ArrowInvalid for a cast that would lose values."""
     a = np.asarray(values)
     if a.ndim != 1:
         raise ValueError(f"expected a 1-D array, got shape {a.shape}")

@@ -11,7 +11,7 @@ from concurrent.futures import Future
 
 
 def sha256_file(path: str | os.PathLike, bufsize: int = 1 << 22) -> str:
-    """Hex sha256 of a file."""
+    """Hex sha256 of a file, read in chunks of `bufsize` bytes. Raises OSError when it cannot be read."""
     h = hashlib.sha256()
     buf = bytearray(bufsize)  # one buffer reused: no fresh allocation (and page faults) per chunk
     view = memoryview(buf)
@@ -40,7 +40,9 @@ def prefetch_sha256(path: str | os.PathLike) -> None:
 
 
 def sha256_async(path: str | os.PathLike) -> Future:
-    """The file's sha256 as a future, computed on a thread of its own (the prefetched one when unchanged)."""
+    """The file's sha256 as a future, computed on a thread of its own (the prefetched one when unchanged).
+
+    Raises OSError (FileNotFoundError) here when the file cannot be stat'ed; a read error is the future's."""
     with _prefetched_lock:
         fut = _prefetched.pop(_file_key(path), None)
     return fut if fut is not None else _hash_on_thread(path)

@@ -40,7 +40,9 @@ def is_suspicious(name: str) -> bool:
 
 
 def resolve(image_root: str | os.PathLike, name: str) -> Path:
-    """Joins a checked relative name to its root and verifies the result (symlinks resolved) stays inside."""
+    """Joins a checked relative name to its root and verifies the result (symlinks resolved) stays inside.
+
+    Raises UnsafePathError for a name `check_relative` refuses or one that resolves outside the root."""
     rel = check_relative(name)
     root = Path(image_root).resolve()
     full = (root / rel).resolve()

@@ -115,7 +115,7 @@ def _append_per_row(rows: pa.ListArray, fixed: pa.ListArray) -> pa.ListArray:
     own, extra = rows.flatten(), fixed.flatten()
     counts = np.diff(rows.offsets.to_numpy())
     n_extra = len(extra)
-    starts = rows.offsets.to_numpy()[:-1]
+    starts = rows.offsets.to_numpy()[:-1] - rows.offsets.to_numpy()[0]  # into `own` (a slice's offsets need not start at 0)
     index = np.concatenate([np.concatenate([np.arange(s, s + c), len(own) + np.arange(n_extra)])
                             for s, c in zip(starts.tolist(), counts.tolist())]) if len(counts) else np.zeros(0, np.int64)
     items = pa.concat_arrays([own, extra]).take(pa.array(index.astype(np.int64)))

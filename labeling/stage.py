@@ -54,7 +54,9 @@ class Stage:
         raise NotImplementedError
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        """``process(batch)`` with the declared columns checked; runs ``setup()`` first if nobody did."""
+        """``process(batch)`` with the declared columns checked; runs ``setup()`` first if nobody did.
+
+        Raises StageError when `batch` lacks a column of ``reads`` or the output lacks one of ``adds``."""
         if not self._ready:
             self.setup()
             self._ready = True

@@ -93,3 +93,60 @@ def test_split_is_deterministic_and_handles_all_and_too_many(tmp_path, write_jso
     proc = run_cli("split", src, "--n", "100", "--out", tmp_path / "many")
     assert ids(tmp_path / "all") == order == ids(tmp_path / "many") and "takes them all" in proc.stderr
     assert run_cli("split", src, "--n", "-5", "--out", tmp_path / "bad", check=False).returncode == 1
+
+
+# -- identity keys (formats.hygiene.key_sql / primary_key_sql) on records in memory ---------------------------
+
+def _keys(source: str, rows: list[dict], extra: tuple = (), primary: bool = False) -> list[tuple]:
+    from types import SimpleNamespace
+
+    import duckdb
+    import pyarrow as pa
+
+    from formats.hygiene import key_sql, primary_key_sql
+
+    ds = SimpleNamespace(manifest=SimpleNamespace(extra_columns=list(extra), image_root="/img's", source=source),
+                         root=None)
+    con = duckdb.connect()
+    con.register("v", pa.Table.from_pylist(rows))
+    sql = primary_key_sql(ds, "v") if primary else key_sql(ds, "v")
+    return sorted(con.execute(sql).fetchall(), key=lambda r: [str(x) for x in r])
+
+
+def test_coco_keys_come_from_file_names_and_coco_image_ids():
+    rows = [{"image_id": "coco2017/139", "file_name": "val2017/000000000139.jpg"},
+            {"image_id": "x/1", "file_name": "COCO_train2014_000000000009.jpg"},
+            {"image_id": "x/2", "file_name": "train2017/0.jpg"},
+            {"image_id": "x/3", "file_name": "mytrain2017/5.jpg"},  # the pattern is anchored at the end only
+            {"image_id": "x/4", "file_name": "COCO_val2014_12.png"}]  # not a .jpg: no coco key
+    assert _keys("other", rows) == [
+        ("coco2017/139", "coco:139"), ("coco2017/139", "file:/img's/val2017/000000000139.jpg"),
+        ("x/1", "coco:9"), ("x/1", "file:/img's/COCO_train2014_000000000009.jpg"),
+        ("x/2", "coco:0"), ("x/2", "file:/img's/train2017/0.jpg"),
+        ("x/3", "coco:5"), ("x/3", "file:/img's/mytrain2017/5.jpg"),
+        ("x/4", "file:/img's/COCO_val2014_12.png")]
+    # a COCO source's image id is a key too, whatever its file is called
+    assert ("lvis/42", "coco:42") in _keys("LVIS_v1", [{"image_id": "lvis/42", "file_name": "a.jpg"}])
+
+
+def test_sha256_original_ids_and_flickr_keys():
+    rows = [{"image_id": "g/1", "file_name": "1.jpg", "sha256": "ab", "original_id": 7, "data_source": "vg",
+             "dataset_name": None, "original_img_id": None},
+            {"image_id": "g/2", "file_name": "2.jpg", "sha256": None, "original_id": 8, "data_source": None,
+             "dataset_name": "RefCOCOg", "original_img_id": None},
+            {"image_id": "g/3", "file_name": "36979.jpg", "sha256": None, "original_id": 9, "data_source": None,
+             "dataset_name": "flickr", "original_img_id": 36979}]
+    keys = _keys("flickr30k_mdetr", rows, ("sha256", "original_id", "data_source", "dataset_name", "original_img_id"))
+    assert keys == [
+        ("g/1", "file:/img's/1.jpg"), ("g/1", "flickr:1"), ("g/1", "sha256:ab"), ("g/1", "vg:7"),
+        ("g/2", "coco:8"), ("g/2", "file:/img's/2.jpg"), ("g/2", "flickr:2"),
+        ("g/3", "file:/img's/36979.jpg"), ("g/3", "flickr:36979"), ("g/3", "flickr:36979")]
+
+
+def test_the_primary_key_is_the_sha256_where_known_else_the_file():
+    rows = [{"image_id": "a", "file_name": "a.jpg", "sha256": "ff", "caption": "c", "_ord": 0},
+            {"image_id": "b", "file_name": "b.jpg", "sha256": None, "caption": None, "_ord": 1}]
+    assert _keys("cc3m", rows, ("sha256",), primary=True) == [
+        ("a", "sha256:ff", "c", 0), ("b", "file:/img's/b.jpg", None, 1)]
+    assert _keys("cc3m", rows, (), primary=True) == [
+        ("a", "file:/img's/a.jpg", "c", 0), ("b", "file:/img's/b.jpg", None, 1)]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 from formats.converters.goldg import GoldGConvertConfig, convert_goldg
 from formats.dataset import Dataset
@@ -190,7 +189,7 @@ def test_convert_process_skips_pandas_and_pandas_still_works_after(tmp_path):
         "print(m.counts['boxes'], list(df['a']))\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          cwd=str(Path(__file__).resolve().parents[1]))
+                          cwd=str(ROOT))
     assert proc.returncode == 0, proc.stderr
     boxes, values = proc.stdout.split(" ", 1)
     assert int(boxes) == convert_goldg(p, tmp_path / "in_process", GoldGConvertConfig(source="flickr30k")).counts["boxes"]
