@@ -138,14 +138,15 @@ class Run:
     def __init__(self, location: str | os.PathLike, cfg: SelfTrainConfig | None = None, *,
                  work_dir: str | os.PathLike | None = None):
         self.mirror = RunMirror(location, work_dir, kind="selftrain", record=RUN)
-        self.mirror.pull()
         self.root, self.home = self.mirror.root, self.mirror.home
+        if cfg is not None and self.mirror.is_remote and self.mirror.remote.isfile(RUN):  # before downloading it all
+            self._check_config(json.loads(self.mirror.remote.read_bytes(RUN)), cfg)
+        self.mirror.pull()
         path = self.root / RUN
         if path.exists():
             text = path.read_text()
             self.state, self._saved = json.loads(text), json.loads(text)
-            if cfg is not None and self.state["config"] != asdict(cfg):
-                raise ValueError(f"{self.home} holds a run with another config; choose another --out")
+            self._check_config(self.state, cfg)
             self.mirror.push()  # what a run cut short before its upload recorded here
         elif cfg is None:
             raise ValueError(f"{self.home}: no {RUN}; not a self-training run directory")
@@ -155,6 +156,10 @@ class Run:
             self.save()
         self.cfg = SelfTrainConfig(**self.state["config"])
         self.gold: list[str] = []  # the gold entries as dataset directories (`run_selftrain` sets them)
+
+    def _check_config(self, state: dict, cfg: SelfTrainConfig | None) -> None:
+        if cfg is not None and state["config"] != asdict(cfg):
+            raise ValueError(f"{self.home} holds a run with another config; choose another --out")
 
     def save(self) -> None:
         """Writes run.json when the state changed, then uploads what the store lacks, run.json last."""

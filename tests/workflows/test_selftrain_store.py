@@ -150,6 +150,21 @@ def test_work_dirs_names_paths_and_credentials(s3, tmp_path, monkeypatch):
     assert RunMirror(f"file://{tmp_path}/x", kind="train").root == tmp_path / "x"
 
 
+def test_a_store_run_of_another_config_is_refused_before_anything_is_downloaded(s3, tmp_path):
+    from workflows.selftrain import Run, SelfTrainConfig
+
+    cfg = SelfTrainConfig(base_model="m", pool="p", eval=[{"name": "e", "path": "e"}])
+    first = Run(f"{s3.url}/run", cfg, work_dir=tmp_path / "w1")
+    write_files(first.root, {"round-1/pseudo/records/part-00000.parquet": b"PAR1"})
+    first.save()
+    assert objects(s3, "run") == ["round-1/pseudo/records/part-00000.parquet", "run.json"]
+    with pytest.raises(ValueError, match=f"^{s3.url}/run holds a run with another config"):
+        Run(f"{s3.url}/run", SelfTrainConfig(**{**cfg.__dict__, "rounds": 5}), work_dir=tmp_path / "w2")
+    assert not (tmp_path / "w2" / "round-1").exists()
+    again = Run(f"{s3.url}/run", cfg, work_dir=tmp_path / "w2")  # the same config: filled from the store
+    assert again.state == first.state and (tmp_path / "w2" / "round-1" / "pseudo" / "records").is_dir()
+
+
 # -- training with its checkpoints on the store ----------------------------------------------------------------
 
 def test_train_uploads_each_checkpoint_and_resumes_from_the_store(s3, tiny_models, sample_gold, tmp_path):
