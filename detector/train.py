@@ -190,13 +190,15 @@ class Distributed:
     fills it from Ray Train); `detector/` never imports a runtime. The default is one process alone.
 
     `device` overrides the configured device (a worker's own GPU); `wrap_model` wraps the model for DDP
-    (gradients averaged across the group); `report` receives the final stats on every rank."""
+    (gradients averaged across the group); `report` receives the final stats on every rank; `saved` is called
+    on rank 0 with each checkpoint folder once it is complete (a launcher uploads it)."""
 
     rank: int = 0
     world: int = 1
     device: str | None = None
     wrap_model: Callable[[Any], Any] | None = None
     report: Callable[[dict], None] | None = None
+    saved: Callable[[Path], None] | None = None
 
 
 def training_config(init: str, datasets: list[str], out_dir: str | os.PathLike, cfg: TrainConfig, *,
@@ -315,7 +317,8 @@ def _optimizer_step(model, optimizer, cfg: TrainConfig, step: int) -> None:
 def train_loop(config: dict, dist: Distributed = Distributed()) -> dict:
     """Trains from config["init"] (a model folder or hub id; see `training_config`) on config's datasets, as
     process `dist.rank` of `dist.world`, resuming from the newest checkpoint under config["out"]; rank 0
-    writes checkpoints every `checkpoint_every` steps and ``train_stats.json``. Returns the timing stats.
+    writes checkpoints every `checkpoint_every` steps (each handed to `dist.saved`) and ``train_stats.json``.
+    Returns the timing stats.
 
     Raises ValueError when the datasets have no image with boxes, FloatingPointError on a non-finite loss."""
     import torch
@@ -354,7 +357,9 @@ def train_loop(config: dict, dist: Distributed = Distributed()) -> dict:
                 print(f"step {step}/{cfg.steps} loss {loss_acc:.4f}", file=sys.stderr, flush=True)
             loss_acc = 0.0
             if dist.rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
-                _save(core, processor, optimizer, step, out_dir, cfg, history)
+                ckpt = _save(core, processor, optimizer, step, out_dir, cfg, history)
+                if dist.saved is not None:
+                    dist.saved(ckpt)
                 crash_point("checkpoint")  # tests: die here, after the checkpoint (formats.faults)
         computed += time.perf_counter() - t0
         t_wait = time.perf_counter()

@@ -392,6 +392,34 @@ class Folder:
             yield tmp
             self.fs.put_file(str(tmp), full)
 
+    def upload(self, rel: str, path: str | os.PathLike) -> None:
+        """Copies the local file `path` to `rel`, whole or not at all (a temp file and a rename on a local disk,
+        one upload to an object store)."""
+        if self.is_local:
+            with self.atomic_path(rel) as tmp:
+                shutil.copyfile(path, tmp)
+            return
+        self.fs.put_file(os.fspath(path), self._full(rel))
+
+    def download(self, rel: str, path: str | os.PathLike) -> None:
+        """Copies file `rel` to the local `path` (its folder made), whole or not at all: written under a hidden
+        temp name beside it (`TMP_GLOB`) and renamed. Raises FileNotFoundError naming the file's URL."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_name(path)
+        try:
+            if self.is_local:
+                shutil.copyfile(self._full(rel), tmp)
+            else:
+                self.fs.get_file(self._full(rel), str(tmp))
+        except FileNotFoundError:
+            tmp.unlink(missing_ok=True)
+            raise FileNotFoundError(f"{self.url_of(rel)}: no such file") from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, path)
+
     def rm(self, rel: str) -> None:
         """Deletes one file (nothing when it is absent)."""
         full = self._full(rel)

@@ -19,7 +19,8 @@ from workflows.cli_selftrain import cmd_run  # noqa: E402
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="run directory, local or on a store (s3://, gs://)")
+    p.add_argument("--work-dir", help="local mirror of a run on a store (default under $OVLABEL_CACHE/selftrain)")
     a = p.parse_args(argv)
     setup_logging()
     return run_command("self_train", cmd_run, a)

@@ -283,21 +283,6 @@ def test_convert_cc3m_of_img2dataset_shards_on_s3_equals_a_local_run_and_a_rerun
     assert s3.fs.find(f"{s3.bucket}/ds", detail=True) == before
 
 
-def test_selftrain_and_train_refuse_an_s3_run_directory_naming_why(s3, tmp_path):
-    from detector.train import TrainConfig
-    from formats.storage import NotLocalError
-    from workflows.selftrain import run_selftrain
-    from workflows.training import train
-
-    with pytest.raises(NotLocalError, match=f"^{s3.url}/run: a self-training run directory must be local: "
-                                            "torch/transformers save and resume"):
-        run_selftrain(None, f"s3://{LEAK[0]}:{LEAK[1]}@{s3.bucket}/run")
-    with pytest.raises(NotLocalError, match=f"^{s3.url}/ckpt: checkpoints are saved and resumed by torch/transformers "
-                                            "as local files"):
-        train("m", [], f"{s3.url}/ckpt", TrainConfig())
-    assert not s3.fs.find(s3.bucket)
-
-
 def test_convert_cc3m_with_credentials_only_in_the_url_reads_its_shards_and_never_shows_them(s3, tmp_path):
     import shutil
 

@@ -11,10 +11,12 @@ PROTOCOLS = ("coco", "lvis", "lvis-fixed", "odinw", "flickr30k", "refcoco")  # d
 
 
 def cmd_run(a: argparse.Namespace) -> None:
+    from formats.storage import redact
     from workflows.selftrain import SelfTrainConfig, run_selftrain
 
-    state = run_selftrain(SelfTrainConfig.load(a.config), a.out)
-    print_json({"run": a.out, "status": state["status"], "rounds": sorted(int(k) for k in state["rounds"])})
+    state = run_selftrain(SelfTrainConfig.load(a.config), a.out, a.work_dir)
+    print_json({"run": redact(str(a.out)), "status": state["status"],
+                "rounds": sorted(int(k) for k in state["rounds"])})
 
 
 def cmd_status(a: argparse.Namespace) -> None:
@@ -44,7 +46,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     cfg = load_config(TrainConfig, a.config) if a.config else TrainConfig()
     cfg = replace(cfg, **{k: getattr(a, k) for k in ("steps", "batch_size", "lr", "num_workers")
                           if getattr(a, k) is not None})
-    print_json(train(a.model, a.datasets, a.out, cfg, device=a.device))
+    print_json(train(a.model, a.datasets, a.out, cfg, device=a.device, work_dir=a.work_dir))
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
@@ -65,7 +67,9 @@ def register(sub) -> None:
     ssub = s.add_subparsers(dest="what", required=True, metavar="WHAT")
     p = ssub.add_parser("run", help="run or resume the rounds a config describes")
     p.add_argument("config", help="TOML or JSON (see examples/selftrain_tiny.toml)")
-    p.add_argument("--out", required=True, help="run directory (resumes if it exists)")
+    p.add_argument("--out", required=True, help="run directory, local or s3://... / gs://... (resumes if it exists)")
+    p.add_argument("--work-dir", help="local mirror of a run on a store (default: $OVLABEL_CACHE/selftrain/<hash of "
+                                      "the URL>); ignored for a local --out")
     p.set_defaults(func=cmd_run)
     p = ssub.add_parser("status", help="a table per round")
     p.add_argument("run")
@@ -79,7 +83,9 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="fine-tune a grounding detector on dataset directories")
     p.add_argument("datasets", nargs="+")
     p.add_argument("--model", required=True, help="hub id or local folder to start from")
-    p.add_argument("--out", required=True, help="checkpoint folder (resumes)")
+    p.add_argument("--out", required=True, help="checkpoint folder, local or s3://... / gs://... (resumes)")
+    p.add_argument("--work-dir", help="local mirror of a store --out (default: $OVLABEL_CACHE/train/<hash of the "
+                                      "URL>); ignored for a local --out")
     p.add_argument("--config", help="JSON or TOML with TrainConfig fields")
     p.add_argument("--steps", type=int)
     p.add_argument("--batch-size", type=int)

@@ -13,6 +13,13 @@ Every step writes its output atomically or resumably, and run.json records a ste
 complete, so a killed run picks up at the step it was in (a half-trained model resumes from its last
 checkpoint) and never redoes a finished round. The stop rule ends the run when the chosen metric gains no
 more than `min_gain` over the previous round.
+
+RUN_DIR may be on an object store (``s3://bucket/prefix``, ``gs://``): the run then works in a local mirror
+(`workflows.run_mirror`: ``--work-dir``, default ``$OVLABEL_CACHE/selftrain/<sha1 of the URL>[:12]``), filled
+from the store when the run opens, so it resumes on any machine; after every recorded step (and every training
+checkpoint) the new files are uploaded and run.json last, so the store holds a step as done only once its files
+are there. Paths in run.json and metrics.json name the store (``s3://bucket/prefix/round-1/pseudo``), never the
+work directory or credentials; a local run records its local paths as before.
 """
 
 from __future__ import annotations
@@ -27,13 +34,9 @@ from pathlib import Path
 
 from formats.config import ConfigError, from_dict, load_config
 from formats.dataset import atomic_write_json
-from formats.storage import require_local
+from workflows.run_mirror import RunMirror
 
 log = logging.getLogger("ovlabel.selftrain")
-
-RUN_DIR_LOCAL = ("a self-training run directory must be local: torch/transformers save and resume its checkpoints "
-                 "as local files and its rounds run from them; give a local --out (copy the finished run to the store "
-                 "afterwards)")
 
 RUN = "run.json"
 
@@ -124,26 +127,46 @@ def _looks_like_hub_id(p: str) -> bool:
 # -- state -----------------------------------------------------------------------------------------------
 
 class Run:
-    """RUN_DIR/run.json: the config and, per round, the steps done and their results."""
+    """RUN_DIR/run.json: the config and, per round, the steps done and their results.
 
-    def __init__(self, root: str | os.PathLike, cfg: SelfTrainConfig | None = None):
-        self.root = Path(root)
+    `location` is a local folder or a store URL, worked in through `work_dir` (`workflows.run_mirror.RunMirror`):
+    `root` is the local directory steps read and write, `home` the run's name (its path or URL, no credentials).
+    Opening a run fills the mirror from the store. Raises ValueError for a folder without run.json (when no
+    `cfg` is given) or one holding a run of another config; `formats.storage.StorageError` for an unusable
+    location or work directory."""
+
+    def __init__(self, location: str | os.PathLike, cfg: SelfTrainConfig | None = None, *,
+                 work_dir: str | os.PathLike | None = None):
+        self.mirror = RunMirror(location, work_dir, kind="selftrain", record=RUN)
+        self.root, self.home = self.mirror.root, self.mirror.home
+        if cfg is not None and self.mirror.is_remote and self.mirror.remote.isfile(RUN):  # before downloading it all
+            self._check_config(json.loads(self.mirror.remote.read_bytes(RUN)), cfg)
+        self.mirror.pull()
         path = self.root / RUN
         if path.exists():
-            self.state = json.loads(path.read_text())
-            if cfg is not None and self.state["config"] != asdict(cfg):
-                raise ValueError(f"{self.root} holds a run with another config; choose another --out")
+            text = path.read_text()
+            self.state, self._saved = json.loads(text), json.loads(text)
+            self._check_config(self.state, cfg)
+            self.mirror.push()  # what a run cut short before its upload recorded here
         elif cfg is None:
-            raise ValueError(f"{self.root}: no {RUN}; not a self-training run directory")
+            raise ValueError(f"{self.home}: no {RUN}; not a self-training run directory")
         else:
             self.root.mkdir(parents=True, exist_ok=True)
-            self.state = {"config": asdict(cfg), "rounds": {}, "status": "running"}
+            self.state, self._saved = {"config": asdict(cfg), "rounds": {}, "status": "running"}, None
             self.save()
         self.cfg = SelfTrainConfig(**self.state["config"])
         self.gold: list[str] = []  # the gold entries as dataset directories (`run_selftrain` sets them)
 
+    def _check_config(self, state: dict, cfg: SelfTrainConfig | None) -> None:
+        if cfg is not None and state["config"] != asdict(cfg):
+            raise ValueError(f"{self.home} holds a run with another config; choose another --out")
+
     def save(self) -> None:
-        atomic_write_json(self.root / RUN, self.state)
+        """Writes run.json when the state changed, then uploads what the store lacks, run.json last."""
+        if self.state != self._saved:
+            atomic_write_json(self.root / RUN, self.state)
+            self._saved = json.loads(json.dumps(self.state))
+        self.mirror.push()
 
     def round(self, k: int) -> dict:
         return self.state["rounds"].setdefault(str(k), {"steps": {}, "timings": {}})
@@ -268,7 +291,8 @@ def _train(run: Run, k: int, datasets: list[str]) -> dict:
 
     init = run.model(k - 1) if run.cfg.init == "previous" else run.cfg.base_model
     cfg = from_dict(TrainConfig, {**run.cfg.train, "seed": run.cfg.train.get("seed", 0) + k}, path="train")
-    return train(init, datasets, run.root / f"round-{k}" / "model", cfg, device=run.cfg.device)
+    return train(init, datasets, run.root / f"round-{k}" / "model", cfg, device=run.cfg.device,
+                 saved=run.mirror.push)  # each checkpoint reaches the store before the next
 
 
 def _count(dataset_dir: str) -> dict:
@@ -282,7 +306,7 @@ def _baseline_eval(run: Run, k: int, done: dict) -> dict:
     metrics = {"round": 0, "model": run.cfg.base_model, "eval": evaluate_model(run, run.cfg.base_model)}
     metrics["metric"] = metric_record(run.cfg, metrics)
     (run.root / "round-0").mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run.root / "round-0" / "metrics.json", metrics)
+    atomic_write_json(run.root / "round-0" / "metrics.json", run.mirror.shown(metrics))
     return metrics
 
 
@@ -310,11 +334,12 @@ def _eval_step(run: Run, k: int, done: dict) -> dict:
     metrics = {"round": k, "model": model, "eval": evaluate_model(run, model, rv["pseudo"]),
                "pseudo": {"images": rv["images"], "boxes": rv["boxes"]}, "train": done["train"]}
     metrics["metric"] = metric_record(run.cfg, metrics)
-    atomic_write_json(run.root / f"round-{k}" / "metrics.json", metrics)
+    atomic_write_json(run.root / f"round-{k}" / "metrics.json", run.mirror.shown(metrics))
     return metrics
 
 
 # A step: (run, round k, the results of round k's earlier steps by name) -> its result, recorded in run.json.
+# Steps see and return local paths; run.json records them as `run.mirror.shown` names them.
 Step = Callable[[Run, int, dict], dict]
 BASELINE: list[tuple[str, Step]] = [("eval", _baseline_eval)]
 ROUND: list[tuple[str, Step]] = [("pseudo", _pseudo_step), ("review", _review_step), ("train", _train_step),
@@ -323,21 +348,24 @@ ROUND: list[tuple[str, Step]] = [("pseudo", _pseudo_step), ("review", _review_st
 
 def run_steps(run: Run, k: int, steps: list[tuple[str, Step]]) -> dict:
     """Runs round k's `steps` in order, each once: a step recorded in run.json is not run again; one that
-    runs is timed and recorded (`Run.mark`) before the next starts, so a killed run resumes at the step it
-    was in. Returns the round's results by step name."""
+    runs is timed and recorded (`Run.mark`: on a store run, its files uploaded and run.json after them) before
+    the next starts, so a killed run resumes at the step it was in. Returns the round's results by step name
+    (paths as recorded)."""
     for name, step in steps:
         if not run.done(k, name):
             t0 = time.perf_counter()
-            result = step(run, k, run.round(k)["steps"])
-            run.mark(k, name, result, time.perf_counter() - t0)
+            result = step(run, k, run.mirror.local(run.round(k)["steps"]))
+            run.mark(k, name, run.mirror.shown(result), time.perf_counter() - t0)
     return run.round(k)["steps"]
 
 
-def run_selftrain(config: SelfTrainConfig, run_dir: str | os.PathLike) -> dict:
-    """Runs (or resumes) the rounds; returns run.json's state. Raises `formats.storage.NotLocalError` for a run
-    directory on an object store."""
-    run_dir = require_local(run_dir, RUN_DIR_LOCAL)
-    run = Run(run_dir, config)
+def run_selftrain(config: SelfTrainConfig, run_dir: str | os.PathLike,
+                  work_dir: str | os.PathLike | None = None) -> dict:
+    """Runs (or resumes) the rounds in `run_dir`, a local folder or a store URL worked in through `work_dir`
+    (see the module docstring); returns run.json's state. Raises ValueError for a run directory holding a run of
+    another config, `formats.storage.StorageError` for an unusable location or a work directory that mirrors
+    another run."""
+    run = Run(run_dir, config, work_dir=work_dir)
     cfg = run.cfg
     run.gold = [_dataset_dir(run, g, f"gold-{i}") for i, g in enumerate(cfg.gold)]
     best = metric_value(run_steps(run, 0, BASELINE)["eval"], cfg.metric)

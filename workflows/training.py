@@ -3,7 +3,8 @@
 `train` runs `detector.train.train_loop` in this process when ``cfg.num_workers <= 1``, else as a Ray Train
 `TorchTrainer` (DDP; gloo on CPU, NCCL on GPU) of ``num_workers`` workers, each given its rank, its device and
 DDP wrapping through `detector.train.Distributed`. A Ray that `train` starts is shut down after; a caller's or
-a cluster's (``RAY_ADDRESS``) stays.
+a cluster's (``RAY_ADDRESS``) stays. A checkpoint folder on an object store is trained in a local mirror that
+uploads each checkpoint (`workflows.run_mirror`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 
 from detector.train import Distributed, TrainConfig, train_loop, trained_to, training_config
 
@@ -18,26 +20,42 @@ log = logging.getLogger("ovlabel.train")
 
 
 def train(init: str, datasets: list[str], out_dir: str | os.PathLike, cfg: TrainConfig, *,
-          exclude_keys: set[str] = frozenset(), device: str | None = None) -> dict:
+          exclude_keys: set[str] = frozenset(), device: str | None = None,
+          work_dir: str | os.PathLike | None = None, saved: Callable[[], None] | None = None) -> dict:
     """Fine-tunes `init` (a model folder or hub id) on the dataset directories `datasets`; checkpoints land in
-    `out_dir/checkpoint-N`, a local folder, and a rerun resumes from the newest. Returns the timing stats
+    `out_dir/checkpoint-N`, and a rerun resumes from the newest. Returns the timing stats
     (``{"steps", "resumed": True}`` when `out_dir` is already trained to ``cfg.steps``).
 
-    Raises `formats.storage.NotLocalError` for an object-store `out_dir` (torch and transformers save and resume
-    checkpoints as local files), ValueError when the datasets have no image with boxes, FloatingPointError on
-    a non-finite loss."""
-    from formats.storage import require_local
+    `out_dir` is a local folder or a store URL (``s3://``, ``gs://``): torch and transformers save and resume
+    checkpoints as local files, so a store folder is mirrored in `work_dir` (default under ``$OVLABEL_CACHE/train``,
+    `workflows.run_mirror`): its checkpoints are downloaded first, each new checkpoint is uploaded once saved
+    (with ``num_workers > 1``, at the end) and rotated ones are deleted there. `saved` is called after each
+    checkpoint (and its upload) and at the end.
 
-    out = require_local(out_dir, "checkpoints are saved and resumed by torch/transformers as local files; give a "
-                                 "local --out (copy the finished checkpoints to the store afterwards)")
+    Raises `formats.storage.StorageError` for an unusable location or a work directory that mirrors another,
+    ValueError when the datasets have no image with boxes, FloatingPointError on a non-finite loss."""
+    from workflows.run_mirror import RunMirror
+
+    mirror = RunMirror(out_dir, work_dir, kind="train")
+    mirror.pull()
+    out = mirror.root
+
+    def checkpoint_saved(_path=None) -> None:
+        mirror.push()
+        if saved is not None:
+            saved()
+
     out.mkdir(parents=True, exist_ok=True)
     step = trained_to(out)
     if step is not None and step >= cfg.steps:
-        log.info("%s: already trained to step %d", out, cfg.steps)
+        log.info("%s: already trained to step %d", mirror.home, cfg.steps)
+        checkpoint_saved()  # a run cut short after its last checkpoint: the store gets what it lacks
         return {"steps": cfg.steps, "resumed": True}
     config = training_config(init, datasets, out, cfg, exclude_keys=exclude_keys, device=device)
     if cfg.num_workers <= 1:
-        return train_loop(config)
+        stats = train_loop(config, Distributed(saved=checkpoint_saved))
+        checkpoint_saved()  # train_stats.json
+        return stats
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -53,6 +71,7 @@ def train(init: str, datasets: list[str], out_dir: str | os.PathLike, cfg: Train
             run_config=RunConfig(storage_path=str(out.resolve() / "ray_train"), name="train"),
         )
         trainer.fit()
+    checkpoint_saved()
     return json.loads((out / "train_stats.json").read_text())  # written by rank 0
 
 
