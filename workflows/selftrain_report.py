@@ -1,18 +1,49 @@
-"""`ovlabel selftrain status|report`: a table per round and PNG plots of a self-training run."""
+"""`ovlabel selftrain status|report`: a table per round and PNG plots of a self-training run.
+
+Both read the run where it lives: a local run directory, or a run on an object store (``s3://...``) whose
+run.json is read from the store (nothing is downloaded into a work directory) and whose report is written
+beside it (``<run>/report/``)."""
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from workflows.selftrain import Run, metric_value
+from formats import storage
+from workflows.selftrain import RUN, SelfTrainConfig, metric_value
 
 STEPS = ("pseudo", "review", "train", "eval")
 
 
-def rows(run_dir: str | os.PathLike) -> list[dict]:
+@dataclass
+class RunView:
+    """A run's state as run.json holds it, read-only: `home` (its path, or URL without credentials)."""
+
+    home: str
+    state: dict
+
+    @property
+    def cfg(self) -> SelfTrainConfig:
+        return SelfTrainConfig(**self.state["config"])
+
+    def round(self, k: int) -> dict:
+        return self.state["rounds"].get(str(k), {"steps": {}, "timings": {}})
+
+    @classmethod
+    def open(cls, run_dir: str | os.PathLike) -> RunView:
+        """Reads RUN_DIR/run.json (local or on a store). Raises ValueError when there is none."""
+        try:
+            data = storage.read_bytes(storage.inside(run_dir, RUN))
+        except FileNotFoundError:
+            raise ValueError(f"{storage.display(run_dir)}: no {RUN}; not a self-training run directory") from None
+        return cls(storage.display(run_dir), json.loads(data))
+
+
+def rows(run_dir: str | os.PathLike | RunView) -> list[dict]:
     """One row per round: steps done, the chosen metric, pseudo images/boxes kept, time."""
-    run = Run(run_dir)
+    run = run_dir if isinstance(run_dir, RunView) else RunView.open(run_dir)
     out = []
     for k in sorted(int(x) for x in run.state["rounds"]):
         r = run.round(k)
@@ -44,24 +75,24 @@ def format_table(table: list[dict]) -> str:
 
 def status(run_dir: str | os.PathLike) -> str:
     """The run's status line and round table."""
-    run = Run(run_dir)
-    return f"{run.root}: {run.state['status']}\n" + format_table(rows(run_dir))
+    run = RunView.open(run_dir)
+    return f"{run.home}: {run.state['status']}\n" + format_table(rows(run))
 
 
 def report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> dict:
-    """Writes report.md (the table) and PNG plots (metrics per round, boxes per round, score histograms)."""
+    """Writes report.md (the table) and PNG plots (metrics per round, boxes per round, score histograms) into
+    `out_dir` (default RUN_DIR/report; either may be on a store); returns their locations and the table."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import pyarrow.compute as pc
 
-    from formats.dataset import Dataset, atomic_path
+    from formats.dataset import Dataset
 
-    run = Run(run_dir)
-    out = Path(out_dir) if out_dir else run.root / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    table = rows(run_dir)
+    run = RunView.open(run_dir)
+    out = out_dir if out_dir else storage.inside(run_dir, "report")
+    table = rows(run)
     files = {}
 
     # every evaluation metric per round
@@ -80,7 +111,7 @@ def report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None)
     ax.set_title("evaluation per round")
     if series:
         ax.legend(fontsize=7)
-    files["metrics"] = _save(fig, out / "metrics_per_round.png", plt, atomic_path)
+    files["metrics"] = _save(fig, storage.inside(out, "metrics_per_round.png"), plt)
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ks = [r["round"] for r in table if r["pseudo_boxes"] is not None]
@@ -91,7 +122,7 @@ def report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None)
     ax.set_xlabel("round")
     ax.set_title("pseudo labels per round")
     ax.legend(fontsize=7)
-    files["boxes"] = _save(fig, out / "boxes_per_round.png", plt, atomic_path)
+    files["boxes"] = _save(fig, storage.inside(out, "boxes_per_round.png"), plt)
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for k in sorted(int(x) for x in run.state["rounds"]):
@@ -106,18 +137,19 @@ def report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None)
     ax.set_ylabel("boxes")
     ax.set_title("pseudo box scores")
     ax.legend(fontsize=7)
-    files["scores"] = _save(fig, out / "score_histograms.png", plt, atomic_path)
+    files["scores"] = _save(fig, storage.inside(out, "score_histograms.png"), plt)
 
-    md = out / "report.md"
-    with atomic_path(md) as tmp:
-        tmp.write_text(f"# Self-training run {run.root}\n\nStatus: {run.state['status']}\n\n```\n"
-                       f"{format_table(table)}\n```\n\n" + "".join(f"![{k}]({Path(v).name})\n" for k, v in files.items()))
-    return {"report": str(md), "plots": files, "rounds": table}
+    md = storage.inside(out, "report.md")
+    with storage.atomic_path(md) as tmp:
+        tmp.write_text(f"# Self-training run {run.home}\n\nStatus: {run.state['status']}\n\n```\n"
+                       f"{format_table(table)}\n```\n\n" + "".join(f"![{k}]({Path(str(v)).name})\n"
+                                                                     for k, v in files.items()))
+    return {"report": str(storage.shown(md)), "plots": files, "rounds": table}
 
 
-def _save(fig, path: Path, plt, atomic_path) -> str:
+def _save(fig, location, plt) -> str:
     fig.tight_layout()
-    with atomic_path(path) as tmp:
+    with storage.atomic_path(location) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
-    return str(path)
+    return str(storage.shown(location))

@@ -270,6 +270,14 @@ def test_selftrain_on_the_store_resumes_from_a_fresh_work_dir(s3, tiny_models, t
     # status and report of the store run, from the mirror
     status = run_cli("selftrain", "status", tmp_path / "w3").stdout
     assert "complete" in status and "sample.AP50" in status
+    # and of the store run itself: run.json read from the store, the report written beside the run
+    status = run_cli_env(s3, "selftrain", "status", url).stdout.splitlines()
+    assert status[0] == f"{url}: complete" and "sample.AP50" in status[1] and len(status) == 5
+    rep = json.loads(run_cli_env(s3, "selftrain", "report", url).stdout)
+    assert rep["report"] == f"{url}/report/report.md" and [r["round"] for r in rep["rounds"]] == [0, 1]
+    assert {"report/report.md", "report/metrics_per_round.png", "report/boxes_per_round.png",
+            "report/score_histograms.png"} <= set(objects(s3, "runs/r1"))
+    assert "sample.AP50" in stored_file(s3, "runs/r1/report/report.md").decode()
 
 
 def run_cli_env(s3, *args):
