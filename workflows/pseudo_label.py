@@ -35,6 +35,7 @@ from formats.dataset import (
 from formats.storage import Folder
 from labeling.candidates import records_from_candidates
 from labeling.fuse import FilterConfig
+from labeling.model_settings import ModelSettings
 from labeling.phrases import PhraseConfig
 from labeling.vocabulary import vocabulary_categories
 
@@ -48,15 +49,16 @@ class PseudoConfig:
 
     detector: str = DEFAULT_DETECTOR
     clip: str = DEFAULT_CLIP
-    box_threshold: float = 0.1  # detector candidates kept (recall first); the filters decide later
-    clip_margin: float = 0.1
+    # the actor's candidate rule, defaults from labeling.model_settings.ModelSettings (one place)
+    box_threshold: float = ModelSettings.box_threshold  # detector candidates kept (recall first); filters decide
+    clip_margin: float = ModelSettings.clip_margin
     # which candidates are CLIP-scored and stored (what `refilter` can see): the top_k best queries per prompt,
     # greedy NMS within each phrase at candidate_nms_iou (None: off), boxes with a side under min_box_size px
     # dropped; images padded to canvases rounded up to canvas_multiple px (results never depend on batch mates)
-    top_k: int = 100
-    candidate_nms_iou: float | None = 0.7
-    min_box_size: float = 2.0
-    canvas_multiple: int = 64
+    top_k: int = ModelSettings.top_k
+    candidate_nms_iou: float | None = ModelSettings.candidate_nms_iou
+    min_box_size: float = ModelSettings.min_box_size
+    canvas_multiple: int = ModelSettings.canvas_multiple
     round: int | None = None
     # True: phrases extracted by spaCy (`phrases`) even when the input records carry their own (a `phrases`
     # column, or VG regions with spans), which are used as they are otherwise
@@ -317,7 +319,7 @@ def build_stages(cfg: PseudoConfig, opts: RunOptions, gpus: float, given_phrases
 
     from detector.preprocess import ResizeRule
     from labeling.image_stages import LoadImages, OrderByCanvas
-    from labeling.model_stage import ModelSettings, ModelStage
+    from labeling.model_stage import ModelStage
     from labeling.prompt_stages import TokenizePrompts
     from labeling.stages import AddPhrases, AssembleCandidates, LoadUnits
 
