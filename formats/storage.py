@@ -12,10 +12,10 @@ Credentials come from each store's standard places, never from ovlabel's files: 
 variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_PROFILE``,
 ``AWS_DEFAULT_REGION``), ``~/.aws/credentials`` and ``~/.aws/config``, or an instance role; ``AWS_ENDPOINT_URL``
 points at an S3-compatible store (MinIO, Ceph, moto). For GCS, Application Default Credentials. A URL with
-credentials in it (``s3://KEY:SECRET@bucket/x``) and ``storage_options`` given in Python are used to connect,
-and never shown: a folder is displayed, logged, written into manifests and named in errors by `Folder.url`,
-which carries neither (`redact` cleans a command line the same way). Worker processes that reopen a folder
-from its URL see only the environment's credentials.
+credentials in it (``s3://KEY:SECRET@bucket/x``; a ``/`` in the secret as is or percent-encoded, ``%2F``)
+and ``storage_options`` given in Python are used to connect, and never shown: a folder is displayed, logged,
+written into manifests and named in errors by `Folder.url`, which carries neither (`redact` cleans a command
+line the same way). Worker processes that reopen a folder from its URL see only the environment's credentials.
 
 The commit rule (after datatrove's ``DataFolder`` and completion markers): on a local disk a file is written
 under a hidden temp name beside its final one, fsynced and renamed, so it appears whole or not at all. An
@@ -39,6 +39,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import unquote
 
 from formats import paths as P
 
@@ -46,6 +47,10 @@ from formats import paths as P
 PROTOCOLS = {"s3": ("s3", "s3fs"), "s3a": ("s3", "s3fs"), "gs": ("gs", "gcsfs"), "gcs": ("gs", "gcsfs")}
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.S)
 _USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
+# s3://KEY:SECRET@bucket/x where the secret holds a "/" (AWS secret keys often do): no bucket name has a ":", so
+# a first segment with one starts credentials, which run to the first "@"
+_STORE_USERINFO = re.compile(r"\b((?:s3a?|gcs|gs)://)[^/@:\s]*:[^@\s]*@", re.I)
+_BUCKET = re.compile(r"^[A-Za-z0-9._-]{1,255}$")  # what botocore accepts (S3-compatible stores allow more than AWS)
 
 
 class StorageError(ValueError):
@@ -63,7 +68,7 @@ def is_url(location: Any) -> bool:
 
 def redact(text: str) -> str:
     """`text` with the credentials of every URL in it removed (``s3://KEY:SECRET@b/x`` -> ``s3://b/x``)."""
-    return _USERINFO.sub(r"\1", text)
+    return _USERINFO.sub(r"\1", _STORE_USERINFO.sub(r"\1", text))
 
 
 def display(location: str | os.PathLike | Folder) -> str:
@@ -116,15 +121,22 @@ class Folder:
                                "file://, s3:// or gs://")
         self.protocol = PROTOCOLS[scheme][0]
         bucket, _, prefix = rest.partition("/")
+        userinfo = None
         if "@" in bucket:  # credentials in the URL: used to connect, never shown
             userinfo, _, bucket = bucket.rpartition("@")
+        elif ":" in bucket and "@" in rest:  # a secret with a "/" in it, not percent-encoded
+            userinfo, _, rest = rest.partition("@")
+            bucket, _, prefix = rest.partition("/")
+        if userinfo is not None:
             key, _, secret = userinfo.partition(":")
             if self.protocol != "s3":
                 raise StorageError(f"{self.protocol}://{bucket}/{prefix}: credentials in a {scheme}:// URL are not "
                                    "supported; use the store's standard credentials")
-            self._options = {"key": key, "secret": secret, **self._options}
+            self._options = {"key": unquote(key), "secret": unquote(secret), **self._options}
         if not bucket:
             raise StorageError(f"{redact(text)}: no bucket name")
+        if not _BUCKET.match(bucket):  # not echoed: it may hold a piece of credentials
+            raise StorageError(f"{scheme}:// URL: invalid bucket name (letters, digits, '.', '-' and '_' only)")
         self.path = posixpath.normpath(f"{bucket}/{prefix}").rstrip("/") if prefix else bucket
 
     # -- identity ------------------------------------------------------------------------------------------
