@@ -137,7 +137,10 @@ class Folder:
             raise StorageError(f"{redact(text)}: no bucket name")
         if not _BUCKET.match(bucket):  # not echoed: it may hold a piece of credentials
             raise StorageError(f"{scheme}:// URL: invalid bucket name (letters, digits, '.', '-' and '_' only)")
-        self.path = posixpath.normpath(f"{bucket}/{prefix}").rstrip("/") if prefix else bucket
+        rel = posixpath.normpath(prefix.lstrip("/")) if prefix else "."
+        if rel == ".." or rel.startswith("../"):
+            raise StorageError(f"{scheme}://{bucket}/{prefix}: the prefix leaves the bucket")
+        self.path = bucket if rel == "." else f"{bucket}/{rel}"
 
     # -- identity ------------------------------------------------------------------------------------------
 

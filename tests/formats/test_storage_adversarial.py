@@ -57,3 +57,13 @@ def test_convert_to_a_url_whose_secret_has_a_slash_never_writes_or_prints_it(s3,
     bad = cli("stats", f"s3://{KEY}:{SECRET}", env=env)  # no "@": the secret is no bucket name, and not echoed
     assert bad.returncode == 1 and "Traceback" not in bad.stderr and "XUtnFEMI" not in bad.stderr
     assert "invalid bucket name" in bad.stderr
+
+
+@pytest.mark.parametrize("url", ["s3://bucket/../other/ds", "s3://bucket/..", "s3://bucket/a/../../other",
+                                 "s3://bucket//../other"])
+def test_a_prefix_whose_dots_leave_the_bucket_is_refused(url):
+    """``..`` in a prefix is normalised inside the bucket, never into another bucket (s3://b/../other/ds once meant
+    s3://other/ds: a convert wrote there, an overwrite deleted there)."""
+    with pytest.raises(StorageError, match="leaves the bucket"):
+        Folder(url)
+    assert Folder("s3://bucket/a/../ds").url == "s3://bucket/ds" and Folder("s3://bucket/a/..").url == "s3://bucket"
