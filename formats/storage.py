@@ -240,14 +240,38 @@ class Folder:
         if self.is_local:
             return local_test(full)
         self.fs.invalidate_cache(full)
-        return getattr(self.fs, fs_method)(full)
+        with self._named(rel):  # a refused request is an error, not an answer (fsspec's isfile says False)
+            try:
+                info = self.fs.info(full)
+            except FileNotFoundError:
+                return False
+        return fs_method == "exists" or info.get("type") == "file"
+
+    @contextmanager
+    def _named(self, rel: str = "") -> Iterator[None]:
+        """A store's OSError (a missing bucket, refused credentials: s3fs says only ``Forbidden``) re-raised as one
+        of the same type that names the location, ``s3://bucket/x: Forbidden`` (never credentials)."""
+        try:
+            yield
+        except OSError as e:
+            text = str(e)
+            if self.is_local or "://" in text:
+                raise
+            if text in ("", self._full(rel)):
+                text = "no such file"
+            try:
+                named = type(e)(f"{self.url_of(rel)}: {text}")
+            except TypeError:  # an error class with another constructor
+                named = OSError(f"{self.url_of(rel)}: {text}")
+            raise named from e
 
     def read_bytes(self, rel: str) -> bytes:
         full = self._full(rel)
         if self.is_local:
             with open(full, "rb") as f:
                 return f.read()
-        return self.fs.cat_file(full)
+        with self._named(rel):
+            return self.fs.cat_file(full)
 
     def open(self, rel: str, mode: str = "rb", block_size: int | None = None):
         """A file object (reading; write through `write_bytes` or `atomic_path`, which commit whole). On an
@@ -256,9 +280,10 @@ class Folder:
         full = self._full(rel)
         if self.is_local:
             return open(full, mode)
-        if block_size is None:
-            return self.fs.open(full, mode)
-        return self.fs.open(full, mode, block_size=block_size, cache_type="readahead")
+        with self._named(rel):
+            if block_size is None:
+                return self.fs.open(full, mode)
+            return self.fs.open(full, mode, block_size=block_size, cache_type="readahead")
 
     @contextmanager
     def local_copy(self, rel: str) -> Iterator[Path]:
@@ -271,7 +296,8 @@ class Folder:
         with tempfile.TemporaryDirectory(prefix="ovlabel-input-") as d:
             tmp = Path(d) / posixpath.basename(full)
             try:
-                self.fs.get_file(full, str(tmp))
+                with self._named(rel):
+                    self.fs.get_file(full, str(tmp))
             except FileNotFoundError:
                 raise FileNotFoundError(f"{self.url_of(rel)}: no such file") from None
             yield tmp
@@ -283,7 +309,8 @@ class Folder:
             with open(full, "rb") as f:
                 f.seek(start)
                 return f.read(size)
-        return self.fs.cat_file(full, start=start, end=start + size)
+        with self._named(rel):
+            return self.fs.cat_file(full, start=start, end=start + size)
 
     def list(self, rel: str = "") -> list[str]:
         """Names of the files directly in `rel`, sorted ([] when it does not exist)."""
@@ -296,7 +323,8 @@ class Folder:
                 return []
         self.fs.invalidate_cache(full)
         try:
-            entries = self.fs.ls(full, detail=True)
+            with self._named(rel):
+                entries = self.fs.ls(full, detail=True)
         except FileNotFoundError:
             return []
         return sorted(posixpath.basename(e["name"].rstrip("/")) for e in entries
@@ -310,7 +338,8 @@ class Folder:
             return sorted(str(p.relative_to(root).as_posix()) for p in Path(full).rglob("*") if p.is_file())
         self.fs.invalidate_cache(full)
         try:
-            found = self.fs.find(full + "/")
+            with self._named(rel):
+                found = self.fs.find(full + "/")
         except FileNotFoundError:
             return []
         return sorted(f[len(self.path) + 1:] for f in found if f.startswith(self.path + "/"))
@@ -327,7 +356,8 @@ class Folder:
         full = self._full(rel)
         self.fs.invalidate_cache(full)
         try:
-            found = self.fs.find(full + "/", detail=True)
+            with self._named(rel):
+                found = self.fs.find(full + "/", detail=True)
         except FileNotFoundError:
             return []
         return sorted((name[len(self.path) + 1:], int(info.get("size") or 0), _version(info))
@@ -353,7 +383,8 @@ class Folder:
         if not self.is_local:
             kw["filesystem"] = self.fs
             self.fs.invalidate_cache(full)  # pyarrow asks fsspec's `info`, which trusts an earlier listing
-        return getattr(pq, function)(full, **kw)
+        with self._named(rel):
+            return getattr(pq, function)(full, **kw)
 
     def register(self, con) -> None:
         """Lets duckdb connection `con` read this store's URLs (`url_of`) through fsspec."""
@@ -372,7 +403,8 @@ class Folder:
         an object store."""
         full = self._full(rel)
         if not self.is_local:
-            self.fs.pipe_file(full, data)
+            with self._named(rel):
+                self.fs.pipe_file(full, data)
             return
         path = Path(full)
         tmp = _tmp_name(path)
@@ -405,7 +437,8 @@ class Folder:
         with tempfile.TemporaryDirectory(prefix="ovlabel-upload-") as d:
             tmp = Path(d) / posixpath.basename(full)
             yield tmp
-            self.fs.put_file(str(tmp), full)
+            with self._named(rel):
+                self.fs.put_file(str(tmp), full)
 
     def upload(self, rel: str, path: str | os.PathLike) -> None:
         """Copies the local file `path` to `rel`, whole or not at all (a temp file and a rename on a local disk,
@@ -414,7 +447,8 @@ class Folder:
             with self.atomic_path(rel) as tmp:
                 shutil.copyfile(path, tmp)
             return
-        self.fs.put_file(os.fspath(path), self._full(rel))
+        with self._named(rel):
+            self.fs.put_file(os.fspath(path), self._full(rel))
 
     def download(self, rel: str, path: str | os.PathLike) -> None:
         """Copies file `rel` to the local `path` (its folder made), whole or not at all: written under a hidden
@@ -426,7 +460,8 @@ class Folder:
             if self.is_local:
                 shutil.copyfile(self._full(rel), tmp)
             else:
-                self.fs.get_file(self._full(rel), str(tmp))
+                with self._named(rel):
+                    self.fs.get_file(self._full(rel), str(tmp))
         except FileNotFoundError:
             tmp.unlink(missing_ok=True)
             raise FileNotFoundError(f"{self.url_of(rel)}: no such file") from None
@@ -441,7 +476,7 @@ class Folder:
         if self.is_local:
             Path(full).unlink(missing_ok=True)
             return
-        with suppress(FileNotFoundError):
+        with suppress(FileNotFoundError), self._named(rel):
             self.fs.rm_file(full)
 
     def rm_tree(self, rel: str = "") -> None:
@@ -453,7 +488,8 @@ class Folder:
             return
         files = [f"{self.path}/{f}" for f in self.find(rel)]
         if files:
-            self.fs.rm(files)
+            with self._named(rel):
+                self.fs.rm(files)
         self.fs.invalidate_cache(full)
 
 
@@ -548,7 +584,8 @@ def file_identity(location: str | os.PathLike) -> FileInfo:
         return FileInfo(str(path.resolve()), st.st_size, st.st_mtime_ns)
     folder, name = split_location(text)
     try:
-        info = folder.fs.info(folder._full(name))
+        with folder._named(name):
+            info = folder.fs.info(folder._full(name))
     except FileNotFoundError:
         raise FileNotFoundError(f"{folder.url_of(name)}: no such file") from None
     if info.get("type") != "file":

@@ -67,3 +67,39 @@ def test_a_prefix_whose_dots_leave_the_bucket_is_refused(url):
     with pytest.raises(StorageError, match="leaves the bucket"):
         Folder(url)
     assert Folder("s3://bucket/a/../ds").url == "s3://bucket/ds" and Folder("s3://bucket/a/..").url == "s3://bucket"
+
+
+def test_a_missing_bucket_is_a_one_line_error_naming_the_url(s3, tmp_path):
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps(coco_doc(n_images=2)))
+    missing = f"{s3.bucket}-missing"
+    for args in (["convert", "coco", str(ann), "--source", "custom", "--out", f"s3://{KEY}:x@{missing}/ds"],
+                 ["export", "odvg", f"s3://{missing}/ds", "--out", str(tmp_path / "o.jsonl")]):
+        proc = cli(*args, env=s3.env)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert f"ovlabel: error: s3://{missing}/ds" in proc.stderr and KEY not in proc.stderr, proc.stderr
+    if proc.stdout:
+        assert KEY not in proc.stdout
+
+
+def test_refused_credentials_are_an_error_naming_the_url_not_a_missing_dataset(s3, monkeypatch):
+    """fsspec's `isfile` answers False on any error: a 403 read as "no manifest.json; not an ovlabel dataset"."""
+    from formats.dataset import Dataset, DatasetError
+
+    url = f"{s3.url}/ds"
+    f = Folder(url)
+    f.write_bytes("manifest.json", b"{}")
+    with pytest.raises(DatasetError, match="no manifest.json"):  # a folder without one still says so
+        Dataset(f"{s3.url}/other")
+
+    def refused(*args, **kw):
+        raise PermissionError("Forbidden")
+
+    monkeypatch.setattr(f.fs, "info", refused)
+    monkeypatch.setattr(f.fs, "cat_file", refused)
+    with pytest.raises(PermissionError, match=rf"^{url}/manifest.json: Forbidden$"):
+        Dataset(f)
+    with pytest.raises(PermissionError, match=rf"^{url}/x: Forbidden$"):
+        f.exists("x")
+    with pytest.raises(PermissionError, match=rf"^{url}/manifest.json: Forbidden$"):
+        f.read_bytes("manifest.json")
