@@ -12,10 +12,10 @@ Credentials come from each store's standard places, never from ovlabel's files: 
 variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_PROFILE``,
 ``AWS_DEFAULT_REGION``), ``~/.aws/credentials`` and ``~/.aws/config``, or an instance role; ``AWS_ENDPOINT_URL``
 points at an S3-compatible store (MinIO, Ceph, moto). For GCS, Application Default Credentials. A URL with
-credentials in it (``s3://KEY:SECRET@bucket/x``) and ``storage_options`` given in Python are used to connect,
-and never shown: a folder is displayed, logged, written into manifests and named in errors by `Folder.url`,
-which carries neither (`redact` cleans a command line the same way). Worker processes that reopen a folder
-from its URL see only the environment's credentials.
+credentials in it (``s3://KEY:SECRET@bucket/x``; a ``/`` in the secret as is or percent-encoded, ``%2F``)
+and ``storage_options`` given in Python are used to connect, and never shown: a folder is displayed, logged,
+written into manifests and named in errors by `Folder.url`, which carries neither (`redact` cleans a command
+line the same way). Worker processes that reopen a folder from its URL see only the environment's credentials.
 
 The commit rule (after datatrove's ``DataFolder`` and completion markers): on a local disk a file is written
 under a hidden temp name beside its final one, fsynced and renamed, so it appears whole or not at all. An
@@ -39,6 +39,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import unquote
 
 from formats import paths as P
 
@@ -46,6 +47,10 @@ from formats import paths as P
 PROTOCOLS = {"s3": ("s3", "s3fs"), "s3a": ("s3", "s3fs"), "gs": ("gs", "gcsfs"), "gcs": ("gs", "gcsfs")}
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", re.S)
 _USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
+# s3://KEY:SECRET@bucket/x where the secret holds a "/" (AWS secret keys often do): no bucket name has a ":", so
+# a first segment with one starts credentials, which run to the first "@"
+_STORE_USERINFO = re.compile(r"\b((?:s3a?|gcs|gs)://)[^/@:\s]*:[^@\s]*@", re.I)
+_BUCKET = re.compile(r"^[A-Za-z0-9._-]{1,255}$")  # what botocore accepts (S3-compatible stores allow more than AWS)
 
 
 class StorageError(ValueError):
@@ -63,7 +68,7 @@ def is_url(location: Any) -> bool:
 
 def redact(text: str) -> str:
     """`text` with the credentials of every URL in it removed (``s3://KEY:SECRET@b/x`` -> ``s3://b/x``)."""
-    return _USERINFO.sub(r"\1", text)
+    return _USERINFO.sub(r"\1", _STORE_USERINFO.sub(r"\1", text))
 
 
 def display(location: str | os.PathLike | Folder) -> str:
@@ -116,16 +121,26 @@ class Folder:
                                "file://, s3:// or gs://")
         self.protocol = PROTOCOLS[scheme][0]
         bucket, _, prefix = rest.partition("/")
+        userinfo = None
         if "@" in bucket:  # credentials in the URL: used to connect, never shown
             userinfo, _, bucket = bucket.rpartition("@")
+        elif ":" in bucket and "@" in rest:  # a secret with a "/" in it, not percent-encoded
+            userinfo, _, rest = rest.partition("@")
+            bucket, _, prefix = rest.partition("/")
+        if userinfo is not None:
             key, _, secret = userinfo.partition(":")
             if self.protocol != "s3":
                 raise StorageError(f"{self.protocol}://{bucket}/{prefix}: credentials in a {scheme}:// URL are not "
                                    "supported; use the store's standard credentials")
-            self._options = {"key": key, "secret": secret, **self._options}
+            self._options = {"key": unquote(key), "secret": unquote(secret), **self._options}
         if not bucket:
             raise StorageError(f"{redact(text)}: no bucket name")
-        self.path = posixpath.normpath(f"{bucket}/{prefix}").rstrip("/") if prefix else bucket
+        if not _BUCKET.match(bucket):  # not echoed: it may hold a piece of credentials
+            raise StorageError(f"{scheme}:// URL: invalid bucket name (letters, digits, '.', '-' and '_' only)")
+        rel = posixpath.normpath(prefix.lstrip("/")) if prefix else "."
+        if rel == ".." or rel.startswith("../"):
+            raise StorageError(f"{scheme}://{bucket}/{prefix}: the prefix leaves the bucket")
+        self.path = bucket if rel == "." else f"{bucket}/{rel}"
 
     # -- identity ------------------------------------------------------------------------------------------
 
@@ -225,14 +240,38 @@ class Folder:
         if self.is_local:
             return local_test(full)
         self.fs.invalidate_cache(full)
-        return getattr(self.fs, fs_method)(full)
+        with self._named(rel):  # a refused request is an error, not an answer (fsspec's isfile says False)
+            try:
+                info = self.fs.info(full)
+            except FileNotFoundError:
+                return False
+        return fs_method == "exists" or info.get("type") == "file"
+
+    @contextmanager
+    def _named(self, rel: str = "") -> Iterator[None]:
+        """A store's OSError (a missing bucket, refused credentials: s3fs says only ``Forbidden``) re-raised as one
+        of the same type that names the location, ``s3://bucket/x: Forbidden`` (never credentials)."""
+        try:
+            yield
+        except OSError as e:
+            text = str(e)
+            if self.is_local or "://" in text:
+                raise
+            if text in ("", self._full(rel)):
+                text = "no such file"
+            try:
+                named = type(e)(f"{self.url_of(rel)}: {text}")
+            except TypeError:  # an error class with another constructor
+                named = OSError(f"{self.url_of(rel)}: {text}")
+            raise named from e
 
     def read_bytes(self, rel: str) -> bytes:
         full = self._full(rel)
         if self.is_local:
             with open(full, "rb") as f:
                 return f.read()
-        return self.fs.cat_file(full)
+        with self._named(rel):
+            return self.fs.cat_file(full)
 
     def open(self, rel: str, mode: str = "rb", block_size: int | None = None):
         """A file object (reading; write through `write_bytes` or `atomic_path`, which commit whole). On an
@@ -241,9 +280,10 @@ class Folder:
         full = self._full(rel)
         if self.is_local:
             return open(full, mode)
-        if block_size is None:
-            return self.fs.open(full, mode)
-        return self.fs.open(full, mode, block_size=block_size, cache_type="readahead")
+        with self._named(rel):
+            if block_size is None:
+                return self.fs.open(full, mode)
+            return self.fs.open(full, mode, block_size=block_size, cache_type="readahead")
 
     @contextmanager
     def local_copy(self, rel: str) -> Iterator[Path]:
@@ -256,7 +296,8 @@ class Folder:
         with tempfile.TemporaryDirectory(prefix="ovlabel-input-") as d:
             tmp = Path(d) / posixpath.basename(full)
             try:
-                self.fs.get_file(full, str(tmp))
+                with self._named(rel):
+                    self.fs.get_file(full, str(tmp))
             except FileNotFoundError:
                 raise FileNotFoundError(f"{self.url_of(rel)}: no such file") from None
             yield tmp
@@ -268,7 +309,8 @@ class Folder:
             with open(full, "rb") as f:
                 f.seek(start)
                 return f.read(size)
-        return self.fs.cat_file(full, start=start, end=start + size)
+        with self._named(rel):
+            return self.fs.cat_file(full, start=start, end=start + size)
 
     def list(self, rel: str = "") -> list[str]:
         """Names of the files directly in `rel`, sorted ([] when it does not exist)."""
@@ -281,7 +323,8 @@ class Folder:
                 return []
         self.fs.invalidate_cache(full)
         try:
-            entries = self.fs.ls(full, detail=True)
+            with self._named(rel):
+                entries = self.fs.ls(full, detail=True)
         except FileNotFoundError:
             return []
         return sorted(posixpath.basename(e["name"].rstrip("/")) for e in entries
@@ -295,7 +338,8 @@ class Folder:
             return sorted(str(p.relative_to(root).as_posix()) for p in Path(full).rglob("*") if p.is_file())
         self.fs.invalidate_cache(full)
         try:
-            found = self.fs.find(full + "/")
+            with self._named(rel):
+                found = self.fs.find(full + "/")
         except FileNotFoundError:
             return []
         return sorted(f[len(self.path) + 1:] for f in found if f.startswith(self.path + "/"))
@@ -312,7 +356,8 @@ class Folder:
         full = self._full(rel)
         self.fs.invalidate_cache(full)
         try:
-            found = self.fs.find(full + "/", detail=True)
+            with self._named(rel):
+                found = self.fs.find(full + "/", detail=True)
         except FileNotFoundError:
             return []
         return sorted((name[len(self.path) + 1:], int(info.get("size") or 0), _version(info))
@@ -338,7 +383,8 @@ class Folder:
         if not self.is_local:
             kw["filesystem"] = self.fs
             self.fs.invalidate_cache(full)  # pyarrow asks fsspec's `info`, which trusts an earlier listing
-        return getattr(pq, function)(full, **kw)
+        with self._named(rel):
+            return getattr(pq, function)(full, **kw)
 
     def register(self, con) -> None:
         """Lets duckdb connection `con` read this store's URLs (`url_of`) through fsspec."""
@@ -357,7 +403,8 @@ class Folder:
         an object store."""
         full = self._full(rel)
         if not self.is_local:
-            self.fs.pipe_file(full, data)
+            with self._named(rel):
+                self.fs.pipe_file(full, data)
             return
         path = Path(full)
         tmp = _tmp_name(path)
@@ -390,7 +437,8 @@ class Folder:
         with tempfile.TemporaryDirectory(prefix="ovlabel-upload-") as d:
             tmp = Path(d) / posixpath.basename(full)
             yield tmp
-            self.fs.put_file(str(tmp), full)
+            with self._named(rel):
+                self.fs.put_file(str(tmp), full)
 
     def upload(self, rel: str, path: str | os.PathLike) -> None:
         """Copies the local file `path` to `rel`, whole or not at all (a temp file and a rename on a local disk,
@@ -399,7 +447,8 @@ class Folder:
             with self.atomic_path(rel) as tmp:
                 shutil.copyfile(path, tmp)
             return
-        self.fs.put_file(os.fspath(path), self._full(rel))
+        with self._named(rel):
+            self.fs.put_file(os.fspath(path), self._full(rel))
 
     def download(self, rel: str, path: str | os.PathLike) -> None:
         """Copies file `rel` to the local `path` (its folder made), whole or not at all: written under a hidden
@@ -411,7 +460,8 @@ class Folder:
             if self.is_local:
                 shutil.copyfile(self._full(rel), tmp)
             else:
-                self.fs.get_file(self._full(rel), str(tmp))
+                with self._named(rel):
+                    self.fs.get_file(self._full(rel), str(tmp))
         except FileNotFoundError:
             tmp.unlink(missing_ok=True)
             raise FileNotFoundError(f"{self.url_of(rel)}: no such file") from None
@@ -426,7 +476,7 @@ class Folder:
         if self.is_local:
             Path(full).unlink(missing_ok=True)
             return
-        with suppress(FileNotFoundError):
+        with suppress(FileNotFoundError), self._named(rel):
             self.fs.rm_file(full)
 
     def rm_tree(self, rel: str = "") -> None:
@@ -438,7 +488,8 @@ class Folder:
             return
         files = [f"{self.path}/{f}" for f in self.find(rel)]
         if files:
-            self.fs.rm(files)
+            with self._named(rel):
+                self.fs.rm(files)
         self.fs.invalidate_cache(full)
 
 
@@ -533,7 +584,8 @@ def file_identity(location: str | os.PathLike) -> FileInfo:
         return FileInfo(str(path.resolve()), st.st_size, st.st_mtime_ns)
     folder, name = split_location(text)
     try:
-        info = folder.fs.info(folder._full(name))
+        with folder._named(name):
+            info = folder.fs.info(folder._full(name))
     except FileNotFoundError:
         raise FileNotFoundError(f"{folder.url_of(name)}: no such file") from None
     if info.get("type") != "file":
