@@ -11,7 +11,9 @@ Supported locations (`Folder`, `resolve_location`):
 Credentials come from each store's standard places, never from ovlabel's files: for S3 the AWS environment
 variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_PROFILE``,
 ``AWS_DEFAULT_REGION``), ``~/.aws/credentials`` and ``~/.aws/config``, or an instance role; ``AWS_ENDPOINT_URL``
-points at an S3-compatible store (MinIO, Ceph, moto). For GCS, Application Default Credentials. A URL with
+points at an S3-compatible store (MinIO, Ceph, moto). For GCS, Application Default Credentials
+(``GOOGLE_APPLICATION_CREDENTIALS``, ``gcloud auth application-default login``, or the instance's service
+account); ``STORAGE_EMULATOR_HOST`` points at a GCS emulator, used without credentials. A URL with
 credentials in it (``s3://KEY:SECRET@bucket/x``; a ``/`` in the secret as is or percent-encoded, ``%2F``)
 and ``storage_options`` given in Python are used to connect, and never shown: a folder is displayed, logged,
 written into manifests and named in errors by `Folder.url`, which carries neither (`redact` cleans a command
@@ -205,7 +207,12 @@ class Folder:
             import fsspec
 
             try:
-                self._fs = fsspec.filesystem(self.protocol, **self._options)
+                if self.protocol == "gs":
+                    from formats import gcs
+
+                    self._fs = gcs.filesystem(self._options)
+                else:
+                    self._fs = fsspec.filesystem(self.protocol, **self._options)
             except ImportError:
                 package = PROTOCOLS.get(self.protocol, (None, self.protocol))[1]
                 raise StorageError(f"{self.url}: {self.protocol}:// needs the {package} package "

