@@ -10,10 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
+from conftest import ROOT
+from dataset_parts import KEY, table, writer
 
-from formats import schema as S
 from formats.dataset import (
     DONE,
     MANIFEST,
@@ -25,25 +25,6 @@ from formats.dataset import (
     write_part_file,
 )
 from formats.query import connect, register_records, register_rejects
-
-ROOT = Path(__file__).resolve().parents[1]
-KEY = {"inputs": ["x"]}
-
-
-def table(part: int, n: int = 2) -> pa.Table:
-    """`n` records of part `part`; record i has i gold boxes and, for odd i, one crowd region."""
-    rows = []
-    for i in range(n):
-        regs = [{"region_id": None, "bbox": [1.0, 1.0, 3.0, 3.0], "label": 0, "category": "cat", "phrase": None,
-                 "tokens_positive": None, "score": None, "det_score": None, "clip_score": None,
-                 "origin": "crowd" if k == i else "gold", "round": None} for k in range(i + (i % 2))]
-        rows.append({"image_id": f"t/{part}-{i}", "source": "t", "file_name": f"{part}-{i}.jpg", "width": 4,
-                     "height": 4, "caption": None, "regions": regs})
-    return S.conform(pa.Table.from_pylist(rows, schema=S.CORE_SCHEMA))
-
-
-def writer(out: Path, **kw) -> DatasetWriter:
-    return DatasetWriter(out, Manifest(kind="od", source="t"), resume_key=KEY, **kw)
 
 
 def write_all(out: Path, parts: range = range(3)) -> DatasetWriter:
@@ -102,7 +83,7 @@ def test_a_crash_between_part_file_and_record_leaves_no_part_and_the_rerun_redoe
     script = f"""
 import os, signal, sys
 sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "tests")!r}]
-from test_dataset import table, writer
+from dataset_parts import table, writer
 from formats.dataset import write_part_file
 from pathlib import Path
 w = writer(Path({str(out)!r}))

@@ -278,7 +278,7 @@ def test_hf_reexport_into_the_same_folder_is_not_served_stale(write_json, tmp_pa
 
 def wds_dataset(tmp_path, name: str, color, w: int = 16, h: int = 8):
     """A tar-only webdataset folder (00000.tar, key 000000001) converted as cc3m; returns the dataset folder."""
-    from test_convert_webdataset import image_bytes, write_tar
+    from converter_inputs import image_bytes, write_tar
 
     from formats.converters.img2dataset import Img2DatasetConvertConfig, convert_img2dataset
 
@@ -343,7 +343,7 @@ def test_images_dir_never_reuses_another_datasets_image_of_the_same_name(tmp_pat
 
 
 def test_odvg_without_keep_empty_writes_only_the_images_of_exported_records(tmp_path):
-    from test_convert_webdataset import image_bytes, write_tar
+    from converter_inputs import image_bytes, write_tar
 
     raw = tmp_path / "raw"
     raw.mkdir()

@@ -14,47 +14,16 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from conftest import ROOT, run_cli
+from selftrain_inputs import write_round1
 
 os.environ.setdefault("FIFTYONE_DATABASE_DIR", tempfile.mkdtemp(prefix="ovlabel-fo-db-"))
 
-from formats import schema as S  # noqa: E402
 from formats.corrections import apply_corrections, read_corrections  # noqa: E402
-from formats.dataset import Dataset, DatasetWriter, Manifest  # noqa: E402
+from formats.dataset import Dataset  # noqa: E402
 
 pytestmark = pytest.mark.slow
-
-
-def write_round1(src: Dataset, out) -> None:
-    """A round-1 pseudo dataset at `out` (a path or URL) over `src`'s photos: each gold box moved a little, with
-    scores, and candidates files holding every kept box plus one the filters dropped on the first image."""
-    from formats.storage import Folder
-
-    rows = []
-    for r in src.read().to_pylist():
-        regs = []
-        for k, g in enumerate(r["regions"]):
-            x1, y1, x2, y2 = g["bbox"]
-            regs.append({"region_id": f"{r['image_id']}#r0c{k}", "bbox": [x1 + 3, y1 + 2, x2 - 1, y2 + 1],
-                         "label": None, "category": None, "phrase": g["category"], "tokens_positive": None,
-                         "score": 0.2 + 0.1 * (k % 7), "det_score": 0.9 if k % 2 else 0.2,
-                         "clip_score": 0.3, "origin": "pseudo", "round": 1})
-        rows.append({**{c: r[c] for c in S.CORE_COLUMNS if c != "regions"}, "regions": regs})
-    m = Manifest(kind="vg", source="custom", image_root=src.manifest.image_root, config={"round": 1})
-    w = DatasetWriter(out, m)
-    w.write_part("part-00000.parquet", S.conform(pa.Table.from_pylist(rows, schema=S.CORE_SCHEMA)))
-    w.finish()
-    extra = {**rows[0]["regions"][0], "region_id": f"{rows[0]['image_id']}#r0c99", "score": 0.01}
-    cands = [{"image_id": r["image_id"], "candidates": r["regions"] + ([extra] if i == 0 else [])}
-             for i, r in enumerate(rows)]
-    buf = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pylist(cands, schema=pa.schema([("image_id", pa.string()),
-                                                                 ("candidates", pa.list_(S.REGION_TYPE))])), buf)
-    Folder(out).makedirs("candidates")
-    Folder(out).write_bytes("candidates/part-00000.parquet", buf.getvalue().to_pybytes())
 
 
 @pytest.fixture(scope="module")

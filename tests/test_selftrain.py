@@ -5,28 +5,15 @@ from __future__ import annotations
 
 import json
 import sys
-import tomllib
 
 import pytest
-from conftest import EXAMPLES, ROOT, run_cli, run_until_killed
+from conftest import EXAMPLES, run_cli, run_until_killed
+from selftrain_inputs import write_config
 
 from formats.corrections import write_corrections
 from formats.dataset import Dataset
 
 pytestmark = pytest.mark.slow
-
-
-def write_config(path, tiny_models, **over) -> None:
-    """examples/selftrain_tiny.toml with the test's tiny models and fewer steps."""
-    cfg = tomllib.loads((EXAMPLES / "selftrain_tiny.toml").read_text())
-    cfg.update(base_model=str(tiny_models["detector"]), clip=str(tiny_models["clip"]))
-    for entry in cfg["gold"] + cfg["eval"]:
-        entry["path"], entry["image_root"] = str(ROOT / entry["path"]), str(ROOT / entry["image_root"])
-    cfg["pool"] = str(ROOT / cfg["pool"])
-    cfg["train"]["steps"] = 30
-    cfg["train"]["checkpoint_every"] = 10
-    cfg.update(over)
-    path.write_text(json.dumps(cfg))
 
 
 def test_two_rounds_kill_resume_report(tiny_models, tmp_path):

@@ -14,15 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import coco_doc, run_cli
-from test_dataset import KEY, table
+from conftest import ROOT, coco_doc, run_cli
+from dataset_parts import KEY, table, write_parts
 
 from formats import storage
 from formats.dataset import DONE, MANIFEST, Dataset, DatasetError, DatasetWriter, Manifest, write_part_file
 from formats.paths import UnsafePathError
 from formats.storage import Folder, StorageError
-
-ROOT = Path(__file__).resolve().parents[1]
 
 LEAK = ("AKIDLEAK0000", "SEKRITLEAK0000")
 BOTO_LOGGERS = ("botocore", "aiobotocore")
@@ -103,13 +101,6 @@ def test_a_config_is_read_from_s3_and_its_url_shown_without_credentials(s3):
 
 # -- the dataset writer on S3 ---------------------------------------------------------------------------------
 
-def write_parts(root, parts=range(3)) -> DatasetWriter:
-    w = DatasetWriter(root, Manifest(kind="od", source="t"), resume_key=KEY)
-    for p in parts:
-        w.write_rejects(f"part-{p}.parquet", [{"file": "f", "record": f"t/{p}-9", "reason": "r", "detail": None}])
-        w.write_part(f"part-{p}.parquet", table(p, 3), note=p)
-    return w
-
 
 def test_a_dataset_on_s3_is_written_and_read_as_on_a_local_disk(s3, tmp_path):
     url = f"{s3.url}/ds"
@@ -142,8 +133,7 @@ def test_a_writer_killed_on_s3_leaves_nothing_visible_and_the_rerun_resumes_and_
     script = f"""
 import os, signal, sys
 sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "tests")!r}]
-from test_dataset import table, KEY
-from test_storage import write_parts
+from dataset_parts import table, write_parts
 from formats.dataset import write_part_file
 w = write_parts({url!r}, range(2))
 w.folder.write_bytes("_done/records/part-7.parquet.json", b'{{"key": "another", "part": {{"name": "part-7.parquet"}}}}')

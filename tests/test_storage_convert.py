@@ -13,10 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, objects, run_cli
-from test_convert_goldg import mdetr_doc
-from test_convert_image_folder import image_files
-from test_convert_odvg import od, vg, write_lines
-from test_convert_openimages import write_inputs
+from converter_inputs import image_files, mdetr_doc, od, vg, write_inputs, write_lines
 
 from formats.dataset import MANIFEST, Dataset
 from formats.storage import Folder
@@ -195,7 +192,7 @@ def test_export_yolo_world_and_hf_write_to_s3_what_they_write_locally(s3, tmp_pa
 def test_images_inside_shards_under_an_s3_image_root_are_read_by_range_requests(s3, tmp_path, monkeypatch):
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from test_convert_webdataset import image_bytes, write_tar
+    from converter_inputs import image_bytes, write_tar
 
     from formats import images
     from formats.images import ImageError, read_image_bytes
@@ -233,7 +230,7 @@ def test_images_inside_shards_under_an_s3_image_root_are_read_by_range_requests(
 
 
 def test_convert_cc3m_writes_to_s3_from_local_shards_and_reads_webdataset_shards_on_s3(s3, tmp_path):
-    from test_convert_webdataset import image_bytes, meta, write_tar
+    from converter_inputs import image_bytes, meta, write_tar
 
     raw = tmp_path / "wds"
     raw.mkdir()

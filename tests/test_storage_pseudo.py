@@ -60,7 +60,7 @@ def test_images_are_read_from_an_s3_image_root_and_never_outside_it(s3):
 
 
 def test_units_and_captions_are_read_from_part_urls(s3, tmp_path):
-    from test_dataset import KEY, table
+    from dataset_parts import KEY, table
 
     for where in (f"{s3.url}/ds", tmp_path / "ds"):
         w = DatasetWriter(where, Manifest(kind="od", source="t"), resume_key=KEY)
@@ -84,7 +84,7 @@ def test_a_part_written_by_another_process_after_a_listing_is_read(s3):
     """A reader that listed a folder (s3fs caches listings) still reads a part another process wrote since: what
     the driver does after a rerun in a subprocess, and what a worker does after the driver's listing."""
     import s3fs
-    from test_dataset import table
+    from dataset_parts import table
 
     folder = Folder(f"{s3.url}/ds")
     folder.write_bytes("records/part-0.parquet", _parquet(table(0, 2)))
@@ -170,7 +170,7 @@ def _raw_folders(tmp_path):
     one's sample is a duplicate), as local folders."""
     import shutil
 
-    from test_convert_webdataset import image_bytes, write_tar
+    from converter_inputs import image_bytes, write_tar
 
     cc3m = tmp_path / "cc3m"
     shutil.copytree(SAMPLE.parent / "cc3m_sample", cc3m)

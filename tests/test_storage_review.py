@@ -43,7 +43,7 @@ def test_the_review_cache_must_be_local():
 @pytest.mark.slow
 def test_review_build_pull_and_apply_with_datasets_and_images_on_s3(s3, tmp_path):
     from fiftyone import ViewField as F
-    from test_review import write_round1
+    from selftrain_inputs import write_round1
 
     from formats.converters.coco import CocoConvertConfig, convert_coco
     from formats.corrections import apply_corrections, read_corrections

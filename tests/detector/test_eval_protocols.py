@@ -10,6 +10,7 @@ import logging
 
 import numpy as np
 import pytest
+from coco_reference import jitter_detections, pycocotools_reference
 from conftest import run_cli
 
 from detector.eval_coco import coco_metrics, topk_query_class
@@ -35,38 +36,6 @@ def coco_gold() -> dict:
             "annotations": [{"id": k + 1, "image_id": im, "category_id": c, "bbox": [float(v) for v in b],
                              "area": float(a), "iscrowd": cr} for k, (im, c, b, a, cr) in enumerate(ann)],
             "categories": [{"id": 1, "name": "person"}, {"id": 2, "name": "car"}, {"id": 3, "name": "dog"}]}
-
-
-def jitter_detections(gt: dict, seed: int, cats: list[int], per_box: int = 3, extra: int = 4) -> list[dict]:
-    """A fixed detection set: boxes near each gold box (some with the wrong class) plus background boxes."""
-    rng = np.random.default_rng(seed)
-    dets = []
-    for a in gt["annotations"]:
-        x, y, w, h = a["bbox"]
-        for j in range(per_box):
-            dets.append({"image_id": a["image_id"], "category_id": a["category_id"] if j < 2 else int(rng.choice(cats)),
-                         "bbox": [x + rng.normal(0, 0.1 * w), y + rng.normal(0, 0.1 * h), w * rng.uniform(0.8, 1.2),
-                                  h * rng.uniform(0.8, 1.2)], "score": float(rng.uniform())})
-    for im in gt["images"]:
-        for _ in range(extra):
-            dets.append({"image_id": im["id"], "category_id": int(rng.choice(cats)),
-                         "bbox": [float(rng.uniform(0, 500)), float(rng.uniform(0, 400)), 30.0, 25.0],
-                         "score": float(rng.uniform())})
-    return dets
-
-
-def pycocotools_reference(gt: dict, dets: list[dict]) -> np.ndarray:
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    coco = COCO()
-    coco.dataset = copy.deepcopy(gt)
-    coco.createIndex()
-    ev = COCOeval(coco, coco.loadRes(copy.deepcopy(dets)), "bbox")
-    ev.evaluate()
-    ev.accumulate()
-    ev.summarize()
-    return ev.stats
 
 
 def test_coco_small_case_crowd_and_source_area():

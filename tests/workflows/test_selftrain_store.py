@@ -211,7 +211,7 @@ def listing(s3, prefix: str) -> dict:
 
 @pytest.mark.slow
 def test_selftrain_on_the_store_resumes_from_a_fresh_work_dir(s3, tiny_models, tmp_path):
-    from test_selftrain import write_config
+    from selftrain_inputs import write_config
 
     secret = "s3cr3t-never-shown"
     cfg = tmp_path / "selftrain.json"

@@ -103,7 +103,7 @@ def test_goldg_boxes_follow_the_same_rule(write_json, tmp_path):
 
 
 def test_grit_boxes_follow_the_same_rule(tmp_path):
-    from test_convert_webdataset import image_bytes, meta, write_tar
+    from converter_inputs import image_bytes, meta, write_tar
 
     from formats.converters.img2dataset import Img2DatasetConvertConfig, convert_img2dataset
 

@@ -7,59 +7,10 @@ import random
 
 import pytest
 from conftest import ROOT, run_cli
+from converter_inputs import CAP0, mdetr_doc, span
 
 from formats.converters.goldg import GoldGConvertConfig, convert_goldg
 from formats.dataset import Dataset
-
-CAP0 = "A man in a red hat talks to a man in a blue coat ."
-CAP1 = "Two dogs run on the grass"
-
-
-def span(caption: str, words: str, nth: int = 0) -> list[int]:
-    at = -1
-    for _ in range(nth + 1):
-        at = caption.index(words, at + 1)
-    return [at, at + len(words)]
-
-
-def mdetr_doc(mixed: bool = False) -> dict:
-    """Flickr30k-Entities-shaped (or mixed-shaped) MDETR file with every case the converter must handle."""
-    images = [
-        {"file_name": "1000.jpg", "height": "200", "width": "300", "id": 0, "caption": CAP0, "dataset_name": "flickr",
-         "tokens_negative": [[0, 5]], "sentence_id": 0, "original_img_id": 1000,
-         "tokens_positive_eval": [[span(CAP0, "A man")], [span(CAP0, "red"), span(CAP0, "hat")]]},
-        {"file_name": "1000.jpg", "height": 200, "width": 300, "id": 1, "caption": CAP1, "dataset_name": "flickr",
-         "sentence_id": 1, "original_img_id": 1000},
-        {"file_name": "../../etc/passwd", "height": 200, "width": 300, "id": 2, "caption": CAP1, "original_img_id": 9},
-        {"file_name": "2000.jpg", "height": -5, "width": 300, "id": 3, "caption": CAP1, "original_img_id": 2000},
-    ]
-    if mixed:
-        for im, src in zip(images, ("coco", "vg", "coco", "vg")):
-            im["data_source"], im["original_id"] = src, 500 + im["id"]
-    a = [
-        # id, image, bbox, spans, extra
-        (1, 0, [10, 20, 50, 60], [span(CAP0, "A man")], {}),
-        (2, 0, [30, 25, 20, 10], [span(CAP0, "hat"), span(CAP0, "red")], {}),  # multi-span, unsorted
-        (3, 0, [200, 30, 40, 50], [span(CAP0, "a man", 0)], {}),  # same words as id 1 (case aside), own span
-        (4, 0, [250, 150, 100, 100], [span(CAP0, "blue coat")], {}),  # crosses the image edge: clipped
-        (5, 0, [400, 10, 20, 20], [span(CAP0, "blue coat")], {}),  # entirely outside: dropped
-        (6, 0, [10, 10, 20, 20], [span(CAP0, "red")], {"iscrowd": 1}),  # crowd: dropped
-        (7, 0, [10, 10, -4, 20], [span(CAP0, "red")], {"area": 80}),  # negative width: dropped
-        (8, 0, [10, 10, 20, 20], [[40, 99]], {}),  # span beyond the caption: rejected
-        (9, 0, [10, 10, 20, 20], [[2, 8], [5, 12]], {}),  # overlapping spans: rejected
-        (10, 1, [5, 5, 40, 40], [span(CAP1, "Two dogs")], {}),
-        (11, 1, [5, 5, 40, 40], [span(CAP1, "the grass")], {"area": 0}),  # area 0: dropped
-        (12, 2, [5, 5, 40, 40], [span(CAP1, "Two dogs")], {}),  # its caption is rejected
-        (13, 77, [5, 5, 40, 40], [span(CAP1, "Two dogs")], {}),  # unknown image
-    ]
-    anns = []
-    for aid, img, bbox, spans, extra in a:
-        ann = {"area": max(bbox[2], 0) * bbox[3], "iscrowd": 0, "image_id": img, "category_id": 1, "id": aid,
-               "bbox": bbox, "tokens_positive": spans}
-        ann.update(extra)
-        anns.append(ann)
-    return {"info": {}, "licenses": [], "images": images, "annotations": anns,
-            "categories": [{"supercategory": "object", "id": 1, "name": "object"}]}
 
 
 def records(out) -> list[dict]:

@@ -6,28 +6,11 @@ import json
 import os
 
 import pytest
-from conftest import EXAMPLES, run_cli
+from conftest import run_cli
+from converter_inputs import image_files
 
 from formats.converters.image_folder import ImageFolderConvertConfig, convert_image_folder
 from formats.dataset import MANIFEST, Dataset, DatasetError
-
-
-def image_files(root):
-    """Image files in `root`: extensions in any case, a subfolder, an EXIF-turned photo, a broken file, another
-    kind of file, a hidden file; returns `root`."""
-    from PIL import Image
-
-    (root / "sub").mkdir(parents=True)
-    (root / "A.JPG").write_bytes((EXAMPLES / "sample" / "images" / "chelsea.jpg").read_bytes())  # 451x300
-    Image.new("RGB", (30, 20), (1, 2, 3)).save(root / "sub" / "b.png")
-    exif = Image.Exif()
-    exif[0x0112] = 6  # stored 40x10, displayed turned: 10x40
-    Image.new("RGB", (40, 10)).save(root / "sub" / "turned.jpeg", exif=exif)
-    Image.new("L", (5, 7)).save(root / "c.TiF")
-    (root / "broken.webp").write_bytes(b"RIFF0000WEBPnot an image")
-    (root / "notes.txt").write_text("not an image")
-    (root / ".hidden.jpg").write_bytes(b"x")
-    return root
 
 
 @pytest.fixture

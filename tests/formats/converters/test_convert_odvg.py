@@ -6,26 +6,12 @@ import json
 
 import pytest
 from conftest import run_cli
+from converter_inputs import od, vg, write_lines
 
 from formats.converters.coco import ConversionError
 from formats.converters.odvg import OdvgConvertConfig, convert_odvg
 from formats.dataset import Dataset
 from formats.export.odvg import export_odvg
-
-CAP = "a dog and a cat near zq"
-
-
-def write_lines(path, records) -> str:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
-    return str(path)
-
-
-def od(filename="a.jpg", w=200, h=100, instances=()):
-    return {"filename": filename, "height": h, "width": w, "detection": {"instances": list(instances)}}
-
-
-def vg(regions, caption=CAP, filename="a.jpg", w=200, h=100):
-    return {"filename": filename, "height": h, "width": w, "grounding": {"caption": caption, "regions": regions}}
 
 
 def convert(tmp_path, records, name="ds", **cfg):

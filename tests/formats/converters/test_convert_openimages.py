@@ -6,39 +6,10 @@ import json
 
 import pytest
 from conftest import run_cli
-from PIL import Image
+from converter_inputs import CLASSES, HEADER, write_inputs
 
 from formats.converters.openimages import OpenImagesConvertConfig, convert_openimages
 from formats.dataset import Dataset
-
-HEADER = "ImageID,Source,LabelName,Confidence,XMin,XMax,YMin,YMax,IsOccluded,IsTruncated,IsGroupOf,IsDepiction,IsInside"
-CLASSES = "/m/01g317,Person\n/m/0k4j,Car\n/m/01yrx,Cat\n"
-SIZES = {"000a1249af2bc5f0": (400, 300), "0b6f22bf3b586889": (200, 100), "1111111111111111": (50, 50)}
-ROWS = [  # deliberately not sorted by ImageID
-    ("0b6f22bf3b586889", "/m/0k4j", 0.1, 0.5, 0.2, 0.6, 0),
-    ("000a1249af2bc5f0", "/m/01g317", 0.0, 0.5, 0.0, 0.5, 0),
-    ("0b6f22bf3b586889", "/m/01yrx", 0.5, 0.9, 0.1, 0.9, 1),
-    ("1111111111111111", "/m/01yrx", 0.1, 0.9, 0.1, 0.9, 1),  # this image has group-of boxes only
-    ("000a1249af2bc5f0", "/m/0k4j", 0.25, 0.75, 0.5, 1.0, 0),
-    ("000a1249af2bc5f0", "/m/zzzz", 0.1, 0.2, 0.1, 0.2, 0),  # unknown class
-    ("0b6f22bf3b586889", "/m/0k4j", 0.6, 0.4, 0.1, 0.2, 0),  # XMin > XMax
-    ("../../etc", "/m/0k4j", 0.1, 0.2, 0.1, 0.2, 0),  # not an image id
-]
-
-
-def write_inputs(tmp_path, header_in_classes: bool = False):
-    ann = tmp_path / "ann"
-    ann.mkdir()
-    lines = [HEADER] + [f"{i},xclick,{m},1,{x1},{x2},{y1},{y2},0,0,{g},0,0" for i, m, x1, x2, y1, y2, g in ROWS]
-    (ann / "oidv6-train-annotations-bbox.csv").write_text("\n".join(lines) + "\n")
-    (ann / "class-descriptions-boxable.csv").write_text(("LabelName,DisplayName\n" if header_in_classes else "") + CLASSES)
-    images = tmp_path / "train"
-    images.mkdir()
-    for i, (w, h) in SIZES.items():
-        Image.new("RGB", (w, h), (120, 80, 40)).save(images / f"{i}.jpg")
-    sizes = tmp_path / "sizes.csv"
-    sizes.write_text("ImageID,width,height\n" + "".join(f"{i},{w},{h}\n" for i, (w, h) in SIZES.items()))
-    return ann, images, sizes
 
 
 def test_unsorted_csv_gives_one_record_per_image(tmp_path):

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 
-import numpy as np
 import pytest
 from conftest import run_cli
-from PIL import Image
+from converter_inputs import image_bytes, meta, write_tar
 
 from formats.converters.img2dataset import (
     Img2DatasetConvertConfig,
@@ -21,25 +18,6 @@ from formats.converters.img2dataset import (
 )
 from formats.dataset import Dataset
 from formats.images import decode_image, read_image_bytes
-
-
-def image_bytes(w: int, h: int, fmt: str = "JPEG", color=(200, 30, 30)) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.full((h, w, 3), color, np.uint8)).save(buf, fmt)
-    return buf.getvalue()
-
-
-def write_tar(path, members: list[tuple[str, bytes]]) -> None:
-    with tarfile.open(path, "w") as tf:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-
-
-def meta(key: str, **more) -> bytes:
-    return json.dumps({"key": key, "status": "success", "url": f"http://x/{key}.jpg", "sha256": "ab" * 32,
-                       **more}).encode()
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from coco_reference import jitter_detections, pycocotools_reference
 from conftest import run_cli
-from test_eval_protocols import jitter_detections, pycocotools_reference
 
 from detector.data import load_examples
 from detector.eval_coco import coco_metrics
