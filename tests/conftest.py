@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-# property-based tests (tests/test_properties.py) try the same examples on every run and machine
+# property-based tests (tests/formats/converters/test_converter_properties.py) try the same examples on every
+# run and machine
 settings.register_profile("ovlabel", derandomize=True, database=None, print_blob=True)
 settings.load_profile("ovlabel")
 
