@@ -1,13 +1,20 @@
-"""`ovlabel leakage`, `dedup` and `split` across dataset directories."""
+"""`ovlabel leakage`, `dedup` and `split` across dataset directories (formats/hygiene.py): through the CLI, and
+the functions themselves (and `write_filtered`) on small datasets in tmp folders."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
+import pyarrow as pa
+import pytest
 from conftest import EXAMPLES, coco_doc, run_cli
 
+from formats import schema as S
 from formats.converters.coco import COCO80
-from formats.dataset import Dataset
+from formats.dataset import Dataset, DatasetError, DatasetWriter, Manifest
+from formats.hygiene import SplitConfig, dedup, leakage, split, write_filtered
+from formats.query import connect, register_records
 
 COCO_CATS = tuple(COCO80.items())
 
@@ -150,3 +157,95 @@ def test_the_primary_key_is_the_sha256_where_known_else_the_file():
         ("a", "sha256:ff", "c", 0), ("b", "file:/img's/b.jpg", None, 1)]
     assert _keys("cc3m", rows, (), primary=True) == [
         ("a", "file:/img's/a.jpg", "c", 0), ("b", "file:/img's/b.jpg", None, 1)]
+
+
+# -- leakage, dedup, split and write_filtered called in-process on small datasets ----------------------------
+
+def _dataset(path, parts: list[list[tuple]], source: str = "t", image_root: str = "/img") -> Dataset:
+    """A VG dataset at `path` whose part k holds `parts[k]`: records (i, file_name, caption) with image id
+    ``<source>/<i>`` and no regions."""
+    w = DatasetWriter(path, Manifest(kind="vg", source=source, image_root=image_root))
+    for k, rows in enumerate(parts):
+        recs = [{"image_id": f"{source}/{i}", "source": source, "file_name": f, "width": 10, "height": 10,
+                 "caption": c, "regions": []} for i, f, c in rows]
+        w.write_part(f"part-{k}.parquet", S.conform(pa.Table.from_pylist(recs, schema=S.CORE_SCHEMA)))
+    w.finish()
+    return Dataset(path)
+
+
+FIVE = [[(0, "a.jpg", "x"), (1, "b.jpg", "y"), (2, "c.jpg", "z")], [(3, "d.jpg", None), (4, "e.jpg", "w")]]
+
+
+def test_write_filtered_keeps_the_chosen_records_part_by_part_in_stored_order(tmp_path):
+    src = _dataset(tmp_path / "src", FIVE)
+    con = connect()
+    register_records(con, src, "src")
+    m = write_filtered(src, tmp_path / "out", "SELECT image_id FROM src WHERE image_id IN ('t/4', 't/2', 't/0')",
+                       con, {"op": "test"}, {"k": 1}, {"removed": 2})
+    assert m.counts == {"images_in": 5, "images": 3, "removed": 2, "boxes": 0}
+    assert [(p["name"], p["rows"]) for p in m.parts] == [("part-0.parquet", 2), ("part-1.parquet", 1)]
+    out = Dataset(tmp_path / "out").require_complete()
+    assert out.read().to_pylist() == [r for r in src.read().to_pylist() if r["image_id"] in ("t/0", "t/2", "t/4")]
+    assert out.manifest.config["op"] == "test" and (out.manifest.kind, out.manifest.source) == ("vg", "t")
+    assert json.loads((tmp_path / "out" / "report.json").read_text()) == {"removed": 2}
+    # a part left with no record stays, empty
+    m = write_filtered(src, tmp_path / "one", "SELECT 't/4' AS image_id", con, {"op": "test"}, {"k": 2}, {})
+    assert [(p["name"], p["rows"]) for p in m.parts] == [("part-0.parquet", 0), ("part-1.parquet", 1)]
+    assert m.counts["removed"] == 0 and ids(tmp_path / "one") == ["t/4"]
+
+
+def test_leakage_removes_training_records_sharing_an_image_with_any_evaluation_set(tmp_path):
+    _dataset(tmp_path / "src", FIVE)
+    _dataset(tmp_path / "ev1", [[(0, "c.jpg", "q"), (1, "zz.jpg", "q")]], source="e1")
+    _dataset(tmp_path / "ev2", [[(0, "a.jpg", "q"), (1, "c.jpg", "q")]], source="e2")
+    _dataset(tmp_path / "ev3", [[(0, "a.jpg", "q")]], source="e3", image_root="/elsewhere")  # another file
+    rep = leakage(tmp_path / "src", [tmp_path / "ev1", tmp_path / "ev2", tmp_path / "ev3"], tmp_path / "clean",
+                  examples=1)
+    assert rep == {"train": str((tmp_path / "src").resolve()), "removed": 2, "examples": ["t/0"],
+                   "per_eval": [{"eval": str((tmp_path / e).resolve()), "records_removed": n,
+                                 "images_matched_by": by} for e, n, by in [("ev1", 1, {"file": 1}),
+                                                                          ("ev2", 2, {"file": 2}), ("ev3", 0, {})]]}
+    assert ids(tmp_path / "clean") == ["t/1", "t/3", "t/4"]
+    assert Dataset(tmp_path / "clean").manifest.counts == {"images_in": 5, "images": 3, "removed": 2, "boxes": 0}
+    # the same call again finds the finished run and returns its report
+    assert leakage(tmp_path / "src", [tmp_path / "ev1", tmp_path / "ev2", tmp_path / "ev3"], tmp_path / "clean",
+                   examples=1) == rep
+
+
+def test_dedup_keeps_an_image_in_the_first_dataset_and_names_outputs_apart(tmp_path):
+    _dataset(tmp_path / "x" / "ds", [[(0, "a.jpg", "x"), (1, "a.jpg", "x"), (2, "a.jpg", "other"), (3, "b.jpg", "y")]],
+             source="a")
+    _dataset(tmp_path / "y" / "ds", [[(0, "b.jpg", "y"), (1, "n.jpg", "y")]], source="b")
+    out = tmp_path / "dd"
+    rep = dedup([tmp_path / "x" / "ds", tmp_path / "y" / "ds"], out)
+    assert rep == {"removed": 2, "inputs": [
+        {"dataset": str((tmp_path / "x" / "ds").resolve()), "out": str(out / "ds"), "records": 4,
+         "removed_seen_in_earlier_dataset": 0, "removed_repeated_within": 1},
+        {"dataset": str((tmp_path / "y" / "ds").resolve()), "out": str(out / "ds-2"), "records": 2,
+         "removed_seen_in_earlier_dataset": 1, "removed_repeated_within": 0}]}
+    assert sorted(p.name for p in out.iterdir()) == ["ds", "ds-2", "report.json"]
+    assert ids(out / "ds") == ["a/0", "a/2", "a/3"]  # a/1 repeats a/0's image and caption; a/2 has its own caption
+    assert ids(out / "ds-2") == ["b/1"]  # b.jpg is in the first dataset
+    assert json.loads((out / "report.json").read_text()) == rep
+
+
+def test_split_takes_a_seeded_sample_in_stored_order_and_refuses_a_negative_count(tmp_path, caplog):
+    _dataset(tmp_path / "src", FIVE)
+    rep = split(tmp_path / "src", tmp_path / "s0", SplitConfig(n=2, seed=0))
+    assert rep == {"dataset": str((tmp_path / "src").resolve()), "records": 5, "chosen": 2, "seed": 0, "removed": 3}
+    assert ids(tmp_path / "s0") == ["t/2", "t/4"]
+    split(tmp_path / "src", tmp_path / "s1", SplitConfig(n=2, seed=1))
+    assert ids(tmp_path / "s1") == ["t/0", "t/1"]
+    # the rule: the n smallest md5("<seed>:<image_id>"), written in stored order
+    every = [f"t/{i}" for i in range(5)]
+    for seed, got in ((0, ["t/2", "t/4"]), (1, ["t/0", "t/1"])):
+        chosen = sorted(every, key=lambda i: hashlib.md5(f"{seed}:{i}".encode()).hexdigest())[:2]
+        assert sorted(chosen) == got
+    assert split(tmp_path / "src", tmp_path / "all", SplitConfig(n=-1))["chosen"] == 5
+    assert ids(tmp_path / "all") == every
+    with caplog.at_level("WARNING", logger="ovlabel.hygiene"):
+        assert split(tmp_path / "src", tmp_path / "many", SplitConfig(n=9))["removed"] == 0
+    assert "has 5 records; --n 9 takes them all" in caplog.text and ids(tmp_path / "many") == every
+    with pytest.raises(DatasetError, match=r"^--n must be -1 \(all\) or a count, not -2$"):
+        split(tmp_path / "src", tmp_path / "bad", SplitConfig(n=-2))
+    assert not (tmp_path / "bad").exists()

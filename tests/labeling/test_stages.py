@@ -1,5 +1,6 @@
 """The pseudo-labeling row stages (labeling.stages) on small tables, without Ray: units loaded from parts,
-given phrases checked against their captions and merged, and the assemble stage's per-row fixes."""
+given phrases checked against their captions and merged, phrases extracted by spaCy (the model
+tests/labeling/test_phrases.py uses), and the assemble stage's per-row fixes."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ from formats import schema as S
 from labeling.stages import (
     PHRASES_TYPE,
     ROW_COLUMNS,
+    AddPhrases,
     AssembleCandidates,
+    CaptionPhrases,
     LoadUnits,
     _decoded_sizes,
     _no_caption_no_image_score,
     _part_captions,
+    add_phrases,
     given_phrases,
     load_units,
 )
@@ -127,3 +131,40 @@ def test_assemble_candidates_declares_what_it_reads_per_mode():
     vocab_only = AssembleCandidates(vocabulary=[["car", "auto"]], with_phrases=False)
     assert "phrases" not in vocab_only.reads and vocab_only.vocabulary == [["car", "auto"]]
     assert AssembleCandidates(with_phrases=False).with_phrases  # no vocabulary: phrases are all there is
+
+
+def test_add_phrases_appends_the_noun_phrases_of_each_caption_with_their_spans():
+    t = pa.table({"image_id": ["a", "b", "c", "d"],
+                  "caption": ["The old man and his dog.", None, "", "a red car near a red car"]})
+    out = add_phrases(t, {})
+    assert out.column_names == ["image_id", "caption", "phrases"] and out.column("phrases").type == PHRASES_TYPE
+    assert out.column("image_id").to_pylist() == ["a", "b", "c", "d"]
+    assert out.column("phrases").to_pylist() == [
+        [{"phrase": "old man", "tokens_positive": [[4, 11]]}, {"phrase": "dog", "tokens_positive": [[20, 23]]}],
+        [], [],  # no caption, an empty caption: no phrases
+        [{"phrase": "red car", "tokens_positive": [[2, 9], [17, 24]]}]]  # repeated: one phrase, both spans
+    # the config holds PhraseConfig's fields; a list value (extra_abstract) is accepted too
+    kept = add_phrases(t.slice(0, 1), {"strip_determiners": False}).column("phrases").to_pylist()
+    assert kept == [[{"phrase": "The old man", "tokens_positive": [[0, 11]]},
+                     {"phrase": "his dog", "tokens_positive": [[16, 23]]}]]
+    no_dog = add_phrases(t.slice(0, 1), {"extra_abstract": ["dog"]}).column("phrases").to_pylist()
+    assert no_dog == [[{"phrase": "old man", "tokens_positive": [[4, 11]]}]]
+    stage = AddPhrases({})
+    assert (stage.reads, stage.adds) == (("caption",), ("phrases",))
+    assert stage(t.slice(0, 1)).column("phrases").to_pylist() == out.column("phrases").to_pylist()[:1]
+
+
+def test_caption_phrases_gives_one_row_per_caption_of_each_unit(tmp_path):
+    pq.write_table(pa.table({"image_id": ["a", "b", "c"], "caption": ["a red car", None, "The old man and his dog."]}),
+                   tmp_path / "vg.parquet")
+    pq.write_table(pa.table({"image_id": ["x", "y"]}), tmp_path / "od.parquet")  # detection records: no captions
+    units = pa.table({"path": [str(tmp_path / "vg.parquet"), str(tmp_path / "od.parquet")],
+                      "name": ["part-0.parquet", "part-1.parquet"], "start": [1, 0], "stop": [3, 2]})
+    out = CaptionPhrases({})(units)
+    assert out.schema == pa.schema([("part", pa.string()), ("row", pa.int64()), ("phrases", PHRASES_TYPE)])
+    assert out.to_pylist() == [
+        {"part": "part-0.parquet", "row": 1, "phrases": []},  # the unit starts at row 1; row 1 has no caption
+        {"part": "part-0.parquet", "row": 2, "phrases": [{"phrase": "old man", "tokens_positive": [[4, 11]]},
+                                                         {"phrase": "dog", "tokens_positive": [[20, 23]]}]},
+        {"part": "part-1.parquet", "row": 0, "phrases": []},
+        {"part": "part-1.parquet", "row": 1, "phrases": []}]
