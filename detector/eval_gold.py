@@ -74,6 +74,7 @@ def dataset_to_coco(dataset_dir: str | os.PathLike) -> dict:
     """A COCO dict of a gold OD dataset directory (see the module docstring for the fields kept).
 
     Image entries also carry ``ovlabel_id`` (the dataset's `image_id`) so detections can be keyed back.
+    Raises `EvaluationError` for a VG (grounding) dataset: detection AP needs an OD dataset.
     """
     ds = Dataset(dataset_dir).require_complete()
     m = ds.manifest
@@ -111,7 +112,10 @@ def _region_annotation(g: dict, image_id, cat_id: dict[int, int]) -> dict | None
 
 
 def load_detections(path: str | os.PathLike) -> list[dict]:
-    """A COCO results JSON file: a list of ``{image_id, category_id, bbox [x, y, w, h], score}``."""
+    """A COCO results JSON file: a list of ``{image_id, category_id, bbox [x, y, w, h], score}``.
+
+    Raises `EvaluationError` when the file is unreadable or not JSON, not a list, or an entry lacks or
+    mistypes a field."""
     p = Path(path)
     try:
         dets = json.loads(p.read_text())

@@ -59,7 +59,10 @@ def _group(caption: str, regions: list[tuple[list, str | None, list[float]]]) ->
 
 
 def load_grounding_gold(path: str | os.PathLike, max_items: int | None = None) -> tuple[list[GroundingItem], str | None]:
-    """(items, image root) of a VG dataset directory or an MDETR-style JSON file (see the module docstring)."""
+    """(items, image root) of a VG dataset directory or an MDETR-style JSON file (see the module docstring).
+
+    Raises `EvaluationError` when the file is not JSON or lacks ``images`` (with captions) and
+    ``annotations``."""
     p = Path(path)
     items: list[GroundingItem] = []
     if p.is_dir():

@@ -114,7 +114,9 @@ def detect_gold(detector, gt: dict, image_root: str | os.PathLike | None, *, max
 
 def evaluate_detections(gold: str | os.PathLike, detections: str | os.PathLike, *,
                         protocol: str | None = None) -> dict:
-    """A COCO results file scored against a gold file or dataset (no detector run)."""
+    """A COCO results file scored against a gold file or dataset (no detector run).
+
+    Raises `EvaluationError` when the results file holds no detections (or, from the loaders, is invalid)."""
     from detector.eval_gold import load_detections
 
     protocol = protocol or default_protocol(gold)

@@ -59,7 +59,9 @@ def grounding_loss(logits, labels, device, pred_boxes, config, label_maps, text_
 
 
 def checked_label_maps(label_maps, labels: list[dict]):
-    """The model's label maps, checked against the targets' span-built ``label_map`` where they have one."""
+    """The model's label maps, checked against the targets' span-built ``label_map`` where they have one.
+
+    Raises `ValueError` when an image's prompt separators group its tokens differently from its phrases."""
     for i, (model_map, t) in enumerate(zip(label_maps, labels)):
         ours = t.get("label_map")
         if ours is None:

@@ -34,7 +34,8 @@ PAD_VALUE = 0.5
 class Owlv2Detector(CanvasDetector):
     """Proposes boxes for phrases with an OWLv2 checkpoint (``model_type == "owlv2"``); the interface of
     ``detector.grounding.GroundingDetector`` (``propose``, ``detect``, ``resize_rule``, ``mean``, ``std``,
-    ``tokenizer``, ``encoder``) plus ``pair_scores`` for evaluation."""
+    ``tokenizer``, ``encoder``) plus ``pair_scores`` for evaluation. Raises `ValueError` at construction when
+    the checkpoint's processor size differs from its vision model's ``image_size``."""
 
     def __init__(self, model: str, *, device: str | None = None, precision: str = "auto", batch_size: int = 4,
                  box_threshold: float = 0.1, trust_remote_code: bool = False, canvas_multiple: int = 64,

@@ -137,6 +137,8 @@ class Manifest:
 
     @classmethod
     def from_json(cls, d: dict) -> Manifest:
+        """The manifest of a parsed manifest.json; raises `DatasetError` when `d` is not an ovlabel manifest or
+        its format_version is newer than this ovlabel reads."""
         if d.get("format") != S.FORMAT_NAME:
             raise DatasetError(f"not an ovlabel dataset manifest (format={d.get('format')!r})")
         if int(d.get("format_version", 0)) > S.FORMAT_VERSION:
@@ -192,7 +194,8 @@ class Dataset:
     """A dataset directory, local or on an object store (`formats.storage.Folder`): read its manifest and records.
 
     `root` is a `Path` for a local dataset and the `Folder` (shown as its URL) for one on an object store;
-    `folder` is the `Folder` in both cases."""
+    `folder` is the `Folder` in both cases. Opening one raises `DatasetError` when the folder has no
+    manifest.json or an unreadable one (not JSON, not an ovlabel manifest, a newer format version)."""
 
     def __init__(self, root: str | os.PathLike | Folder):
         self.folder = Folder(root)

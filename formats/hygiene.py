@@ -222,7 +222,9 @@ class SplitConfig:
 
 
 def split(dataset_dir: str | os.PathLike, out: str | os.PathLike, cfg: SplitConfig, *, overwrite: bool = False) -> dict:
-    """Writes a deterministic sample of `dataset_dir` (stored order kept); returns what was chosen."""
+    """Writes a deterministic sample of `dataset_dir` (stored order kept); returns what was chosen.
+
+    Raises `DatasetError` when ``cfg.n`` is below -1 (before anything is read or written)."""
     if cfg.n < -1:
         raise DatasetError(f"--n must be -1 (all) or a count, not {cfg.n}")
     ds = _dataset(dataset_dir)

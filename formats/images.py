@@ -216,7 +216,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) as displayed, from an image file's header without decoding the pixels.
 
     EXIF orientation is applied (a phone photo stored 4000x3000 with orientation 6 is 3000x4000), as
-    `decode_image` applies it to the pixels, so sizes and pixels always agree."""
+    `decode_image` applies it to the pixels, so sizes and pixels always agree. Raises `ImageError` when the
+    header cannot be read."""
     from PIL import Image
 
     try:
@@ -252,7 +253,9 @@ def image_size_under(image_root, file_name: str) -> tuple[int, int]:
 
 
 def header_size(f, name: str) -> tuple[int, int]:
-    """`image_size` of an open binary file (a tar member): (width, height) as displayed, from the header."""
+    """`image_size` of an open binary file (a tar member): (width, height) as displayed, from the header.
+
+    Raises `ImageError` (naming `name`) when the header cannot be read."""
     from PIL import Image
 
     try:
@@ -336,7 +339,9 @@ def _to_8bit(im):
 
 
 def decode_image(data: bytes, name: str = "image"):
-    """Decodes to an RGB PIL image by `to_rgb`'s rule, refusing files larger than MAX_PIXELS or that do not decode."""
+    """Decodes to an RGB PIL image by `to_rgb`'s rule, refusing files larger than MAX_PIXELS or that do not decode.
+
+    Raises `ImageError` (naming `name`) for an image over MAX_PIXELS or data that does not decode."""
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS

@@ -73,7 +73,8 @@ class SchemaError(ValueError):
 
 
 def record_schema(extra: list[pa.Field] | None = None) -> pa.Schema:
-    """The core schema followed by source-specific extra columns."""
+    """The core schema followed by source-specific extra columns; raises `SchemaError` when an extra column
+    has a core column's name."""
     fields = list(CORE_FIELDS)
     for f in extra or []:
         if f.name in CORE_COLUMNS:

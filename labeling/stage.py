@@ -51,6 +51,7 @@ class Stage:
         """Loads per-worker state (models, tokenizers). Called once per worker before the first batch."""
 
     def process(self, batch: pa.Table) -> pa.Table:
+        """The stage's work on one batch; subclasses define it (the base raises `NotImplementedError`)."""
         raise NotImplementedError
 
     def __call__(self, batch: pa.Table) -> pa.Table:

@@ -124,7 +124,10 @@ def o365_name_fixes() -> dict[int, tuple[str, str]]:
 
 
 def build_categories(raw: list, source: str, path: str, fix_names: bool = False) -> list[dict]:
-    """Validates the file's categories and assigns label ids by the source's convention (sorted by label)."""
+    """Validates the file's categories and assigns label ids by the source's convention (sorted by label).
+
+    Raises `ConversionError` for a category without an integer id or a name, a repeated id, or (COCO-style
+    sources) an id below 1."""
     cats, seen = [], set()
     for i, c in enumerate(raw):
         if not isinstance(c, dict) or not isinstance(c.get("id"), int) or isinstance(c.get("id"), bool):
@@ -165,7 +168,8 @@ def coco80_categories(cats: list[dict], path: str) -> list[dict]:
 
     MMDetection's ``CocoDataset`` maps a file's categories into its fixed 80-class label space by name; here
     both id and name must be a standard pair (names compared ignoring case), and classes the file lacks are
-    added with their standard name, so labels are the same 80 whatever subset a file holds."""
+    added with their standard name, so labels are the same 80 whatever subset a file holds. Raises
+    `ConversionError` for an id that is not a COCO 2017 id or a name that is not its standard name."""
     by_id = {c["id"]: c for c in cats}
     for c in cats:
         std = COCO80.get(c["id"])
@@ -219,7 +223,8 @@ def convert_coco(ann_path: str | os.PathLike, out_dir: str | os.PathLike, cfg: C
     """Converts one COCO-format JSON into an ODVG OD dataset directory; returns its manifest.
 
     `ann_path`, `out_dir` and ``cfg.image_root`` may be local paths or object-store URLs (`formats.storage`);
-    a JSON file on an object store is copied to a local temp file to be parsed."""
+    a JSON file on an object store is copied to a local temp file to be parsed. Raises `ConversionError` for an
+    unknown ``cfg.source`` (and, from `build_categories`, for invalid categories)."""
     if cfg.source not in SOURCES:
         raise ConversionError(f"unknown --source {cfg.source!r}; expected one of {', '.join(SOURCES)}")
     resume_key, info, existing = checked_input(ann_path, cfg, out_dir, overwrite, log)

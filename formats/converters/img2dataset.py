@@ -98,7 +98,7 @@ def shards(raw_dir: str | os.PathLike) -> list[Path]:
 
 def shard_keys(shard: Path) -> list[str]:
     """The keys of a shard's images (successful rows of a parquet, samples with an image member of a tar),
-    read without decoding anything."""
+    read without decoding anything. Raises `Img2DatasetError` when the parquet or tar cannot be read."""
     if shard.suffix == ".tar":
         keys: dict[str, None] = {}
         try:

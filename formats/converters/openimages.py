@@ -58,7 +58,9 @@ class OpenImagesConvertConfig:
 
 
 def find_inputs(ann_dir: Folder, split: str) -> tuple[str, str]:
-    """The names of the box CSV of `split` and of the class descriptions in `ann_dir` (local or on a store)."""
+    """The names of the box CSV of `split` and of the class descriptions in `ann_dir` (local or on a store).
+
+    Raises `ConversionError` unless there is exactly one box CSV of `split` and a class-descriptions file."""
     names = ann_dir.list()
     boxes = fnmatch.filter(names, f"*{split}-annotations-bbox.csv")
     classes = fnmatch.filter(names, "*class-descriptions-boxable.csv") or fnmatch.filter(names, "*class-descriptions.csv")

@@ -105,7 +105,10 @@ def export_coco(dataset_dir: str | os.PathLike, out: str | os.PathLike, *,
     `images_dir`: write images kept inside img2dataset shards there and name them relative to it
     (`formats.export.images`); without it such datasets are refused unless `tar_paths`. `training`: leave
     crowd and ignore regions out (a file a trainer reads as plain boxes); by default they are written as
-    ``iscrowd`` / ``ignore`` annotations, which evaluation tools and MMDetection's loaders ignore."""
+    ``iscrowd`` / ``ignore`` annotations, which evaluation tools and MMDetection's loaders ignore.
+
+    Raises `ValueError` for a `view` the dataset lacks: ``"od"`` without a label map, ``"vg"`` of an OD
+    dataset, or any other name."""
     ds = Dataset(dataset_dir).require_complete()
     con = connect()
     image_counts = register_export_records(con, ds, images_dir, with_order=True, tar_paths=tar_paths)
