@@ -179,6 +179,7 @@ def test_review_open_prints_the_url_as_json_and_serves(gold_and_pseudo, tmp_path
             lines.append(line)
             if line.startswith("}"):
                 break
+        assert lines, f"review open printed nothing (exit {proc.poll()}):\n{(tmp_path / 'err.log').read_text()[-3000:]}"
         info = json.loads("".join(lines))
         assert info["url"] == f"http://127.0.0.1:{port}/" and info["samples"] == 7
         assert set(info["fields"]) == {"gold", "round_1"}
