@@ -35,12 +35,18 @@ def tar_url(member: str, shard: str) -> str:
     return f"tar://{member}::{shard}"
 
 
+def _split_member_url(name: str, scheme: str) -> tuple[str, str] | None:
+    """(member, shard) of a ``SCHEME://MEMBER::SHARD`` name, else None."""
+    prefix = f"{scheme}://"
+    if not name.startswith(prefix) or "::" not in name:
+        return None
+    member, shard = name[len(prefix):].split("::", 1)
+    return member, shard
+
+
 def split_tar_url(name: str) -> tuple[str, str] | None:
     """(member, shard) of a ``tar://MEMBER::SHARD`` name, else None."""
-    if not name.startswith("tar://") or "::" not in name:
-        return None
-    member, shard = name[len("tar://"):].split("::", 1)
-    return member, shard
+    return _split_member_url(name, "tar")
 
 
 def parquet_url(key: str, shard: str) -> str:
@@ -50,10 +56,7 @@ def parquet_url(key: str, shard: str) -> str:
 
 def split_parquet_url(name: str) -> tuple[str, str] | None:
     """(key, shard) of a ``parquet://KEY::SHARD`` name, else None."""
-    if not name.startswith("parquet://") or "::" not in name:
-        return None
-    key, shard = name[len("parquet://"):].split("::", 1)
-    return key, shard
+    return _split_member_url(name, "parquet")
 
 
 class _ParquetImages:

@@ -38,3 +38,38 @@ def write_parts(root, parts=range(3)) -> DatasetWriter:
         w.write_rejects(f"part-{p}.parquet", [{"file": "f", "record": f"t/{p}-9", "reason": "r", "detail": None}])
         w.write_part(f"part-{p}.parquet", table(p, 3), note=p)
     return w
+
+
+def run_killed_at_record(args: list[str], n: int = 3, env: dict | None = None):
+    """Runs ``ovlabel ARGS`` (a command writing a dataset part by part) in a subprocess that SIGKILLs itself
+    as it is about to write its `n`-th completion record (`formats.dataset._commit`): parts after it may be on
+    disk or the store, unrecorded. Records are made one at a time (parts are written by two threads), so the
+    records before it are complete when it dies: a record still being uploaded by the other thread cannot be
+    cut off. Checks that it died so; returns the completed process."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    script = f"""
+import os, signal, sys, threading
+sys.path[:0] = [{str(ROOT)!r}]
+import formats.dataset as D
+commit, seen, lock = D._commit, [], threading.Lock()
+def dying(folder, rel, record):
+    if not rel.startswith("_done/records/"):
+        return commit(folder, rel, record)
+    with lock:
+        seen.append(rel)
+        if len(seen) == {n}:
+            os.kill(os.getpid(), signal.SIGKILL)
+        commit(folder, rel, record)
+D._commit = dying
+from workflows.cli import main
+sys.exit(main({[str(a) for a in args]!r}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    return proc

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, coco_doc, run_cli
-from dataset_parts import KEY, table, write_parts
+from dataset_parts import KEY, run_killed_at_record, table, write_parts
 
 from formats import storage
 from formats.dataset import DONE, MANIFEST, Dataset, DatasetError, DatasetWriter, Manifest, write_part_file
@@ -244,29 +244,8 @@ def test_convert_stats_and_exports_on_s3_equal_a_local_run(s3, write_json, tmp_p
 def test_a_convert_killed_after_some_parts_and_rerun_on_s3_equals_one_uninterrupted_run(s3, write_json):
     ann = write_json(coco_doc(n_images=7))
     args = ["convert", "coco", str(ann), "--source", "custom", "--part-images", "2"]
-    # the convert dies (SIGKILL) as it is about to record its third part: parts after it may be on the store.
-    # Records are made one at a time here (parts are written by two threads), so the first two are complete
-    # when the third is attempted: a record still being uploaded by the other thread cannot be cut off.
-    script = f"""
-import os, signal, sys, threading
-sys.path[:0] = [{str(ROOT)!r}]
-import formats.dataset as D
-commit, seen, lock = D._commit, [], threading.Lock()
-def dying(folder, rel, record):
-    if not rel.startswith("_done/records/"):
-        return commit(folder, rel, record)
-    with lock:
-        seen.append(rel)
-        if len(seen) == 3:
-            os.kill(os.getpid(), signal.SIGKILL)
-        commit(folder, rel, record)
-D._commit = dying
-from workflows.cli import main
-sys.exit(main({[*args, "--out", f"{s3.url}/ds"]!r}))
-"""
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env=s3.env)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    # the convert dies (SIGKILL) as it is about to record its third part: parts after it may be on the store
+    run_killed_at_record([*args, "--out", f"{s3.url}/ds"], 3, env=s3.env)
     killed = Dataset(f"{s3.url}/ds")
     assert not killed.manifest.complete and len(killed.manifest.parts) == 2
     assert len(s3.fs.ls(f"{s3.bucket}/ds/records")) >= 3  # a part written but never recorded

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from conftest import coco_doc, free_port, run_cli
+from dataset_parts import run_killed_at_record
 
 from formats import storage
 from formats.dataset import MANIFEST, Dataset, DatasetWriter, Manifest
@@ -195,28 +195,8 @@ def test_convert_stats_and_exports_on_gs_equal_a_local_run(gcs, write_json, tmp_
 def test_a_convert_killed_after_some_parts_and_rerun_on_gs_equals_one_uninterrupted_run(gcs, write_json):
     ann = write_json(coco_doc(n_images=7))
     args = ["convert", "coco", str(ann), "--source", "custom", "--part-images", "2"]
-    # the convert dies (SIGKILL) as it is about to record its third part: parts after it may be on the store.
-    # Records are made one at a time here (parts are written by two threads), so the first two are complete
-    # when the third is attempted: a record still being uploaded by the other thread cannot be cut off.
-    script = f"""
-import os, signal, sys, threading
-sys.path[:0] = [{str(ROOT)!r}]
-import formats.dataset as D
-commit, seen, lock = D._commit, [], threading.Lock()
-def dying(folder, rel, record):
-    if not rel.startswith("_done/records/"):
-        return commit(folder, rel, record)
-    with lock:
-        seen.append(rel)
-        if len(seen) == 3:
-            os.kill(os.getpid(), signal.SIGKILL)
-        commit(folder, rel, record)
-D._commit = dying
-from workflows.cli import main
-sys.exit(main({[*args, "--out", f"{gcs.url}/ds"]!r}))
-"""
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    # the convert dies (SIGKILL) as it is about to record its third part: parts after it may be on the store
+    run_killed_at_record([*args, "--out", f"{gcs.url}/ds"], 3)
     killed = Dataset(f"{gcs.url}/ds")
     assert not killed.manifest.complete and len(killed.manifest.parts) == 2
     assert len([n for n in _objects(gcs, "ds") if n.startswith("records/")]) >= 3  # a part never recorded
