@@ -77,7 +77,10 @@ def _read_text(path: str | os.PathLike) -> tuple[str, str]:
                 raise FileNotFoundError(f"{folder.url_of(name)}: no such file") from None
             return folder.url_of(name), raw.decode()
         path = storage.Folder(path).path
-    return str(path), Path(path).read_text()
+    try:
+        return str(path), Path(path).read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
 
 
 def load_config(cls: type[T], path: str | os.PathLike) -> T:

@@ -272,6 +272,11 @@ class Dataset:
         return str(self._location(RECORDS)) + "/*.parquet"
 
 
+def _nothing_done(m: Manifest) -> str:
+    """A note for the refusal to reuse an output: an unfinished run that recorded no part loses nothing."""
+    return "" if m.complete or m.parts or m.reject_parts else " (an unfinished run that recorded no part)"
+
+
 def prior_run(root: str | os.PathLike, resume_key: dict, overwrite: bool) -> Manifest | None:
     """Checks an output folder before work starts.
 
@@ -286,7 +291,7 @@ def prior_run(root: str | os.PathLike, resume_key: dict, overwrite: bool) -> Man
         raise DatasetError(f"{root} exists and is not an ovlabel dataset; choose an empty --out")
     m = Dataset(root).manifest
     if m.config.get("_resume_key") != _fingerprint(resume_key):
-        raise DatasetError(f"{root} holds a dataset made from other inputs or settings; "
+        raise DatasetError(f"{root} holds a dataset made from other inputs or settings{_nothing_done(m)}; "
                            "pass --overwrite to start over, or choose another --out")
     return m if m.complete else None
 
@@ -347,7 +352,7 @@ class DatasetWriter:
                 old = ds.manifest  # with the parts an unfinished run recorded under _done/
                 if old.config.get("_resume_key") != self._key:
                     raise DatasetError(
-                        f"{self.root} holds a dataset made from other inputs or settings; "
+                        f"{self.root} holds a dataset made from other inputs or settings{_nothing_done(old)}; "
                         "pass --overwrite to start over, or choose another --out"
                     )
                 self._done = {p["name"]: p for p in old.parts}

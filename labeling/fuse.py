@@ -34,16 +34,25 @@ class FilterConfig:
     objectness_threshold: float = 0.0
 
     @classmethod
-    def load(cls, path: str | Path | None = None, **overrides) -> FilterConfig:
-        """From a JSON/TOML file (its "filter" section, or the whole file), then flag overrides (None = unset).
+    def load(cls, path: str | Path | None = None, *, base: FilterConfig | None = None, **overrides) -> FilterConfig:
+        """`base` (default: the defaults) with the keys a JSON/TOML file sets (its "filter" section, or the
+        whole file), then flag overrides (None = unset): a setting neither names keeps `base`'s value.
 
-        Raises formats.config.ConfigError (a ValueError) for an unknown key or a value of the wrong type."""
-        cfg = cls()
+        Raises formats.config.ConfigError (a ValueError) for an unknown key or a value of the wrong type;
+        OSError when the file cannot be read."""
+        cfg = base or cls()
         if path:
             raw = read_config_file(path)
-            cfg = from_dict(cls, raw["filter"], file=path, path="filter") if "filter" in raw else \
-                from_dict(cls, raw, file=path)
+            section, where = (raw["filter"], "filter") if "filter" in raw else (raw, "")
+            given = from_dict(cls, section, file=path, path=where)  # checks every key and value
+            cfg = replace(cfg, **{k: getattr(given, k) for k in section})
         return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+    @classmethod
+    def recorded(cls, settings: dict | None) -> FilterConfig:
+        """The filter config a pseudo dataset's manifest records (``config["filter"]``); settings a dataset
+        written by an older version lacks take their defaults. Raises ConfigError for an unknown key."""
+        return from_dict(cls, settings or {}, path="filter")
 
     def to_dict(self) -> dict:
         return asdict(self)

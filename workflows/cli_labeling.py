@@ -118,11 +118,16 @@ def _shard_backed(dataset_dir) -> bool:
 
 
 def cmd_refilter(a: argparse.Namespace) -> None:
+    from formats.dataset import Dataset
     from labeling.fuse import FilterConfig
     from workflows.pseudo_label import refilter
 
-    filt = FilterConfig.load(a.config, det_threshold=a.det_threshold, fused_threshold=a.fused_threshold,
-                             image_threshold=a.image_threshold, objectness_threshold=a.objectness_threshold)
+    flags = {"det_threshold": a.det_threshold, "fused_threshold": a.fused_threshold,
+             "image_threshold": a.image_threshold, "objectness_threshold": a.objectness_threshold}
+    FilterConfig.load(a.config, **flags)  # a config that does not fit is reported first (exit 2)
+    # what neither --config nor a flag sets stays as the pseudo run had it
+    base = FilterConfig.recorded(Dataset(a.pseudo).require_complete().manifest.config.get("filter"))
+    filt = FilterConfig.load(a.config, base=base, **flags)
     print_json(refilter(a.pseudo, a.out, filt, overwrite=a.overwrite))
 
 
@@ -156,7 +161,8 @@ def register(sub) -> None:
     add_pseudo_args(p)
     p.set_defaults(func=cmd_pseudo)
 
-    p = sub.add_parser("refilter", help="re-apply thresholds to a pseudo dataset's stored candidates (no GPU)")
+    p = sub.add_parser("refilter", help="re-apply thresholds to a pseudo dataset's stored candidates (no GPU); "
+                       "settings not given keep the pseudo run's")
     p.add_argument("pseudo")
     p.add_argument("--out", required=True)
     p.add_argument("--config", help="JSON with the filter settings (a 'filter' section or the settings alone)")

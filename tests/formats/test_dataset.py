@@ -198,3 +198,17 @@ def test_an_overwrite_clears_records_of_the_earlier_run(tmp_path):
     assert w.manifest.parts == [] and done_files(out) == [] and Dataset(out).manifest.parts == []
     with pytest.raises(DatasetError, match="other inputs or settings"):
         writer(out)
+
+
+def test_another_run_into_the_folder_is_refused_and_says_when_nothing_was_recorded(tmp_path):
+    writer(tmp_path / "a")  # opened (manifest written), then died before its first part
+    other = {"inputs": ["y"]}
+    with pytest.raises(DatasetError, match=r"a holds a dataset made from other inputs or settings \(an unfinished "
+                                           r"run that recorded no part\); pass --overwrite"):
+        DatasetWriter(tmp_path / "a", Manifest(kind="od", source="t"), resume_key=other)
+    w = writer(tmp_path / "b")
+    w.write_part("part-0.parquet", table(0))
+    with pytest.raises(DatasetError, match=r"b holds a dataset made from other inputs or settings; pass --overwrite"):
+        DatasetWriter(tmp_path / "b", Manifest(kind="od", source="t"), resume_key=other)
+    with pytest.raises(DatasetError, match=r"\(an unfinished run that recorded no part\)"):
+        prior_run(tmp_path / "a", other, overwrite=False)

@@ -69,5 +69,11 @@ def test_pseudo_and_refilter_commands(tiny_models, tmp_path):
     assert Dataset(out).manifest.config["filter"]["fused_threshold"] == 0
     r = json.loads(run_cli("refilter", out, "--out", tmp_path / "rf", "--fused-threshold", "2").stdout)
     assert r["images"] == 0 and r["boxes"] == 0  # nothing can fuse above 1
+    # settings neither a flag nor --config names stay as the pseudo run had them (not the defaults)
+    filt = Dataset(tmp_path / "rf").manifest.config["filter"]
+    assert (filt["fused_threshold"], filt["image_threshold"]) == (2, -1)
+    run_cli("refilter", out, "--out", tmp_path / "same", "--det-threshold", "0")
+    assert Dataset(tmp_path / "same").read().to_pylist() == Dataset(out).read().to_pylist()
+    assert Dataset(tmp_path / "same").manifest.config["filter"] == Dataset(out).manifest.config["filter"]
     p = run_cli("pseudo", "--input", tmp_path / "nothing", "--out", tmp_path / "x", check=False)
     assert p.returncode == 1 and "not an ovlabel dataset" in p.stderr
