@@ -124,8 +124,11 @@ def read_coco(path: str | os.PathLike, *, tmp_dir: str | os.PathLike | None = No
     out.sha256 = digest.result()
     if not out.has_images:
         raise JSONStructureError(f"{path}: no 'images' list; not a COCO detection file")
-    if not isinstance(out.categories, list) or not out.categories:
+    if not isinstance(out.categories, list):
         raise JSONStructureError(f"{path}: no 'categories' list; not a COCO detection file")
+    if not out.categories:
+        raise JSONStructureError(f"{path}: the 'categories' list is empty; a COCO detection file names its "
+                                 "categories")
     _concat_images(out, imgs)
     _concat_anns(out, anns)
     return out

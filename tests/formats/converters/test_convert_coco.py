@@ -187,6 +187,7 @@ def test_nan_and_string_sizes(write_json, tmp_path):
 
 @pytest.mark.parametrize("doc, message", [
     ({"images": []}, "no 'categories'"),
+    ({"images": [], "categories": []}, "the 'categories' list is empty"),
     ({"annotations": [], "categories": [{"id": 1, "name": "a"}]}, "no 'images'"),
     ({"images": [], "categories": [{"id": 1, "name": "a"}, {"id": 1, "name": "b"}]}, "duplicate category id 1"),
     ({"images": [], "categories": [{"id": "x", "name": "a"}]}, "integer 'id'"),
