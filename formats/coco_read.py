@@ -89,6 +89,7 @@ def read_coco(path: str | os.PathLike, *, tmp_dir: str | os.PathLike | None = No
     path = str(path)
     warm_pandas_import()
     out = CocoColumns(path=path)
+    categories_given = False
     digest = sha256_async(path)
     parser = DuckParser(COCO_SPECS, tmp_dir)
     imgs: list[dict] = []
@@ -112,7 +113,7 @@ def read_coco(path: str | os.PathLike, *, tmp_dir: str | os.PathLike | None = No
                         raise JSONStructureError(f"{path}: '{key}' must be a list, found {type(value).__name__}")
                     setattr(out, f"has_{key}", True)
                 elif key == "categories":
-                    out.categories = value
+                    out.categories, categories_given = value, True
                 else:
                     out.other[key] = value
             out.has_images = out.has_images or "images" in stream.keys
@@ -124,7 +125,7 @@ def read_coco(path: str | os.PathLike, *, tmp_dir: str | os.PathLike | None = No
     out.sha256 = digest.result()
     if not out.has_images:
         raise JSONStructureError(f"{path}: no 'images' list; not a COCO detection file")
-    if not isinstance(out.categories, list):
+    if not isinstance(out.categories, list) or not (out.categories or categories_given):
         raise JSONStructureError(f"{path}: no 'categories' list; not a COCO detection file")
     if not out.categories:
         raise JSONStructureError(f"{path}: the 'categories' list is empty; a COCO detection file names its "
