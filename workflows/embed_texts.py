@@ -18,11 +18,24 @@ from formats.export.yolo_world import class_texts
 
 
 def load_class_texts(source: str | Path) -> list[list[str]]:
-    """Class names (with synonyms) from a dataset directory's label map or a class-texts JSON file."""
+    """Class names (with synonyms): a dataset directory's label map (YOLO-World's class texts of it), a
+    class-texts JSON file (``[["cat"], ["tv", "monitor"]]``), or a text class list as ``pseudo --classes``
+    reads it (one class a line, ``name|synonym``; `labeling.vocabulary.read_vocabulary`).
+
+    Raises ValueError naming the file: missing, invalid JSON, or not a list of lists of names."""
     p = Path(source)
     if p.is_dir():
         return [class_texts(c) for c in Dataset(p).manifest.categories]
-    data = json.loads(p.read_text())
+    if p.suffix.lower() != ".json":
+        from labeling.vocabulary import read_vocabulary
+
+        return read_vocabulary(p)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{p}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p}: line {e.lineno} column {e.colno}: invalid JSON: {e.msg}") from None
     if not isinstance(data, list) or not all(isinstance(x, list) and x and all(isinstance(s, str) for s in x) for x in data):
         raise ValueError(f"{p}: expected a JSON list of lists of names, e.g. [[\"cat\"], [\"tv\", \"monitor\"]]")
     return data

@@ -57,6 +57,15 @@ def test_models_tiny_embed_texts(tmp_path, write_json):
     bad.write_text('{"cat": 1}')
     p = run_cli("embed-texts", bad, "--model", tmp_path / "m" / "clip", "--out", tmp_path / "x.npy", check=False)
     assert p.returncode == 1 and "expected a JSON list of lists" in p.stderr
+    # the text class lists `pseudo --classes` reads (name|synonym), one row per class in file order
+    txt = tmp_path / "classes.txt"
+    txt.write_text("cat\ntv|monitor\n\nspoon\n")
+    r = json.loads(run_cli("embed-texts", txt, "--model", tmp_path / "m" / "clip", "--out", tmp_path / "t.npy").stdout)
+    assert r["shape"] == [3, 16] and np.allclose(np.load(tmp_path / "t.npy"), arr)  # same classes as texts.json
+    for missing in ("nope.json", "nope.txt"):
+        p = run_cli("embed-texts", tmp_path / missing, "--model", tmp_path / "m" / "clip", "--out", tmp_path / "x.npy",
+                    check=False)
+        assert p.returncode == 1 and p.stderr.startswith(f"ovlabel: error: {tmp_path / missing}: no such"), p.stderr
 
 
 def test_pseudo_and_refilter_commands(tiny_models, tmp_path):
