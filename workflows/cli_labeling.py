@@ -184,7 +184,8 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_phrases)
 
     p = sub.add_parser("embed-texts", help="CLIP text embeddings per class (N x D .npy) for YOLO-World prompts")
-    p.add_argument("source", help="a dataset directory (its label map) or a class-texts JSON ([[name, synonym], ...])")
+    p.add_argument("source", help="a dataset directory (its label map), a class-texts JSON ([[name, synonym], ...]) "
+                   "or a text class list (one class a line, name|synonym)")
     p.add_argument("--model", default=DEFAULT_CLIP, help="CLIP hub id or local folder")
     p.add_argument("--out", required=True, help="the .npy file to write")
     p.add_argument("--synonyms", choices=("first", "mean"), default="first",
