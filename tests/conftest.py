@@ -346,11 +346,20 @@ RAY = str(Path(sys.executable).with_name("ray"))
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now."""
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct TCP ports free on 127.0.0.1 now: all `n` are held open together while they are picked
+    (ports picked one at a time can repeat, as one closed socket's port is offered again)."""
+    import contextlib
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
 
 
 def ray_cli_env(extra: dict | None = None) -> dict:
@@ -408,12 +417,16 @@ class RayNode:
             self.proc.wait(timeout=timeout)
 
 
-def ray_node_ports() -> list[str]:
-    """Free ports for everything a node listens on (two nodes on one machine, and other tests' Ray, must not
-    meet on a default port such as the dashboard agent's 52365)."""
-    return [f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
-            f"--metrics-export-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
-            f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
+NODE_PORT_FLAGS = ("--node-manager-port", "--object-manager-port", "--metrics-export-port",
+                   "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port")
+
+
+def ray_node_ports(ports: list[int] | None = None) -> list[str]:
+    """Distinct free ports for everything a node listens on (two nodes on one machine, and other tests' Ray,
+    must not meet on a default port such as the dashboard agent's 52365; Ray refuses one port given to two
+    of its components). `ports`: ports picked by the caller with others (`free_ports`)."""
+    ports = ports if ports is not None else free_ports(len(NODE_PORT_FLAGS))
+    return [f"{flag}={port}" for flag, port in zip(NODE_PORT_FLAGS, ports, strict=True)]
 
 
 def start_ray_head(env: dict, temp_dir: Path, num_cpus: int, resources: dict | None = None,
@@ -424,12 +437,12 @@ def start_ray_head(env: dict, temp_dir: Path, num_cpus: int, resources: dict | N
 
     from ray.job_submission import JobSubmissionClient
 
-    gcs, dash = free_port(), free_port()
+    gcs, dash, *ports = free_ports(2 + len(NODE_PORT_FLAGS))
     node = RayNode(["--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", f"--num-cpus={num_cpus}",
                     f"--resources={json.dumps(resources or {})}", "--include-dashboard=true",
                     "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-                    f"--object-store-memory={object_store_mb << 20}", "--disable-usage-stats", *ray_node_ports()],
-                   env, temp_dir)
+                    f"--object-store-memory={object_store_mb << 20}", "--disable-usage-stats",
+                    *ray_node_ports(ports)], env, temp_dir)
     url = f"http://127.0.0.1:{dash}"
     deadline = time.monotonic() + 120
     while True:  # `ray job submit` right after the start can find no agent: wait until the job API answers
